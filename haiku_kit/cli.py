@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--topic-col", default=None)
     b.add_argument("--haiku-col", default=None)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--min-similarity", type=float, default=0.5)
+    b.add_argument("--min-similarity", type=lambda s: None if s.lower() == "none" else float(s),
+                   default=0.5, help="topic-poem cosine threshold; none disables")
     b.add_argument("--on-bad-row", choices=["skip", "raise"], default="skip")
     b.set_defaults(func=_handler("data", "cli_data_build"))
 

@@ -1,0 +1,403 @@
+"""Training callbacks: JSONL/CSV log, sample log, hacking monitor, collapse detector, plots.
+
+GRPO samples are captured by wrapping the reward functions (`RewardRecorder`): TRL calls every
+reward function with the same prompts/completions list, so the wrapper sees each completion
+and every reward component without reading trainer internals, which change between versions.
+
+The callbacks are duck-typed (any `on_*` event is a no-op unless defined) so this module never
+imports transformers: with the Unsloth backend, `import unsloth` must come first.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import math
+import re
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from haiku_kit.config import CollapseSettings, MonitorSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Callback:
+    """Trainer-compatible callback base: every event not defined is a no-op."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+def completion_text(completion: Any) -> str:
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content", ""))
+    if isinstance(completion, dict):
+        return str(completion.get("content", ""))
+    return str(completion)
+
+
+def prompt_text(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list):
+        return "\n".join(str(m.get("content", "")) for m in prompt if isinstance(m, dict))
+    return str(prompt)
+
+
+# --------------------------------------------------------------------------- reward capture
+
+
+@dataclass
+class RewardBatch:
+    step: int
+    prompts: list
+    completions: list
+    topics: list
+    components: dict[str, list[float]] = field(default_factory=dict)
+    weights: list[float] = field(default_factory=list)
+
+    @property
+    def totals(self) -> list[float]:
+        names = list(self.components)
+        out = []
+        for i in range(len(self.completions)):
+            total = 0.0
+            for name, w in zip(names, self.weights or [1.0] * len(names)):
+                v = self.components[name][i]
+                if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                    total += w * v
+            out.append(total)
+        return out
+
+    def rows(self) -> list[dict]:
+        totals = self.totals
+        return [
+            {
+                "step": self.step,
+                "topic": self.topics[i] if i < len(self.topics) else None,
+                "prompt": prompt_text(self.prompts[i]),
+                "completion": completion_text(self.completions[i]),
+                "rewards": {n: _num(v[i]) for n, v in self.components.items()},
+                "total": totals[i],
+            }
+            for i in range(len(self.completions))
+        ]
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+class RewardRecorder:
+    """Wraps reward functions; when every component of a batch is in, calls the listeners."""
+
+    def __init__(self, names: list[str], weights_fn: Callable[[], list[float]] | None = None):
+        self.names = list(names)
+        self.weights_fn = weights_fn or (lambda: [1.0] * len(self.names))
+        self.listeners: list[Callable[[RewardBatch], None]] = []
+        self._batch: RewardBatch | None = None
+        self._completions_id: int | None = None
+
+    def wrap(self, fn: Callable, name: str) -> Callable:
+        @functools.wraps(fn)
+        def wrapped(prompts, completions, **kwargs):
+            rewards = fn(prompts=prompts, completions=completions, **kwargs)
+            self.record(name, prompts, completions, kwargs, list(rewards))
+            return rewards
+
+        wrapped.__name__ = name  # TRL names the logged metric rewards/<__name__>/mean
+        return wrapped
+
+    def wrap_all(self, funcs: list[Callable]) -> list[Callable]:
+        return [self.wrap(f, n) for f, n in zip(funcs, self.names)]
+
+    def record(self, name: str, prompts, completions, kwargs: dict, rewards: list) -> None:
+        if self._batch is None or self._completions_id != id(completions):
+            state = kwargs.get("trainer_state")
+            self._batch = RewardBatch(
+                step=int(getattr(state, "global_step", 0)),
+                prompts=list(prompts),
+                completions=list(completions),
+                topics=list(kwargs.get("topic") or []),
+            )
+            self._completions_id = id(completions)
+        self._batch.components[name] = rewards
+        if all(n in self._batch.components for n in self.names):
+            batch, self._batch, self._completions_id = self._batch, None, None
+            batch.components = {n: batch.components[n] for n in self.names}
+            batch.weights = [float(w) for w in self.weights_fn()]
+            for listener in self.listeners:
+                listener(batch)
+
+
+class SampleLogger:
+    """Writes prompts, completions and every reward component to JSONL every N steps."""
+
+    def __init__(self, path: str | Path, every: int = 1, n_print: int = 2):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.every = max(1, every)
+        self.n_print = n_print
+
+    def __call__(self, batch: RewardBatch) -> None:
+        if batch.step % self.every:
+            return
+        rows = batch.rows()
+        with self.path.open("a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for row in rows[: self.n_print]:
+            parts = ", ".join(f"{k}={v:.2f}" for k, v in row["rewards"].items() if v is not None)
+            poem = row["completion"].strip().replace("\n", " / ")
+            print(f"[step {row['step']}] {row['topic']!r}: {poem!r}  total={row['total']:.2f} ({parts})")
+
+
+# --------------------------------------------------------------------------- hacking monitor
+
+_WORD = re.compile(r"[a-z']+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _norm(text: str) -> str:
+    return " ".join(_words(text))
+
+
+def copies_prompt(completion: str, prompt: str) -> bool:
+    """The completion repeats the prompt, or is made (>= 80%) of the prompt's words."""
+    comp, prom = _norm(completion), _norm(prompt)
+    if not comp:
+        return False
+    if prom and prom in comp:
+        return True
+    words = _words(completion)
+    if len(words) < 3:
+        return comp in prom
+    prompt_words = set(_words(prompt))
+    return sum(w in prompt_words for w in words) / len(words) >= 0.8
+
+
+def _poem(text: str) -> str:
+    try:
+        from haiku_kit.haiku import extract_poem
+
+        return extract_poem(text).poem
+    except Exception:  # the verifier is optional here: fall back to the raw text
+        return text
+
+
+class HackingMonitor(Callback):
+    """Share of completions that copy the prompt or reproduce an SFT answer, plus TRL's
+    frac_reward_zero_std and clipped-completion ratio; warns loudly past a threshold."""
+
+    def __init__(self, settings: MonitorSettings | None = None, train_answers: Iterable[str] = ()):
+        self.settings = settings or MonitorSettings()
+        self.train_answers = {_norm(a) for a in train_answers if _norm(a)}
+        self.latest: dict[str, float] = {}
+        self.warnings: list[str] = []
+
+    def __call__(self, batch: RewardBatch) -> None:
+        texts = [completion_text(c) for c in batch.completions]
+        n = max(1, len(texts))
+        self.latest["monitor/copy_prompt_share"] = (
+            sum(copies_prompt(t, prompt_text(p)) for t, p in zip(texts, batch.prompts)) / n
+        )
+        self.latest["monitor/train_overlap_share"] = (
+            sum(_norm(_poem(t)) in self.train_answers for t in texts) / n if self.train_answers else 0.0
+        )
+        self.latest["monitor/empty_share"] = sum(not t.strip() for t in texts) / n
+
+    def check(self, logs: dict) -> list[str]:
+        s = self.settings
+        values = {
+            "copy_prompt_share": (self.latest.get("monitor/copy_prompt_share"), s.copy_prompt),
+            "train_overlap_share": (self.latest.get("monitor/train_overlap_share"), s.train_overlap),
+            "frac_reward_zero_std": (logs.get("frac_reward_zero_std"), s.zero_std),
+            "completions/clipped_ratio": (logs.get("completions/clipped_ratio"), s.clipped),
+        }
+        alerts = []
+        for name, (value, limit) in values.items():
+            if value is not None and value > limit:
+                alerts.append(f"{name}={value:.2f} > {limit:.2f}")
+        return alerts
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs and "reward" not in logs:
+            return
+        logs.update(self.latest)
+        for alert in self.check(logs):
+            msg = f"!!! REWARD-HACKING MONITOR at step {state.global_step}: {alert}"
+            self.warnings.append(msg)
+            logger.warning(msg)
+            print(msg, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- collapse detector
+
+
+class CollapseDetector:
+    """Fires when the reward falls sharply against a rolling window of earlier steps, or when
+    completions go empty, for `patience` consecutive steps. Pure: feed it values with observe()."""
+
+    def __init__(self, settings: CollapseSettings | None = None):
+        self.s = settings or CollapseSettings()
+        self.history: deque[float] = deque(maxlen=max(1, self.s.window))
+        self.bad_streak = 0
+        self.fired_at: int | None = None
+        self.reason: str | None = None
+
+    def observe(self, step: int, value: float, empty_share: float = 0.0) -> str | None:
+        """Returns the reason on the step it fires, else None."""
+        if self.fired_at is not None:
+            return None
+        why = None
+        if empty_share >= self.s.empty_share:
+            why = f"{empty_share:.0%} of completions are empty"
+        elif len(self.history) >= self.s.window:
+            baseline = sum(self.history) / len(self.history)
+            if self.s.metric == "max":
+                baseline = max(self.history)
+            limit = baseline - self.s.drop * max(abs(baseline), self.s.min_scale)
+            if value < limit:
+                why = f"reward {self.s.metric} {value:.3f} fell below {limit:.3f} (window baseline {baseline:.3f})"
+        if why is None:
+            self.bad_streak = 0
+            self.history.append(value)
+            return None
+        self.bad_streak += 1
+        if self.bad_streak >= self.s.patience:
+            self.fired_at, self.reason = step, why
+            return why
+        return None
+
+
+class CollapseCallback(Callback):
+    """Feeds the detector from reward batches; stops training when it fires. The rollback
+    itself (final adapter = last checkpoint saved before the collapse) happens in train.py."""
+
+    def __init__(self, settings: CollapseSettings | None = None):
+        self.detector = CollapseDetector(settings)
+        self.settings = self.detector.s
+        self.checkpoints: list[int] = []  # steps of checkpoints saved before the collapse
+        self._pending: tuple[int, float, float] | None = None
+
+    def __call__(self, batch: RewardBatch) -> None:
+        totals = batch.totals
+        if not totals:
+            return
+        value = max(totals) if self.settings.metric == "max" else sum(totals) / len(totals)
+        empty = sum(not completion_text(c).strip() for c in batch.completions) / len(totals)
+        self._pending = (batch.step, value, empty)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.settings.enabled or self._pending is None:
+            return
+        step, value, empty = self._pending
+        self._pending = None
+        reason = self.detector.observe(step, value, empty)
+        if reason:
+            msg = f"!!! COLLAPSE at step {state.global_step}: {reason}; stopping ({self.settings.action})"
+            logger.warning(msg)
+            print(msg, file=sys.stderr)
+            control.should_training_stop = True
+            control.should_save = False
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.detector.fired_at is None:
+            self.checkpoints.append(state.global_step)
+
+    @property
+    def collapsed(self) -> bool:
+        return self.detector.fired_at is not None
+
+
+# --------------------------------------------------------------------------- logs and plots
+
+
+class JsonlLogger(Callback):
+    """Appends every trainer log entry to log.jsonl; writes log.csv when training ends."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        entry = {"step": state.global_step, "epoch": state.epoch, **logs}
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, default=float) + "\n")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        write_csv(self.path, self.path.with_suffix(".csv"))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_csv(jsonl_path: str | Path, csv_path: str | Path) -> Path:
+    rows = read_jsonl(jsonl_path)
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with Path(csv_path).open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(csv_path)
+
+
+def plot_training(jsonl_path: str | Path, png_path: str | Path) -> Path | None:
+    """Reward components, loss and completion length over steps, one panel each."""
+    rows = [r for r in read_jsonl(jsonl_path) if "train_runtime" not in r]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(key):
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        return list(zip(*pts)) if pts else None
+
+    reward_keys = [k for k in rows[-1] if k.startswith("rewards/") and k.endswith("/mean")]
+    panels = []
+    if reward_keys or series("reward"):
+        panels.append(("reward", ["reward", *reward_keys]))
+    panels.append(("loss", ["loss"]))
+    if series("completions/mean_length"):
+        panels.append(("completion length (tokens)", ["completions/mean_length"]))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3 * len(panels)), sharex=True, squeeze=False)
+    for ax, (title, keys) in zip(axes[:, 0], panels):
+        for key in keys:
+            s = series(key)
+            if s:
+                ax.plot(s[0], s[1], marker=".", label=key.removeprefix("rewards/").removesuffix("/mean"))
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(fontsize="small")
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    png_path = Path(png_path)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path

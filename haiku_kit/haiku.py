@@ -1,0 +1,277 @@
+"""Get the poem out of a model answer and check it against a syllable pattern (5-7-5)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .syllables import analyze_line
+
+__all__ = [
+    "LINE_COUNT_PENALTY",
+    "Extraction",
+    "HaikuCheck",
+    "check",
+    "cli_check",
+    "extract_poem",
+    "parse_pattern",
+    "split_lines",
+]
+
+# Distance added per missing or extra line: about one short line's worth of syllables, so a
+# 2-line answer is never closer than a 3-line answer that is a few syllables off.
+LINE_COUNT_PENALTY = 5
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of a poem: newlines, or ' / ' when the text is a single line. Stripped, no blanks."""
+    text = text.strip()
+    parts = text.splitlines() if "\n" in text or "\r" in text else re.split(r"\s+/\s+", text)
+    return [p.strip() for p in parts if p.strip()]
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+@dataclass(frozen=True)
+class Extraction:
+    poem: str
+    stripped: tuple[str, ...] = ()  # kinds: think preamble signoff fence bold bullet quotes title
+
+    @property
+    def clean(self) -> bool:
+        """Nothing but a think block had to be removed."""
+        return all(kind == "think" for kind in self.stripped)
+
+
+_PREAMBLE = re.compile(
+    r"^(sure|certainly|of course|absolutely|okay|ok|alright|great|happy to|gladly|here(?:'s| is| are)"
+    r"|below is|this is a haiku|i(?:'ve| have) written|i(?:'ll| will) write|a haiku about"
+    r"|haiku about|(?:my|your) haiku)\b",
+    re.IGNORECASE,
+)
+_SIGNOFF = re.compile(
+    r"^(i hope|hope you|let me know|feel free|enjoy[!.]|enjoy (?:it|this|the poem|the haiku|your)"
+    r"|this haiku|the haiku|in this haiku|this poem|would you like|if you(?:'d| would) like"
+    r"|want me to|i can also|i could also|note:|explanation|syllables?[: ]|\(?\d+-\d+-\d+\)?"
+    r"|\(\d+ syllables|-{3,}|\*{3,}|_{3,})",
+    re.IGNORECASE,
+)
+_BULLET = re.compile(r"^(?:[-*•+>]|\d{1,2}[.)]|line \d+:)\s+", re.IGNORECASE)
+_EMPHASIS = re.compile(r"(\*\*\*|\*\*|__|\*|_)(?=\S)(.+?)(?<=\S)\1")
+_TITLE_PREFIX = re.compile(r"^(?:title|haiku)\s*:\s*", re.IGNORECASE)
+_QUOTE_PAIRS = {'"': '"', "\u201c": "\u201d", "'": "'", "\u2018": "\u2019", "\u00ab": "\u00bb"}
+
+
+def _drop_think(text: str, kinds: list[str]) -> str:
+    out = re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL | re.IGNORECASE)
+    if "<think>" in out.lower():  # an unclosed think block: the model never answered
+        out = out[: out.lower().index("<think>")]
+    if "</think>" in out.lower():  # the opening tag was in the prompt
+        out = out[out.lower().rindex("</think>") + len("</think>") :]
+    if out != text:
+        kinds.append("think")
+    return out
+
+
+def _drop_fence(text: str, kinds: list[str]) -> str:
+    m = re.search(r"```[^\n`]*\n(.*?)(?:```|$)", text, flags=re.DOTALL)
+    if not m:
+        return text
+    kinds.append("fence")
+    if text[: m.start()].strip():
+        kinds.append("preamble")
+    if text[m.end() :].strip():
+        kinds.append("signoff")
+    return m.group(1)
+
+
+def _unquote(lines: list[str], kinds: list[str]) -> list[str]:
+    first, last = lines[0], lines[-1]
+    close = _QUOTE_PAIRS.get(first[:1])
+    if close and last.endswith(close) and (len(lines) > 1 or len(first) > 1):
+        inner = [first[1:]] + lines[1:]
+        inner[-1] = inner[-1][: -len(close)]
+        kinds.append("quotes")
+        return [line.strip() for line in inner]
+    return lines
+
+
+def _is_title(lines: list[str], raw_first_blank: bool, first_was_bold: bool, others_bold: bool):
+    if len(lines) < 3:
+        return False
+    first = lines[0]
+    short = len(first.split()) <= 6 and not first.endswith((",", ";"))
+    return short and ((first_was_bold and not others_bold) or (raw_first_blank and len(lines) >= 4))
+
+
+def extract_poem(completion: str) -> Extraction:
+    """The poem in a model answer, and which kinds of wrapping were stripped to find it."""
+    kinds: list[str] = []
+    text = _drop_fence(_drop_think(completion or "", kinds), kinds)
+    raw = [line.strip() for line in text.strip().splitlines()]
+    # The poem starts at the first line that is not chat; chat after it ends the poem.
+    while raw and (not raw[0] or _PREAMBLE.match(_plain(raw[0])) or raw[0].endswith(":")):
+        line = raw.pop(0)
+        if line:
+            kinds.append("preamble")
+            after = line.split(":", 1)[1].strip() if ":" in line else ""
+            if after and not _PREAMBLE.match(_plain(after)) and len(after.split()) >= 2:
+                raw.insert(0, after)
+                break
+    for i, line in enumerate(raw):
+        if i and _SIGNOFF.match(_plain(line)):
+            kinds.append("signoff")
+            raw = raw[:i]
+            break
+    if not raw:
+        return Extraction("", _unique(kinds))
+    if _TITLE_PREFIX.match(raw[0]):
+        raw[0] = _TITLE_PREFIX.sub("", raw[0])
+        if len([x for x in raw if x]) > 3 or not raw[0]:
+            kinds.append("title")
+            raw = raw[1:]
+    blank_after_first = len(raw) > 1 and raw[1] == ""
+    lines = [line for line in raw if line]
+    if lines and lines[0].startswith("#"):
+        kinds.append("title")
+        lines = lines[1:]
+    lines, bold = _strip_markup(lines, kinds)
+    if lines and _is_title(lines, blank_after_first, bold[0], any(bold[1:])):
+        kinds.append("title")
+        lines = lines[1:]
+    if lines:
+        lines = _unquote(lines, kinds)
+        if len(lines) > 1 and all(
+            _QUOTE_PAIRS.get(x[:1]) and x.endswith(_QUOTE_PAIRS[x[0]]) for x in lines if len(x) > 1
+        ):
+            kinds.append("quotes")
+            lines = [x[1:-1].strip() for x in lines]
+    return Extraction("\n".join(x for x in lines if x), _unique(kinds))
+
+
+def _plain(line: str) -> str:
+    return _EMPHASIS.sub(r"\2", _BULLET.sub("", line)).strip("*_\"' ")
+
+
+def _strip_markup(lines: list[str], kinds: list[str]) -> tuple[list[str], list[bool]]:
+    out, bold = [], []
+    for line in lines:
+        stripped = _BULLET.sub("", line)
+        if stripped != line:
+            kinds.append("bullet")
+        plain = _EMPHASIS.sub(r"\2", stripped)
+        whole = bool(re.fullmatch(r"(\*\*\*|\*\*|__|\*|_)(.+)\1", stripped))
+        if plain != stripped:
+            kinds.append("bold")
+        out.append(plain.strip())
+        bold.append(whole)
+    return out, bold
+
+
+def _unique(kinds: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(kinds))
+
+
+# --------------------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class HaikuCheck:
+    lines: tuple[str, ...]
+    counts: tuple[frozenset[int], ...]
+    pattern: tuple[int, ...]
+    is_haiku: bool
+    distance: int
+    line_errors: tuple[int, ...]  # signed error of the closest count, lines with a target only
+    reason: str
+    symbols: tuple[str, ...] = ()
+
+
+def check(text: str, pattern=(5, 7, 5), strict: bool = False) -> HaikuCheck:
+    """Check text as given (no extraction) against a syllable pattern. Never raises."""
+    try:
+        target = tuple(int(n) for n in pattern)
+        return _check(text if isinstance(text, str) else str(text), target, bool(strict))
+    except Exception as exc:  # noqa: BLE001 - a verifier in a reward loop must not crash training
+        return HaikuCheck(
+            (),
+            (),
+            tuple(pattern) if _hashable(pattern) else (),
+            False,
+            LINE_COUNT_PENALTY * 3,
+            (),
+            f"could not check: {exc}",
+        )
+
+
+def _hashable(pattern) -> bool:
+    try:
+        return all(isinstance(n, int) for n in pattern)
+    except TypeError:
+        return False
+
+
+@lru_cache(maxsize=65536)
+def _check(text: str, pattern: tuple[int, ...], strict: bool) -> HaikuCheck:
+    lines = tuple(split_lines(text))
+    analyses = [analyze_line(line) for line in lines]
+    counts = tuple(frozenset({a.common}) if strict else a.totals for a in analyses)
+    symbols = tuple(s for a in analyses for s in a.symbols)
+    errors = tuple(min((n - t for n in c), key=abs, default=-t) for c, t in zip(counts, pattern))
+    missing = abs(len(lines) - len(pattern))
+    distance = sum(abs(e) for e in errors) + LINE_COUNT_PENALTY * missing
+    problems = []
+    if not lines:
+        problems.append("empty")
+    elif missing:
+        problems.append(f"{len(lines)} line{'s' * (len(lines) != 1)}, needs {len(pattern)}")
+    for i, (c, t, e) in enumerate(zip(counts, pattern, errors), 1):
+        if e:
+            has = " or ".join(str(n) for n in sorted(c)[:4]) or "0"
+            plural = "s" * (has != "1")
+            problems.append(f"line {i} has {has} syllable{plural}, needs {t}")
+    is_haiku = not problems
+    reason = "ok" if is_haiku else "; ".join(problems)
+    return HaikuCheck(lines, counts, pattern, is_haiku, distance, errors, reason, symbols)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_pattern(text: str) -> tuple[int, ...]:
+    """'5-7-5' -> (5, 7, 5)."""
+    try:
+        pattern = tuple(int(p) for p in re.split(r"[-,/ ]+", text.strip()))
+    except ValueError:
+        raise ValueError(f"--pattern {text!r}: expected numbers like 5-7-5") from None
+    if not pattern or any(n <= 0 for n in pattern):
+        raise ValueError(f"--pattern {text!r}: expected positive numbers like 5-7-5")
+    return pattern
+
+
+def cli_check(args: argparse.Namespace) -> int:
+    """`haiku-kit check FILE|-`: each line with its count(s), then the verdict. 0 = haiku."""
+    try:
+        pattern = parse_pattern(args.pattern)
+        if args.file in (None, "-"):
+            text = sys.stdin.read()
+        else:
+            text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        print(f"haiku-kit check: {exc}", file=sys.stderr)
+        return 2
+    result = check(text, pattern, strict=args.strict)
+    for i, (line, c) in enumerate(zip(result.lines, result.counts)):
+        target = f"/{pattern[i]}" if i < len(pattern) else "/-"
+        shown = "|".join(str(n) for n in sorted(c))
+        print(f"{shown:>6}{target:<4} {line}")
+    if result.symbols:
+        print(f"symbols (0 syllables): {' '.join(result.symbols)}")
+    name = "-".join(map(str, pattern))
+    print(f"haiku ({name})" if result.is_haiku else f"not a haiku ({name}): {result.reason}")
+    return 0 if result.is_haiku else 1

@@ -1,0 +1,604 @@
+"""Run the stage notebooks end to end with papermill, and the helpers those notebooks call.
+
+The notebooks in notebooks/ stay thin: every step they take is one call into this module, so the
+tests reach all the logic. A run folder holds everything (layout in `RunPaths`); each stage reads
+the artifacts of earlier stages by path, which is what makes `--from STAGE` possible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from haiku_kit.errors import HaikuKitError
+
+STAGES = ("data", "baseline", "sft", "grpo", "report")
+NOTEBOOKS = {
+    "data": "01_data.ipynb",
+    "baseline": "02_baseline.ipynb",
+    "sft": "03_sft.ipynb",
+    "grpo": "04_grpo.ipynb",
+    "report": "05_report.ipynb",
+}
+EVAL_NAMES = ("base", "sft", "grpo")
+DEMO_PRESET = "cpu-demo"
+
+
+class PipelineError(HaikuKitError):
+    """The pipeline cannot start or resume (bad stage name, missing artifacts)."""
+
+
+class StageFailed(HaikuKitError):
+    """A stage notebook failed; names the stage, the cell and where the notebook was kept."""
+
+    def __init__(
+        self,
+        stage: str,
+        notebook: Path,
+        ename: str,
+        evalue: str,
+        cell: int | None = None,
+        source: str = "",
+    ) -> None:
+        self.stage, self.notebook, self.cell = stage, notebook, cell
+        self.ename, self.evalue, self.source = ename, evalue, source
+        where = f"cell [{cell}]" if cell is not None else "outside any cell"
+        first_line = next((s.strip() for s in source.splitlines() if s.strip()), "")
+        code = f" `{first_line}`" if first_line else ""
+        super().__init__(
+            f"stage '{stage}' failed in {where}{code}: {ename}: {evalue}\n"
+            f"  executed notebook kept at {notebook}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Run-folder layout and the artifacts passed between stages
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One artifact a stage writes: a folder under the run, checked by a marker file in it."""
+
+    param: str  # notebook parameter name that receives its path
+    rel_dir: str
+    marker: str
+    stage: str  # the stage that writes it
+
+
+ARTIFACTS = {
+    a.param: a
+    for a in (
+        Artifact("data_dir", "data", "manifest.json", "data"),
+        Artifact("base_result", "eval/base", "result.json", "baseline"),
+        Artifact("sft_adapter", "sft/adapter", "adapter_config.json", "sft"),
+        Artifact("sft_result", "eval/sft", "result.json", "sft"),
+        Artifact("grpo_adapter", "grpo/adapter", "adapter_config.json", "grpo"),
+        Artifact("grpo_result", "eval/grpo", "result.json", "grpo"),
+        Artifact("report_dir", "report", "table.md", "report"),
+    )
+}
+STAGE_INPUTS = {
+    "data": (),
+    "baseline": ("data_dir",),
+    "sft": ("data_dir",),
+    "grpo": ("data_dir", "sft_adapter"),
+    "report": ("base_result", "sft_result", "grpo_result"),
+}
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each artifact lives inside one run folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    def artifact(self, param: str) -> Path:
+        return self.root / ARTIFACTS[param].rel_dir
+
+    @property
+    def data(self) -> Path:
+        return self.artifact("data_dir")
+
+    @property
+    def report(self) -> Path:
+        return self.artifact("report_dir")
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def eval_dir(self, name: str) -> Path:
+        return self.root / "eval" / name
+
+
+def check_stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise PipelineError(f"unknown stage {stage!r}; stages are: {', '.join(STAGES)}")
+    return stage
+
+
+def missing_artifacts(stage: str, paths: RunPaths) -> list[str]:
+    """Inputs of `stage` that are absent from the run folder, as readable lines."""
+    missing = []
+    for param in STAGE_INPUTS[check_stage(stage)]:
+        art = ARTIFACTS[param]
+        marker = paths.artifact(param) / art.marker
+        if not marker.is_file():
+            missing.append(f"{marker} (written by stage '{art.stage}')")
+    return missing
+
+
+def stage_outputs(stage: str) -> list[str]:
+    return [a.param for a in ARTIFACTS.values() if a.stage == stage]
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks and papermill
+
+
+def notebooks_dir() -> Path:
+    """The stage notebooks: shipped inside the package, or the checkout's notebooks/."""
+    packaged = resources.files("haiku_kit") / "notebooks"
+    if packaged.is_dir() and (packaged / NOTEBOOKS["data"]).is_file():
+        return Path(str(packaged))
+    checkout = Path(__file__).resolve().parents[1] / "notebooks"
+    if (checkout / NOTEBOOKS["data"]).is_file():
+        return checkout
+    raise FileNotFoundError(
+        f"stage notebooks not found in the package ({packaged}) nor in a checkout ({checkout})"
+    )
+
+
+def notebook_path(stage: str) -> Path:
+    return notebooks_dir() / NOTEBOOKS[check_stage(stage)]
+
+
+def _kernel_manager_class() -> type:
+    """A kernel manager that always starts this very interpreter.
+
+    The stock "python3" kernelspec can resolve to another Python (a user-level kernelspec, or
+    `python` on a PATH without the venv); the notebooks must run where haiku_kit is installed.
+    """
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec
+
+    class ThisPythonKernelManager(AsyncKernelManager):
+        @property
+        def kernel_spec(self) -> KernelSpec:
+            if self._kernel_spec is None:
+                self._kernel_spec = KernelSpec(
+                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    display_name=f"Python ({sys.executable})",
+                    language="python",
+                )
+            return self._kernel_spec
+
+    return ThisPythonKernelManager
+
+
+def execute_notebook(
+    src: Path, out: Path, parameters: dict[str, Any], stage: str, log_output: bool = False
+) -> None:
+    """Run one notebook with papermill into `out`; a failure becomes StageFailed."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stream = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if log_output else {}
+    try:
+        papermill.execute_notebook(
+            str(src),
+            str(out),
+            parameters=parameters,
+            kernel_name="python3",
+            kernel_manager_class=_kernel_manager_class(),
+            progress_bar=False,
+            log_output=log_output,
+            **stream,
+        )
+    except PapermillExecutionError as err:
+        raise StageFailed(
+            stage, out, err.ename, err.evalue, cell=err.exec_count, source=err.source
+        ) from None
+    except Exception as err:  # kernel died, timeout, bad notebook: still name the stage
+        raise StageFailed(stage, out, type(err).__name__, str(err)) from err
+
+
+def stage_parameters(
+    stage: str, preset: str, overrides: list[str], paths: RunPaths
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "preset": preset,
+        "overrides": list(overrides),
+        "run_dir": str(paths.root),
+    }
+    for param in STAGE_INPUTS[stage]:
+        params[param] = str(paths.artifact(param))
+    return params
+
+
+def _record_timing(paths: RunPaths, stage: str, seconds: float) -> None:
+    timings = json.loads(paths.timings.read_text()) if paths.timings.is_file() else {}
+    timings[stage] = round(seconds, 1)
+    paths.timings.write_text(json.dumps(timings, indent=2) + "\n")
+
+
+def run_pipeline(
+    preset: str,
+    overrides: list[str] | None,
+    out_dir: str | Path,
+    from_stage: str | None = None,
+    log_output: bool = False,
+) -> Path:
+    """Execute the stage notebooks in order into `out_dir`; returns the run folder.
+
+    Stops at the first failing stage (StageFailed names it and the cell, and the executed
+    notebook is kept in RUN/notebooks/). `from_stage` reuses the artifacts of earlier stages.
+    """
+    overrides = list(overrides or [])
+    paths = RunPaths(Path(out_dir).resolve())
+    start = STAGES.index(check_stage(from_stage)) if from_stage else 0
+    if start:
+        missing = missing_artifacts(STAGES[start], paths)
+        if missing:
+            raise PipelineError(
+                f"cannot resume from stage '{STAGES[start]}' in {paths.root}: missing\n  "
+                + "\n  ".join(missing)
+                + "\n  run the earlier stages first (drop --from, or start from an earlier one)"
+            )
+    # Resolving the config up front turns a bad preset or override into an error before any
+    # notebook starts; the notebooks resolve the same (preset, overrides) themselves.
+    from haiku_kit.config import save_config
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    save_config(resolve_config(preset, overrides, paths.root), paths.config)
+    for i, stage in enumerate(STAGES[start:], start + 1):
+        src = notebook_path(stage)
+        out = paths.notebooks / src.name
+        print(f"[{i}/{len(STAGES)}] {stage}: {src.name} -> {out}", flush=True)
+        began = time.perf_counter()
+        execute_notebook(src, out, stage_parameters(stage, preset, overrides, paths), stage,
+                         log_output=log_output)
+        _record_timing(paths, stage, time.perf_counter() - began)
+        for param in stage_outputs(stage):
+            marker = paths.artifact(param) / ARTIFACTS[param].marker
+            if not marker.is_file():
+                raise StageFailed(stage, out, "MissingArtifact", f"{marker} was not written")
+        print(f"[{i}/{len(STAGES)}] {stage}: done in {time.perf_counter() - began:.0f} s",
+              flush=True)
+    return paths.root
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and stage helpers the notebooks call
+
+
+def resolve_config(preset: str, overrides: list[str], run_dir: str | Path):
+    """The preset with the overrides applied and output_dir pointing at the run folder."""
+    from haiku_kit.config import apply_overrides, load_preset
+
+    cfg = apply_overrides(load_preset(preset), list(overrides))
+    return dataclasses.replace(cfg, output_dir=str(Path(run_dir).resolve()))
+
+
+def has_sft(cfg) -> bool:
+    return "sft" in cfg.stages
+
+
+def grpo_stages(cfg) -> list[str]:
+    return [s for s in cfg.stages if s.startswith("grpo")]
+
+
+def expected_evals(cfg) -> list[str]:
+    """The evaluations a run of this config makes: base, then each trained model."""
+    return ["base"] + ["sft"] * has_sft(cfg) + ["grpo"] * bool(grpo_stages(cfg))
+
+
+def _grpo_starts_from_sft(cfg) -> bool:
+    return has_sft(cfg) and cfg.grpo.init in ("auto", "sft")
+
+
+def stage_inputs(stage: str, cfg) -> tuple[str, ...]:
+    """The artifacts `stage` reads under this config (a subset of STAGE_INPUTS[stage])."""
+    if stage == "grpo" and not _grpo_starts_from_sft(cfg):
+        return ("data_dir",)
+    if stage == "report":
+        return tuple(f"{name}_result" for name in expected_evals(cfg))
+    return STAGE_INPUTS[check_stage(stage)]
+
+
+def stage_outputs(stage: str, cfg) -> list[str]:
+    """The artifacts `stage` writes under this config (none for a stage the preset skips)."""
+    if (stage == "sft" and not has_sft(cfg)) or (stage == "grpo" and not grpo_stages(cfg)):
+        return []
+    return [a.param for a in ARTIFACTS.values() if a.stage == check_stage(stage)]
+
+
+@dataclass
+class Run:
+    """What a stage notebook works with: the effective config and the run folder's layout."""
+
+    preset: str
+    overrides: list[str]
+    cfg: Any
+    paths: RunPaths
+    started: float = field(default_factory=time.perf_counter)
+
+    def path(self, param: str, given: str | Path | None = None) -> Path:
+        """An input artifact's path: the one given as a notebook parameter, else the default."""
+        return Path(given).resolve() if given else self.paths.artifact(param)
+
+
+def open_run(preset: str, overrides: list[str], run_dir: str | Path) -> Run:
+    """Resolve the config for a stage notebook; writes RUN/config.yaml if it is not there."""
+    from haiku_kit.config import save_config
+
+    paths = RunPaths(Path(run_dir).resolve())
+    paths.root.mkdir(parents=True, exist_ok=True)
+    cfg = resolve_config(preset, overrides, paths.root)
+    if not paths.config.is_file():  # train adds the trainer's effective settings to it later
+        save_config(cfg, paths.config)
+    return Run(preset, list(overrides), cfg, paths)
+
+
+def _require(path: Path, marker: str, what: str) -> Path:
+    if not (path / marker).is_file():
+        raise FileNotFoundError(f"{what} not found: {path / marker} is missing")
+    return path
+
+
+def build_data(run: Run) -> Path:
+    """Stage 01: write the sft/rl/eval splits to RUN/data (from data.source, or a copy of
+    data.splits_dir so the run folder holds everything it used)."""
+    from haiku_kit.data import build_splits, load_source
+
+    d, out = run.cfg.data, run.paths.data
+    if out.exists():
+        shutil.rmtree(out)
+    if d.splits_dir:
+        src = _require(Path(d.splits_dir).expanduser(), "manifest.json", "data.splits_dir")
+        shutil.copytree(src, out)
+    else:
+        build_splits(load_source(d.source), out, seed=d.seed, min_similarity=d.min_similarity)
+    return out
+
+
+def load_data(data_dir: str | Path):
+    from haiku_kit.data import load_splits
+
+    return load_splits(_require(Path(data_dir), "manifest.json", "dataset splits"))
+
+
+def evaluate_model(run: Run, name: str, data_dir: str | Path, adapter: str | Path | None = None):
+    """Generate for the first eval.n_prompts eval prompts with the base model (+ adapter), score
+    and save to RUN/eval/NAME. A trained model whose stage was skipped (adapter None) -> None."""
+    from haiku_kit.evaluate import SamplingSettings, load_eval_data, run_eval
+    from haiku_kit.modeling import load_model
+
+    if adapter is None and name != "base":
+        print(f"no '{name}' model in this run (stages: {run.cfg.stages}); nothing to evaluate")
+        return None
+    e, m = run.cfg.eval, run.cfg.model
+    rows, train_answers = load_eval_data(str(_require(Path(data_dir), "manifest.json", "splits")))
+    rows = rows[: e.n_prompts] if e.n_prompts else rows
+    if adapter is not None:
+        adapter = str(_require(Path(adapter), "adapter_config.json", "LoRA adapter"))
+    model, tokenizer = load_model(
+        m.name,
+        backend=_backend(run.cfg),
+        load_in_4bit=m.load_in_4bit,
+        lora=None,
+        max_seq_length=m.max_seq_length,
+        adapter=adapter,
+        seed=run.cfg.seed,
+    )
+    result = run_eval(
+        model,
+        rows,
+        tokenizer=tokenizer,
+        train_answers=train_answers,
+        k=e.k,
+        seed=e.seed,
+        sampling=SamplingSettings(temperature=e.temperature, top_p=e.top_p, top_k=e.top_k),
+        max_new_tokens=e.max_new_tokens,
+        batch_size=e.batch_size,
+        name=name,
+    )
+    result.meta.update(model=m.name, adapter=adapter, preset=run.preset)
+    result.save(run.paths.eval_dir(name))
+    return result
+
+
+def _backend(cfg) -> str:
+    from haiku_kit.train import resolve_device
+
+    if cfg.model.backend == "auto" and resolve_device(cfg) == "cpu":
+        return "hf"
+    return cfg.model.backend
+
+
+def train_sft(run: Run, data_dir: str | Path) -> Path | None:
+    """Stage 03: LoRA SFT on the sft split -> RUN/sft/adapter (None when the preset has none)."""
+    from haiku_kit.train import run_sft
+
+    if not has_sft(run.cfg):
+        print(f"this preset has no SFT stage (stages: {run.cfg.stages}); skipped")
+        return None
+    return Path(run_sft(run.cfg, dataset=load_data(data_dir)))
+
+
+def train_grpo(run: Run, data_dir: str | Path, sft_adapter: str | Path | None) -> Path | None:
+    """Stage 04: every GRPO stage of the preset in order -> RUN/grpo/adapter.
+
+    The first starts from `sft_adapter` when the preset has SFT (grpo.init auto/sft), else as
+    grpo.init says; each later phase continues from the previous one."""
+    from haiku_kit.train import run_grpo
+
+    stages = grpo_stages(run.cfg)
+    if not stages:
+        print(f"this preset has no GRPO stage (stages: {run.cfg.stages}); skipped")
+        return None
+    dataset = load_data(data_dir)
+    previous = None
+    if _grpo_starts_from_sft(run.cfg):
+        previous = _require(Path(sft_adapter or ""), "adapter_config.json", "SFT adapter")
+    for stage in stages:
+        phase = stage.partition(":")[2] or None
+        previous = Path(run_grpo(run.cfg, dataset=dataset, phase=phase, previous=previous))
+    return previous
+
+
+def make_report(run: Run, results: dict[str, str | Path]) -> Path:
+    """Stage 05: compare the saved evaluations this preset makes and write RUN/report/."""
+    from haiku_kit.evaluate import EvalResult
+    from haiku_kit.report import write_report
+
+    loaded = {
+        name: EvalResult.load(_require(Path(results[name]), "result.json", f"'{name}' eval"))
+        for name in expected_evals(run.cfg)
+    }
+    write_report(loaded, run.paths.report)
+    return run.paths.report
+
+
+# ---------------------------------------------------------------------------------------------
+# Showing results inline (each also returns its Markdown so tests can read it)
+
+
+def _display(*objs: Any) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:  # plain Python without IPython: print the text parts
+        for obj in objs:
+            print(getattr(obj, "data", obj))
+        return
+    display(*objs)
+
+
+def _markdown(text: str) -> str:
+    try:
+        from IPython.display import Markdown
+    except ImportError:
+        _display(text)
+    else:
+        _display(Markdown(text))
+    return text
+
+
+def show_images(folder: str | Path) -> list[Path]:
+    pngs = sorted(Path(folder).glob("*.png"))
+    try:
+        from IPython.display import Image
+    except ImportError:
+        return pngs
+    for png in pngs:
+        _display(Image(filename=str(png)))
+    return pngs
+
+
+def show_data(data_dir: str | Path, n: int = 3) -> str:
+    """Split sizes and a few example rows of the sft split."""
+    splits = load_data(data_dir)
+    lines = ["| split | rows |", "|---|---:|"]
+    lines += [f"| {name} | {len(ds)} |" for name, ds in splits.items()]
+    lines += ["", "**Examples (sft split)**", ""]
+    for row in splits["sft"].select(range(min(n, len(splits["sft"])))):
+        lines += [f"*{row['topic']}*", "", *(f"> {ln}  " for ln in row["haiku"].splitlines()), ""]
+    return _markdown("\n".join(lines))
+
+
+def show_result(result: Any, title: str = "model") -> str:
+    """The metrics of one evaluation with their 95% confidence intervals."""
+    from haiku_kit.report import compare
+
+    if result is None:
+        return _markdown(f"*{title}: not part of this run*")
+    return _markdown(f"### {title}\n\n" + compare({title: result}).markdown())
+
+
+def show_samples(result: Any, title: str = "model", n: int = 5) -> str:
+    """A few of the model's poems with the verifier's verdict."""
+    from haiku_kit.report import samples_markdown
+
+    if result is None:
+        return ""
+    return _markdown(samples_markdown({title: result}, n))
+
+
+def show_training(stage_dir: str | Path, last: int = 5) -> str:
+    """The training curves and the last few log lines of an SFT or GRPO run."""
+    stage_dir = Path(stage_dir)
+    show_images(stage_dir)
+    log = stage_dir / "log.jsonl"
+    rows = log.read_text().splitlines()[-last:] if log.is_file() else []
+    text = "\n".join(["```", *rows, "```"]) if rows else f"(no training log in {stage_dir})"
+    return _markdown(text)
+
+
+def show_report(report_dir: str | Path) -> str:
+    """The comparison table, plots and sample poems of RUN/report/."""
+    report_dir = Path(report_dir)
+    text = (report_dir / "table.md").read_text()
+    _markdown(text)
+    show_images(report_dir)
+    samples = report_dir / "samples.md"
+    if samples.is_file():
+        text += "\n" + _markdown(samples.read_text())
+    return text
+
+
+def elapsed(run: Run) -> str:
+    return f"stage finished in {time.perf_counter() - run.started:.0f} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def cli_pipeline(args) -> int:
+    try:
+        run_dir = run_pipeline(
+            args.preset, args.overrides, args.out, from_stage=args.from_stage, log_output=True
+        )
+    except (StageFailed, PipelineError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cli_demo(args) -> int:
+    # The demo uses only the embedded model and MiniLM: make any hub access fail fast.
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    began = time.perf_counter()
+    try:
+        run_dir = run_pipeline(DEMO_PRESET, args.overrides, args.out, log_output=True)
+    except (StageFailed, PipelineError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    paths = RunPaths(run_dir)
+    print()
+    print((paths.report / "table.md").read_text())
+    print(f"report: {paths.report}  (executed notebooks: {paths.notebooks})")
+    print(f"demo finished in {(time.perf_counter() - began) / 60:.1f} min")
+    return 0

@@ -1,0 +1,321 @@
+"""Compare evaluation results: a table in the reference's format, plots, samples and failures.
+
+The reference printed `Model | Haiku | Similarity | Total | Duplicates`; the table keeps those
+columns (Haiku = the kit's verifier on the extracted poem) and adds the reference's own pyphen
+Haiku score and Total for a like-for-like comparison, with 95% bootstrap CIs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from haiku_kit.evaluate import PATTERN, EvalResult
+
+# (column title, metric key, shown as percent)
+COLUMNS = (
+    ("Haiku", "haiku", False),
+    ("Similarity", "similarity", False),
+    ("Total", "total", False),
+    ("Train overlap", "train_overlap", True),
+    ("Near-dup overlap", "train_near", True),
+    ("Haiku (pyphen)", "pyphen_haiku", False),
+    ("Total (pyphen)", "pyphen_total", False),
+    ("3 lines", "three_lines", False),
+    ("Mean syllable distance", "distance", False),
+    ("Preamble", "preamble", True),
+    ("Prompt copy", "prompt_copy", True),
+    ("Hit token limit", "hit_limit", True),
+)
+BAR_METRICS = ("haiku", "pyphen_haiku", "similarity", "total")
+
+
+def _fmt(value: float | None, percent: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.2f}%" if percent else f"{value:.4f}"
+
+
+@dataclass
+class ComparisonTable:
+    """One row per model: metric values with their CIs."""
+
+    names: list[str]
+    results: list[EvalResult]
+
+    def _cell(self, result: EvalResult, key: str, percent: bool) -> str:
+        value = result.metrics.get(key)
+        text = _fmt(value, percent)
+        lo, hi = result.ci.get(key, [math.nan, math.nan])
+        if text != "n/a" and not math.isnan(lo):
+            text += f" [{_fmt(lo, percent)}, {_fmt(hi, percent)}]"
+        return text
+
+    def markdown(self) -> str:
+        head = ["Model", "n", *(title for title, _, _ in COLUMNS)]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, result in zip(self.names, self.results):
+            cells = [name, str(result.meta.get("n", len(result.records)))]
+            cells += [self._cell(result, key, pct) for _, key, pct in COLUMNS]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("Values are means over all outputs with 95% bootstrap CIs (prompts "
+                     "resampled). Haiku: the kit's verifier on the extracted poem; Haiku "
+                     "(pyphen): the reference's counter on the raw output; Similarity: "
+                     "cos(topic, output) - 0.5; Total = Haiku + Similarity.")
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        head = ["model", "n"]
+        for _, key, _ in COLUMNS:
+            head += [key, f"{key}_ci_low", f"{key}_ci_high"]
+        writer.writerow(head)
+        for name, result in zip(self.names, self.results):
+            row: list = [name, result.meta.get("n", len(result.records))]
+            for _, key, _ in COLUMNS:
+                lo, hi = result.ci.get(key, [math.nan, math.nan])
+                row += [result.metrics.get(key, math.nan), lo, hi]
+            writer.writerow(row)
+        return buf.getvalue()
+
+    def pass_at_k_markdown(self) -> str:
+        ks = sorted({k for r in self.results for k in r.pass_at_k})
+        if ks == [1] or not ks:
+            return ""
+        lines = ["| Model | " + " | ".join(f"pass@{k}" for k in ks) + " |",
+                 "|" + "---|" * (len(ks) + 1)]
+        for name, result in zip(self.names, self.results):
+            cells = [_fmt(result.pass_at_k.get(k), False) if k in result.pass_at_k else "n/a"
+                     for k in ks]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def compare(results: dict[str, EvalResult]) -> ComparisonTable:
+    """The comparison table of several runs, in the given order."""
+    if not results:
+        raise ValueError("compare: no results given")
+    return ComparisonTable(list(results), list(results.values()))
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def failure_types(record: dict) -> list[str]:
+    """Failure kinds of one output: empty, wrong line count, line i off by n, preamble, copy."""
+    kinds = []
+    if record.get("empty"):
+        kinds.append("empty")
+    elif record["lines"] != len(PATTERN):
+        kinds.append(f"wrong line count: {record['lines']}")
+    else:
+        for i, err in enumerate(record["line_errors"], 1):
+            if err:
+                kinds.append(f"line {i} off by {err:+d}")
+    if record.get("preamble"):
+        kinds.append("preamble")
+    if record.get("prompt_copy"):
+        kinds.append("prompt copy")
+    if record.get("hit_limit"):
+        kinds.append("hit token limit")
+    return kinds
+
+
+def failure_analysis(results: dict[str, EvalResult]) -> str:
+    """Markdown: per model, how many outputs show each failure kind, with one example each."""
+    parts = [
+        "# Failure analysis\n",
+        "An output can show several kinds. Line errors are the verifier's signed error of the "
+        + "closest pronunciation (3-line outputs only).\n",
+    ]
+    for name, result in results.items():
+        counts: Counter = Counter()
+        examples: dict[str, dict] = {}
+        for record in result.records:
+            for kind in failure_types(record):
+                counts[kind] += 1
+                examples.setdefault(kind, record)
+        n = len(result.records)
+        parts.append(f"## {name}\n")
+        if not counts:
+            parts.append(f"No failures in {n} outputs.\n")
+            continue
+        parts.append("| Failure | Count | Share |\n|---|---|---|")
+        for kind, count in counts.most_common():
+            parts.append(f"| {kind} | {count} | {100 * count / n:.1f}% |")
+        parts.append("")
+        for kind, _ in counts.most_common():
+            ex = examples[kind]
+            parts.append(f"**{kind}** (topic: {ex['topic']}); verdict: {ex['reason']}\n")
+            parts.append(_quote(ex["completion"]))
+    return "\n".join(parts) + "\n"
+
+
+def _quote(text: str, limit: int = 400) -> str:
+    text = text if len(text) <= limit else text[:limit] + " [...]"
+    return "\n".join("> " + (line or " ") for line in (text or "(empty)").split("\n")) + "\n"
+
+
+def samples_markdown(results: dict[str, EvalResult], samples: int = 5) -> str:
+    """The first `samples` outputs of each model with their counts and verdicts."""
+    parts = ["# Sample outputs\n"]
+    for name, result in results.items():
+        parts.append(f"## {name}\n")
+        for record in result.records[:samples]:
+            counts = ", ".join("/".join(map(str, c)) or "0" for c in record["counts"])
+            verdict = "haiku" if record["is_haiku"] else record["reason"]
+            sim = record.get("similarity")
+            sim_text = "n/a" if sim is None or math.isnan(sim) else f"{sim:+.3f}"
+            parts.append(f"**Topic:** {record['topic']}  \n"
+                         f"syllables: {counts or '-'}; {verdict}; similarity {sim_text}\n")
+            parts.append(_quote(record["completion"]))
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_metrics(results: dict[str, EvalResult], path: Path) -> Path:
+    """Grouped bars per metric, one bar per model, with 95% CI whiskers."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = list(results)
+    x = np.arange(len(BAR_METRICS))
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(BAR_METRICS) * max(1, len(names) / 2)), 4))
+    for j, name in enumerate(names):
+        result = results[name]
+        values = np.array([result.metrics.get(m, math.nan) for m in BAR_METRICS], dtype=float)
+        ci = np.array([result.ci.get(m, [math.nan, math.nan]) for m in BAR_METRICS], dtype=float)
+        err = np.abs(np.vstack([values - ci[:, 0], ci[:, 1] - values]))
+        ax.bar(x + (j - (len(names) - 1) / 2) * width, np.nan_to_num(values), width,
+               yerr=np.nan_to_num(err), capsize=3, label=name)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, ["Haiku", "Haiku (pyphen)", "Similarity", "Total"])
+    ax.set_ylabel("score (95% CI)")
+    ax.set_title("Evaluation metrics")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_syllable_errors(results: dict[str, EvalResult], path: Path) -> Path:
+    """Per line, the histogram of signed syllable errors (3-line outputs), one series per model."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(PATTERN), figsize=(4 * len(PATTERN), 3.5), sharey=True)
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        key = f"line{i + 1}"
+        hists = {n: {int(e): c for e, c in r.distributions["line_errors"].get(key, {}).items()}
+                 for n, r in results.items()}
+        errors = sorted({e for h in hists.values() for e in h}) or [0]
+        lo, hi = max(min(errors), -8), min(max(errors), 8)  # clip the long tail
+        x = np.arange(lo, hi + 1)
+        width = 0.8 / len(hists)
+        for j, (name, hist) in enumerate(hists.items()):
+            total = sum(hist.values()) or 1
+            heights = [sum(c for e, c in hist.items()
+                           if e == v or (v == lo and e < lo) or (v == hi and e > hi)) / total
+                       for v in x]
+            ax.bar(x + (j - (len(hists) - 1) / 2) * width, heights, width, label=name)
+        ax.set_title(f"line {i + 1} (target {PATTERN[i]})")
+        ax.set_xlabel("syllables - target")
+    np.atleast_1d(axes)[0].set_ylabel("share of 3-line outputs")
+    np.atleast_1d(axes)[-1].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_line_counts(results: dict[str, EvalResult], path: Path) -> Path:
+    """Share of outputs by number of lines, one series per model."""
+    import numpy as np
+
+    plt = _pyplot()
+    counts = {n: {int(k): v for k, v in r.distributions["line_counts"].items()}
+              for n, r in results.items()}
+    keys = sorted({min(k, 8) for c in counts.values() for k in c}) or [0]
+    x = np.arange(len(keys))
+    width = 0.8 / len(counts)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for j, (name, c) in enumerate(counts.items()):
+        total = sum(c.values()) or 1
+        heights = [sum(v for k, v in c.items() if min(k, 8) == key) / total for key in keys]
+        ax.bar(x + (j - (len(counts) - 1) / 2) * width, heights, width, label=name)
+    ax.set_xticks(x, [f"{k}+" if k == 8 else str(k) for k in keys])
+    ax.set_xlabel("lines in the extracted poem")
+    ax.set_ylabel("share of outputs")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- report
+
+
+def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: int = 5) -> Path:
+    """Write table.md, table.csv, metrics.png, syllable_errors.png, line_counts.png,
+    samples.md and failures.md into out_dir; return the path of report.md linking them."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = compare(results)
+    (out / "table.md").write_text(table.markdown(), encoding="utf-8")
+    (out / "table.csv").write_text(table.csv(), encoding="utf-8")
+    plot_metrics(results, out / "metrics.png")
+    plot_syllable_errors(results, out / "syllable_errors.png")
+    plot_line_counts(results, out / "line_counts.png")
+    (out / "samples.md").write_text(samples_markdown(results, samples), encoding="utf-8")
+    (out / "failures.md").write_text(failure_analysis(results), encoding="utf-8")
+
+    parts = ["# Evaluation report\n", table.markdown()]
+    pass_k = table.pass_at_k_markdown()
+    if pass_k:
+        parts += ["## Valid haiku with k samples (pass@k, unbiased estimator)\n", pass_k]
+    settings = []
+    for name, result in results.items():
+        meta = result.meta
+        bits = [f"{meta.get('n_prompts', '?')} prompts x k={meta.get('k', '?')}"]
+        if "sampling" in meta:
+            s = meta["sampling"]
+            bits.append("greedy" if not s.get("do_sample", True) else
+                        f"temperature {s['temperature']}, top_p {s['top_p']}, top_k {s['top_k']}")
+        if "max_new_tokens" in meta:
+            bits.append(f"max_new_tokens {meta['max_new_tokens']}")
+        if "seed" in meta:
+            bits.append(f"seed {meta['seed']}")
+        settings.append(f"- **{name}**: " + ", ".join(bits))
+    parts += ["## Settings\n", "\n".join(settings) + "\n"]
+    parts += [
+        "## Files\n",
+        "- [table.md](table.md), [table.csv](table.csv)",
+        "- [samples.md](samples.md): sample outputs per model",
+        "- [failures.md](failures.md): failure kinds with examples\n",
+        "![metrics](metrics.png)\n",
+        "![syllable errors per line](syllable_errors.png)\n",
+        "![line counts](line_counts.png)\n",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path

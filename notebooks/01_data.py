@@ -1,0 +1,65 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Data: topics and haiku, split three ways
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/haiku-kit/haiku-kit/blob/main/notebooks/01_data.ipynb)
+#
+# The kit learns from pairs *(topic, haiku)*. This notebook loads the source named in the
+# preset (`data.source`: the embedded corpus by default, or a csv/jsonl/json file, or
+# `hub:NAME`), keeps rows whose haiku really is 5-7-5 and whose topic matches the poem, and
+# splits them into three disjoint parts:
+#
+# - **sft**: supervised fine-tuning examples (prompt + reference haiku),
+# - **rl**: prompts for GRPO (the reference is only used to measure train overlap),
+# - **eval**: held-out prompts for every evaluation.
+#
+# Everything is written to `RUN/data/`, which the next notebooks read.
+
+# %%
+# Install the kit where it is missing (Colab); with haiku-kit already installed this does nothing.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("haiku_kit") is None:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "haiku-kit[gpu]"])
+
+# %% [markdown]
+# ## Parameters
+# `preset` names a preset shipped with the kit (`cpu-demo`, `cpu-smoke`, or a GPU preset on
+# Colab); `overrides` are `key=value` settings on top of it, e.g. `"data.source=my.csv"`.
+
+# %% tags=["parameters"]
+preset = "cpu-demo"
+overrides = []
+run_dir = "runs/demo"
+
+# %%
+from haiku_kit import pipeline
+
+run = pipeline.open_run(preset, overrides, run_dir)
+print(f"run folder: {run.paths.root}\nsource: {run.cfg.data.source}")
+
+# %% [markdown]
+# ## Build the splits
+
+# %%
+data_dir = pipeline.build_data(run)
+pipeline.show_data(data_dir)
+
+# %%
+print(pipeline.elapsed(run))

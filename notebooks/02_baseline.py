@@ -1,0 +1,70 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Baseline: how well does the untrained model write haiku?
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/haiku-kit/haiku-kit/blob/main/notebooks/02_baseline.ipynb)
+#
+# Before training anything we measure the base instruction model on the held-out **eval**
+# prompts. Each output is scored on:
+#
+# - **Haiku**: share of outputs that are three lines of 5-7-5 syllables,
+# - **Similarity**: cosine similarity of topic and poem (MiniLM embeddings) minus 0.5,
+# - **Total** = Haiku + Similarity, and **Train overlap**: share of outputs copied verbatim
+#   from a training answer.
+#
+# The result is saved to `RUN/eval/base/` for the final comparison.
+
+# %%
+# Install the kit where it is missing (Colab); with haiku-kit already installed this does nothing.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("haiku_kit") is None:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "haiku-kit[gpu]"])
+
+# %% [markdown]
+# ## Parameters
+# `data_dir` is the splits folder written by 01 (empty: `RUN/data`).
+
+# %% tags=["parameters"]
+preset = "cpu-demo"
+overrides = []
+run_dir = "runs/demo"
+data_dir = ""
+
+# %%
+from haiku_kit import pipeline
+
+run = pipeline.open_run(preset, overrides, run_dir)
+data_dir = run.path("data_dir", data_dir)
+
+# %% [markdown]
+# ## Generate and score
+
+# %%
+base = pipeline.evaluate_model(run, "base", data_dir)
+pipeline.show_result(base, "base model")
+
+# %% [markdown]
+# ## A few of its poems
+
+# %%
+pipeline.show_samples(run.paths.eval_dir("base"))
+
+# %%
+print(pipeline.elapsed(run))

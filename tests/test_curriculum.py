@@ -1,0 +1,216 @@
+"""Reward curricula, and one real GRPOTrainer step with every registry reward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import TrainerControl, TrainerState
+
+from haiku_kit.curriculum import CurriculumCallback, RewardCurriculum
+from haiku_kit.errors import ConfigError
+from haiku_kit.rewards import REGISTRY, RewardSpec
+
+SPEC = RewardSpec(["haiku_reward", "length_penalty", "prompt_copy_penalty"], [1.0, 0.5, 1.0])
+STAGES = [
+    {"until_step": 10, "scales": {"length_penalty": 0.0, "prompt_copy_penalty": 0.2}},
+    {"until_step": 20, "scales": {"length_penalty": 0.5, "prompt_copy_penalty": 0.2},
+     "ramp": "linear"},
+    {"until_step": None},
+]
+
+
+def test_step_and_linear_stages():
+    cur = RewardCurriculum(STAGES)
+    assert cur.weights_at(0, SPEC) == [1.0, 0.0, 0.2]
+    assert cur.weights_at(9, SPEC) == [1.0, 0.0, 0.2]
+    assert cur.weights_at(10, SPEC) == pytest.approx([1.0, 0.25, 0.2])
+    assert cur.weights_at(15, SPEC) == pytest.approx([1.0, 0.375, 0.6])
+    assert cur.weights_at(20, SPEC) == [1.0, 0.5, 1.0]
+    assert cur.weights_at(10_000, SPEC) == [1.0, 0.5, 1.0]
+
+
+def test_weights_replace_and_last_stage_holds():
+    cur = RewardCurriculum([{"until_step": 5, "weights": {"haiku_reward": 3.0}}])
+    assert cur.weights_at(0, SPEC) == [3.0, 0.5, 1.0]
+    assert cur.weights_at(50, SPEC) == [3.0, 0.5, 1.0]  # past every until_step: last stage
+
+
+def test_round_trip():
+    cur = RewardCurriculum.from_dict({"stages": STAGES})
+    again = RewardCurriculum.from_dict(cur.to_dict())
+    assert [again.weights_at(s, SPEC) for s in range(25)] == [
+        cur.weights_at(s, SPEC) for s in range(25)
+    ]
+
+
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        ([], "at least one stage"),
+        ([{"until_step": 5}, {"until_step": 5}], "greater than"),
+        ([{"until_step": None}, {"until_step": 5}], "only the last stage"),
+        ([{"until_step": 5, "ramp": "cosine"}], "ramp must be one of"),
+        ([{"until_step": 5, "ramp": "linear"}], "last stage cannot ramp"),
+        ([{"until_step": -1}], "until_step"),
+        ([{"until_step": 5, "weigths": {}}], "unknown keys"),
+        ([{"until_step": 5, "scales": {"length_penalty": "big"}}], "must be a number"),
+        ("stages", "list of stages"),
+    ],
+)
+def test_bad_curricula(stages, message):
+    with pytest.raises(ConfigError, match=message):
+        RewardCurriculum.from_dict(stages)
+
+
+def test_unknown_reward_in_stage():
+    with pytest.raises(ConfigError, match="similarity_reward"):
+        CurriculumCallback([{"scales": {"similarity_reward": 0.1}}], SPEC)
+
+
+class _FakeTrainer:
+    def __init__(self, n: int):
+        import torch
+
+        self.reward_weights = torch.ones(n)
+
+
+def test_callback_updates_weights_in_place_across_steps():
+    trainer = _FakeTrainer(3)
+    tensor = trainer.reward_weights
+    cb = CurriculumCallback(STAGES, SPEC).attach(trainer)
+    state, control = TrainerState(), TrainerControl()
+    seen = []
+    for step in (0, 12, 25):
+        state.global_step = step
+        cb.on_step_begin(None, state, control)
+        seen.append(trainer.reward_weights.tolist())
+    assert trainer.reward_weights is tensor  # same tensor object, updated in place
+    assert seen[0] == [1.0, 0.0, pytest.approx(0.2)]
+    assert seen[1] == pytest.approx([1.0, 0.3, 0.36])
+    assert seen[2] == [1.0, 0.5, 1.0]
+
+
+def test_attach_checks_the_trainer():
+    with pytest.raises(ConfigError, match="2 reward weights"):
+        CurriculumCallback(STAGES, SPEC).attach(_FakeTrainer(2))
+    with pytest.raises(ConfigError, match="not attached"):
+        CurriculumCallback(STAGES, SPEC).apply(0)
+
+
+# --------------------------------------------------------------------------- real GRPOTrainer
+
+
+def _build_tiny_model(folder: Path) -> Path:
+    """A tiny random Gemma 3 with a word-level tokenizer, made locally (no hub)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    special = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    words = ("user model generate a haiku about the following topic autumn leaves red fall "
+             "wind moon rain quiet pond old frog jumps in sound of water \n : . ,").split(" ")
+    vocab = {t: i for i, t in enumerate(special + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        unk_token="<unk>",
+    )
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }} {{ m['content'] }}"
+        "<end_of_turn>{% endfor %}{% if add_generation_prompt %}<start_of_turn>model {% endif %}"
+    )
+    config = Gemma3TextConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
+        sliding_window=32, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_dir(request, tmp_path) -> Path:
+    try:  # the shared fixture from tests/conftest.py, when there is one
+        return Path(request.getfixturevalue("tiny_model_dir"))
+    except pytest.FixtureLookupError:
+        return _build_tiny_model(tmp_path / "tiny")
+
+
+class _TorchLogProb:
+    """Pure-torch stand-in for TRL 1.15's Triton-only ChunkedLogProbFunction (same outputs).
+
+    TRL 1.15's GRPOTrainer always routes log-probs through a Triton kernel, which is absent
+    (and useless) on a CPU-only install; full logits are cheap for a tiny model.
+    """
+
+    @staticmethod
+    def apply(hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale,
+              outputs):
+        import torch
+
+        z = torch.nn.functional.linear(hidden.float(), weight.float(),
+                                       None if bias is None else bias.float()) * logit_scale
+        if softcap is not None:
+            z = softcap * torch.tanh(z / softcap)
+        z = z / temperature
+        logp = z.log_softmax(-1)
+        picked = logp.gather(-1, targets[:, None]).squeeze(-1)
+        p = logp.exp()
+        return (
+            picked,
+            -(p * logp).sum(-1) if "entropy" in outputs else None,
+            torch.logsumexp(2 * logp, -1).detach() if "log_sum_sq_probs" in outputs else None,
+            z.mean(-1).detach() if "mean_logits" in outputs else None,
+            (z.argmax(-1) == targets).detach() if "is_top1" in outputs else None,
+        )
+
+
+@pytest.fixture
+def cpu_logprob(monkeypatch):
+    import trl.trainer.utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is None:
+        monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", _TorchLogProb, raising=False)
+
+
+@pytest.mark.slow
+def test_grpo_step_logs_every_reward_and_applies_the_curriculum(tiny_dir, tmp_path, cpu_logprob):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    spec = RewardSpec(list(REGISTRY), [1.0] * len(REGISTRY))
+    curriculum = [
+        {"until_step": 5, "scales": {"length_penalty": 0.0, "prompt_copy_penalty": 0.25}},
+        {"until_step": None},
+    ]
+    topics = ["autumn leaves", "old pond"]
+    dataset = Dataset.from_list([
+        {"prompt": [{"role": "user", "content": f"Generate a haiku about the following topic: {t}"}],
+         "topic": t}
+        for t in topics
+    ])
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, per_device_train_batch_size=2,
+        num_generations=2, max_completion_length=8, max_steps=1, logging_steps=1,
+        report_to="none", save_strategy="no", reward_weights=spec.reward_weights(),
+    )
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=spec.reward_funcs(), args=args, train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.add_callback(CurriculumCallback(curriculum, spec).attach(trainer))
+    trainer.train()
+
+    logged = {k: v for entry in trainer.state.log_history for k, v in entry.items()}
+    for name in REGISTRY:
+        assert f"rewards/{name}/mean" in logged, sorted(logged)
+        assert isinstance(logged[f"rewards/{name}/mean"], float)
+    i_len, i_copy = spec.names.index("length_penalty"), spec.names.index("prompt_copy_penalty")
+    weights = trainer.reward_weights.tolist()
+    assert weights[i_len] == 0.0 and weights[i_copy] == 0.25
+    assert logged["curriculum/length_penalty"] == 0.0

@@ -1,0 +1,140 @@
+"""The stage notebooks: .py/.ipynb in sync, no outputs, one parameters cell, install cell, badge,
+and every `pipeline.X` they call exists (so a renamed helper breaks a fast test, not a demo)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+
+jupytext = pytest.importorskip("jupytext")
+nbformat = pytest.importorskip("nbformat")
+
+from haiku_kit import pipeline  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+NB_DIR = REPO / "notebooks"
+PY_FILES = sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
+IPYNB_FILES = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+BADGE = "https://colab.research.google.com/github/haiku-kit/haiku-kit/blob/main/notebooks/{}"
+SYNC_HINT = "regenerate with: jupytext --sync notebooks/*.py"
+
+
+def _cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [
+        (c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in nb.cells
+    ]
+
+
+def test_every_stage_has_a_notebook_pair():
+    stems = {p.stem for p in PY_FILES}
+    for stage in pipeline.STAGES:
+        stem = Path(pipeline.NOTEBOOKS[stage]).stem
+        assert stem in stems, f"notebooks/{stem}.py missing for stage {stage!r}"
+    assert {p.stem for p in IPYNB_FILES} == stems, f".py and .ipynb sets differ; {SYNC_HINT}"
+
+
+@pytest.mark.parametrize("py", PY_FILES, ids=lambda p: p.stem)
+def test_py_and_ipynb_in_sync(py: Path):
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.is_file(), f"{ipynb.name} missing; {SYNC_HINT}"
+    assert _cells(jupytext.read(py)) == _cells(jupytext.read(ipynb)), (
+        f"{py.name} and {ipynb.name} differ; {SYNC_HINT}"
+    )
+
+
+@pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=lambda p: p.stem)
+def test_committed_ipynb_has_no_outputs(ipynb: Path):
+    nb = nbformat.read(ipynb, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{ipynb.name} cell {i} has outputs; clear them"
+            assert cell.execution_count is None, f"{ipynb.name} cell {i} has an execution count"
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+@pytest.mark.parametrize("py", PY_FILES, ids=lambda p: p.stem)
+def test_exactly_one_parameters_cell_with_the_pipeline_parameters(py: Path):
+    nb = jupytext.read(py)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", ())]
+    assert len(params) == 1, f"{py.name}: {len(params)} cells tagged 'parameters'"
+    assigned = {
+        t.id
+        for node in ast.parse(params[0].source).body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    expected = {"preset", "overrides", "run_dir"}
+    stage = next((s for s, n in pipeline.NOTEBOOKS.items() if Path(n).stem == py.stem), None)
+    if stage is not None:  # the pipeline passes exactly these; each must be declared
+        expected |= set(pipeline.STAGE_INPUTS[stage])
+    assert expected <= assigned, f"{py.name}: parameters cell lacks {expected - assigned}"
+
+
+@pytest.mark.parametrize("py", PY_FILES, ids=lambda p: p.stem)
+def test_colab_badge_points_at_this_notebook(py: Path):
+    first = jupytext.read(py).cells[0]
+    assert first.cell_type == "markdown"
+    assert "colab-badge.svg" in first.source
+    assert BADGE.format(py.with_suffix(".ipynb").name) in first.source
+
+
+def _install_cell(py: Path) -> str:
+    cells = [c.source for c in jupytext.read(py).cells if c.cell_type == "code"]
+    install = [s for s in cells if "haiku-kit[gpu]" in s]
+    assert len(install) == 1, f"{py.name}: expected one install cell"
+    assert cells.index(install[0]) == 0, f"{py.name}: the install cell must be the first code cell"
+    return install[0]
+
+
+@pytest.mark.parametrize("py", PY_FILES, ids=lambda p: p.stem)
+def test_install_cell_installs_only_when_the_kit_is_missing(py: Path, monkeypatch):
+    source = _install_cell(py)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "check_call", lambda cmd, **kw: calls.append(cmd))
+    exec(compile(source, py.name, "exec"), {})
+    assert calls == [], "installed although haiku_kit is importable"
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "haiku_kit" else real_find_spec(name, *a),
+    )
+    exec(compile(source, py.name, "exec"), {})
+    assert len(calls) == 1 and "haiku-kit[gpu]" in calls[0] and "pip" in calls[0]
+
+
+class _PipelineCalls(ast.NodeVisitor):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if isinstance(node.value, ast.Name) and node.value.id == "pipeline":
+            self.names.add(node.attr)
+        self.generic_visit(node)
+
+
+@pytest.mark.parametrize("py", PY_FILES, ids=lambda p: p.stem)
+def test_notebook_code_is_valid_and_calls_existing_helpers(py: Path):
+    visitor = _PipelineCalls()
+    for cell in jupytext.read(py).cells:
+        if cell.cell_type == "code":
+            visitor.visit(ast.parse(cell.source))  # also: no IPython magics in code cells
+    assert visitor.names, f"{py.name} never calls haiku_kit.pipeline"
+    missing = sorted(n for n in visitor.names if not hasattr(pipeline, n))
+    assert not missing, f"{py.name} calls pipeline.{missing} which does not exist"
+
+
+def test_notebooks_ship_inside_the_package():
+    found = pipeline.notebooks_dir()
+    for name in pipeline.NOTEBOOKS.values():
+        assert (found / name).is_file(), f"{name} not found via the package ({found})"
+    from importlib import resources
+
+    packaged = resources.files("haiku_kit") / "notebooks"
+    assert (packaged / pipeline.NOTEBOOKS["data"]).is_file(), "notebooks not in package data"
