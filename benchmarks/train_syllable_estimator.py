@@ -2,8 +2,11 @@
 
 A linear model: each vowel group of a word contributes the summed weights of its context
 features (the group with 1-3 letters either side, word edges marked); the word's estimate is
-round(bias + sum over groups). Fit by ridge least squares on CMUdict words, EXCLUDING the gold
-words list and a fixed held-out CMUdict slice (see `is_heldout`), so benchmarks are honest.
+round(bias + sum over groups + word-edge corrections). Fit by ridge least squares on CMUdict
+words (refit once towards the valid count nearest the first fit, for words with several
+pronunciations), EXCLUDING the gold words list and a fixed held-out CMUdict slice (see
+`is_heldout`), so benchmarks are honest; a further slice (hash % 20 == 1) is the validation
+set used to pick --damp and --min-count. Needs numpy and scipy (dev only, not at run time).
 
     python benchmarks/train_syllable_estimator.py [--gold PATH] [--out PATH]
 """

@@ -126,7 +126,8 @@ class RewardRecorder:
         if self._batch is None or self._completions_id != id(completions):
             state = kwargs.get("trainer_state")
             self._batch = RewardBatch(
-                step=int(getattr(state, "global_step", 0)),
+                # generated for the optimizer step about to run: TRL logs it as global_step + 1
+                step=int(getattr(state, "global_step", 0)) + 1,
                 prompts=list(prompts),
                 completions=list(completions),
                 topics=list(kwargs.get("topic") or []),
@@ -151,7 +152,7 @@ class SampleLogger:
         self.n_print = n_print
 
     def __call__(self, batch: RewardBatch) -> None:
-        if batch.step % self.every:
+        if batch.step != 1 and batch.step % self.every:
             return
         rows = batch.rows()
         with self.path.open("a", encoding="utf-8") as fh:
@@ -195,7 +196,7 @@ def _poem(text: str) -> str:
         from haiku_kit.haiku import extract_poem
 
         return extract_poem(text).poem
-    except Exception:  # the verifier is optional here: fall back to the raw text
+    except Exception:  # noqa: BLE001 - the verifier is optional here: fall back to the raw text
         return text
 
 

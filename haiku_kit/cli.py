@@ -51,11 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a model on prompts; writes JSONL, table, plots")
     p.add_argument("--model", default="embedded", help="model name/path")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder")
-    p.add_argument("--data", default=None, help="splits folder, jsonl, or chat json")
+    p.add_argument("--data", default=None,
+                   help="splits folder, jsonl, or chat json (default: bundled eval split)")
     p.add_argument("--k", type=int, default=1)
     p.add_argument("--n", type=int, default=None, help="first N prompts only")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", default=None, help="training answers for the overlap check")
+    p.add_argument("--name", default=None, help="model name in the table")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.set_defaults(func=_handler("evaluate", "cli_eval"))
 
     p = sub.add_parser("write", help="write a verified haiku about a topic")
@@ -64,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default=None)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=128)
     p.set_defaults(func=_handler("evaluate", "cli_write"))
 
     # --- pipeline / demo (pipeline) ---

@@ -63,7 +63,9 @@ def _stage(data: Any, i: int) -> Stage:
         raise ConfigError(f"{where} must be a mapping, got {data!r}")
     unknown = sorted(set(data) - {"until_step", "weights", "scales", "ramp"})
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)} (until_step, weights, scales, ramp)")
+        raise ConfigError(
+            f"{where}: unknown keys {', '.join(unknown)} (until_step, weights, scales, ramp)"
+        )
     until = data.get("until_step")
     if until is not None and (isinstance(until, bool) or not isinstance(until, int) or until < 0):
         raise ConfigError(f"{where}: until_step must be a step number >= 0 or null, got {until!r}")
@@ -93,7 +95,9 @@ class RewardCurriculum:
         for i, stage in enumerate(self.stages):
             if stage.until_step is None:
                 if i != len(self.stages) - 1:
-                    raise ConfigError(f"curriculum stage {i}: only the last stage may omit until_step")
+                    raise ConfigError(
+                        f"curriculum stage {i}: only the last stage may omit until_step"
+                    )
                 continue
             if stage.until_step <= previous:
                 raise ConfigError(

@@ -241,8 +241,7 @@ def _csv_record(record: dict) -> dict:
 def topic_from_prompt(text: str) -> str:
     """The topic of a reference-style user turn: the text after its fixed prompt prefix."""
     text = text.strip()
-    if text.startswith(REFERENCE_PREFIX.strip()):
-        text = text[len(REFERENCE_PREFIX.strip()):]
+    text = text.removeprefix(REFERENCE_PREFIX.strip())
     return " ".join(text.split())
 
 
@@ -300,7 +299,7 @@ def load_hub(
                                        split=split)
         else:
             ds = datasets.load_dataset(name, split=split)
-    except Exception as err:  # noqa: BLE001 - re-raised with the dataset named
+    except Exception as err:
         raise DataError(f"cannot load dataset {name!r} (split {split!r}): {err}") from err
     _require_columns(ds.column_names, (topic_col, haiku_col), f"dataset {name!r}")
     bad = _BadRows(on_bad_row, report)
@@ -416,14 +415,17 @@ def filter_rows(
     return rows
 
 
-_STOPWORDS = frozenset("""
-a an the and or but nor so yet of to in on at by for with from into onto over under up down
-out off as is are was were be been being am do does did have has had i me my mine you your
+_STOPWORDS = frozenset(
+    """
+a as an the and or but nor so yet of to in on at by for with from into onto over under up
+down out off is are was were be been being am do does did have has had i me my mine you your
 yours he him his she her hers it its we us our ours they them their theirs this that these
 those there here then than when while where who whom whose which what why how not no all
 each every some any one too very just still now again only own same such can will would
 shall should may might must let lets like through across till until upon about above below
-after before back away once twice more most much many few""".split())
+after before back away once twice more most much many few
+""".split()  # noqa: SIM905 - a word list reads better as text
+)
 
 
 def keyphrase_candidates(poem: str, max_words: int = 3) -> list[str]:
@@ -612,11 +614,13 @@ def build_splits(
     for name in SPLITS:
         report.add(name, len(parts[name]))
 
-    dd = datasets.DatasetDict({
-        name: datasets.Dataset.from_list(_split_records(parts[name], name, template, system),
-                                         features=_features(name == "sft"))
-        for name in SPLITS
-    })
+    dd = datasets.DatasetDict()
+    for name in SPLITS:
+        features = _features(name == "sft")
+        records = _split_records(parts[name], name, template, system)
+        # Column-wise so an empty split (fraction 0) still has its columns.
+        dd[name] = datasets.Dataset.from_dict(
+            {col: [r[col] for r in records] for col in features}, features=features)
     if out_dir is not None:
         _save(dd, Path(out_dir), report, {
             "seed": seed, "fractions": list(shares), "min_similarity": min_similarity,
@@ -629,10 +633,19 @@ def build_splits(
 
 
 def _save(dd, out_dir: Path, report: FilterReport, settings: dict[str, Any]) -> None:
+    from datasets.utils import logging as ds_logging
+
     from haiku_kit import __version__
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    dd.save_to_disk(str(out_dir))
+    quiet = ds_logging.is_progress_bar_enabled()
+    if quiet:
+        ds_logging.disable_progress_bar()  # one bar per split is noise in CLI output
+    try:
+        dd.save_to_disk(str(out_dir))
+    finally:
+        if quiet:
+            ds_logging.enable_progress_bar()
     for name, split in dd.items():
         with (out_dir / f"{name}.jsonl").open("w", encoding="utf-8") as f:
             for record in split:

@@ -7,7 +7,8 @@ batched and seeded, the token limit is generous and its hit rate is reported, k 
 prompt are supported (pass@k), and every rate has a 95% bootstrap confidence interval.
 
 Metric definitions (per output; rates are means over all outputs):
-- haiku:         the kit's verifier (haiku.check) on the poem haiku.extract_poem finds. Main figure.
+- haiku:         the kit's verifier (haiku.check) on the poem haiku.extract_poem finds (or on the
+                 raw output when that is itself a haiku). The main figure.
 - pyphen_haiku:  the reference's own counter on the raw output: lines = non-blank lines split on
                  "\\n", exactly 3 lines with pyphen counts 5/7/5, where a word's count is its
                  number of hyphenation pieces. For comparison with the reference's table.
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from haiku_kit import haiku as hk
-from haiku_kit.errors import DataError
+from haiku_kit.errors import DataError, HaikuKitError
 from haiku_kit.rewards import copy_fraction, prompt_text
 
 PATTERN = (5, 7, 5)
@@ -128,6 +129,21 @@ def _stop_ids(model, tokenizer) -> list[int]:
     return ids
 
 
+def encode(tokenizer, texts: list[str]):
+    """Left-padded batch encoding with exactly one <bos> per prompt: chat templates already
+    write it, plain strings get the tokenizer's usual special tokens."""
+    bos = tokenizer.bos_token
+    adds_bos = bool(bos) and tokenizer("").input_ids[:1] == [tokenizer.bos_token_id]
+    if adds_bos:
+        texts = [t.removeprefix(bos) for t in texts]
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=adds_bos)
+    finally:
+        tokenizer.padding_side = old_side
+
+
 def generate(
     model,
     tokenizer,
@@ -160,23 +176,17 @@ def generate(
     config = copy.deepcopy(model.generation_config)
     config.update(max_new_tokens=max_new_tokens, eos_token_id=stop,
                   pad_token_id=tokenizer.pad_token_id, **sampling.generate_kwargs())
-    bos = tokenizer.bos_token
 
     decoded: list[str] = []
     limit: list[bool] = []
     lengths: list[int] = []
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     was_training = model.training
     model.eval()
     try:
         bar = tqdm(total=len(items), desc="generate", unit="sample", disable=not progress)
         for b, start in enumerate(range(0, len(items), batch_size)):
             batch = items[start : start + batch_size]
-            # The chat template already starts with <bos>; plain strings may not.
-            add_special = not (bos and all(t.startswith(bos) for t in batch))
-            enc = tokenizer(batch, return_tensors="pt", padding=True,
-                            add_special_tokens=add_special).to(model.device)
+            enc = encode(tokenizer, batch).to(model.device)
             torch.manual_seed(seed + b)
             with torch.inference_mode():
                 out = model.generate(**enc, generation_config=config)
@@ -190,7 +200,6 @@ def generate(
             bar.update(len(batch))
         bar.close()
     finally:
-        tokenizer.padding_side = old_side
         model.train(was_training)
 
     def regroup(values: list) -> list[list]:
@@ -325,8 +334,9 @@ class EvalResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "generations.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in self.records)
-        (out / "result.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
+            f.writelines(json.dumps(_no_nan(r), ensure_ascii=False) + "\n" for r in self.records)
+        (out / "result.json").write_text(
+            json.dumps(_no_nan(self.to_dict()), indent=2, ensure_ascii=False))
         return out
 
     @classmethod
@@ -338,8 +348,24 @@ class EvalResult:
         data = json.loads((out / "result.json").read_text())
         with open(out / "generations.jsonl", encoding="utf-8") as f:
             records = [json.loads(line) for line in f if line.strip()]
-        return cls(records, data["metrics"], data["ci"], data["distributions"],
+        for r in records:
+            for key in ("cosine", "similarity", "total", "pyphen_total"):
+                r[key] = math.nan if r.get(key) is None else r[key]
+        metrics = {k: math.nan if v is None else v for k, v in data["metrics"].items()}
+        ci = {k: [math.nan if v is None else v for v in pair] for k, pair in data["ci"].items()}
+        return cls(records, metrics, ci, data["distributions"],
                    {int(k): v for k, v in data.get("pass_at_k", {}).items()}, data.get("meta", {}))
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN -> None, so the files are strict JSON (similarity is NaN when it was skipped)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -363,6 +389,11 @@ def _as_groups(completions: Any) -> list[list[str]]:
 def _score_record(text: str, topic: str, prompt: str, train: TrainIndex) -> dict[str, Any]:
     extraction = hk.extract_poem(text)
     result = hk.check(extraction.poem, PATTERN)
+    raw = hk.check(text, PATTERN)
+    if raw.is_haiku and not result.is_haiku:
+        # Extraction heuristics can mistake a poem's own first or last line for a preamble or
+        # sign-off ("of course my parents / ..."): a raw output that is a haiku counts as one.
+        extraction, result = hk.Extraction(text.strip()), raw
     copied = copy_fraction(extraction.poem, prompt, topic) if prompt else 0.0
     return {
         "topic": topic,
@@ -370,7 +401,7 @@ def _score_record(text: str, topic: str, prompt: str, train: TrainIndex) -> dict
         "poem": extraction.poem,
         "stripped": list(extraction.stripped),
         "is_haiku": result.is_haiku,
-        "is_haiku_raw": hk.check(text, PATTERN).is_haiku,
+        "is_haiku_raw": raw.is_haiku,
         "lines": len(result.lines),
         "three_lines": len(result.lines) == len(PATTERN),
         "counts": [sorted(c) for c in result.counts],
@@ -561,6 +592,14 @@ class WrittenHaiku:
         return f"syllables per line: {counts or '-'}\n{verdict}"
 
 
+def pick_best(checks: Sequence[hk.HaikuCheck], similarities: Sequence[float]) -> int:
+    """Index of the best candidate: valid first, then smallest distance, then most similar."""
+    if not checks:
+        raise ValueError("pick_best: no candidates")
+    return max(range(len(checks)),
+               key=lambda i: (checks[i].is_haiku, -checks[i].distance, similarities[i]))
+
+
 @functools.lru_cache(maxsize=2)
 def _load(model: str, adapter: str | None):
     from haiku_kit.modeling import load_model
@@ -610,8 +649,7 @@ def write_haiku(
          "similarity": s, "reason": c.reason, "hit_limit": h}
         for t, p, c, s, h in zip(texts, poems, checks, sims, gens.hit_limit[0])
     ]
-    best = max(range(len(poems)),
-               key=lambda i: (checks[i].is_haiku, -checks[i].distance, sims[i]))
+    best = pick_best(checks, sims)
     return WrittenHaiku(topic, poems[best], checks[best].is_haiku, sims[best], checks[best],
                         candidates)
 
@@ -623,8 +661,9 @@ def cli_write(args: argparse.Namespace) -> int:
     """`haiku-kit write TOPIC`: the poem, its per-line counts and the verdict. 0 = valid."""
     try:
         result = write_haiku(args.topic, model=args.model, adapter=args.adapter, k=args.k,
-                             seed=args.seed)
-    except (ValueError, OSError) as exc:
+                             seed=args.seed,
+                             max_new_tokens=getattr(args, "max_new_tokens", 128))
+    except (HaikuKitError, ValueError, OSError) as exc:
         print(f"haiku-kit write: {exc}", file=sys.stderr)
         return 2
     print(result.poem)
@@ -638,19 +677,22 @@ def cli_eval(args: argparse.Namespace) -> int:
     """`haiku-kit eval`: generate on the eval prompts, score, write JSONL + table + plots."""
     from haiku_kit.report import write_report
 
-    try:
-        rows, train = load_eval_data(args.data, getattr(args, "train", None))
-    except (ValueError, OSError) as exc:
-        print(f"haiku-kit eval: {exc}", file=sys.stderr)
-        return 2
-    if args.n is not None:
-        rows = rows[: args.n]
     name = getattr(args, "name", None) or Path(args.adapter or args.model).name or "model"
     out = Path(args.out)
-    result = run_eval(args.model, rows, adapter=args.adapter, train_answers=train, k=args.k,
-                      seed=args.seed, name=name,
-                      max_new_tokens=getattr(args, "max_new_tokens", 128),
-                      batch_size=getattr(args, "batch_size", 8))
+    sampling = SamplingSettings.greedy() if getattr(args, "greedy", False) else None
+    try:
+        rows, train = load_eval_data(args.data, getattr(args, "train", None))
+        if args.n is not None:
+            rows = rows[: args.n]
+        if not rows:
+            raise DataError(f"--data {args.data}: no eval prompts")
+        result = run_eval(args.model, rows, adapter=args.adapter, train_answers=train,
+                          k=args.k, seed=args.seed, name=name, sampling=sampling,
+                          max_new_tokens=getattr(args, "max_new_tokens", 128),
+                          batch_size=getattr(args, "batch_size", 8))
+    except (HaikuKitError, ValueError, OSError) as exc:
+        print(f"haiku-kit eval: {exc}", file=sys.stderr)
+        return 2
     result.save(out)
     report = write_report({name: result}, out)
     print(f"wrote {out / 'generations.jsonl'}, {out / 'result.json'} and {report}")
@@ -693,17 +735,16 @@ def load_eval_data(spec: str | None, train: str | None = None) -> tuple[list[dic
 
     spec: a splits folder (its eval split; training answers from its sft and rl splits), a
     .jsonl/.csv with a topic column, or the reference's chat .json ({"conversations": [...]},
-    prompts used verbatim). None: the embedded dataset's eval split, built in memory.
+    prompts used verbatim). None: the bundled dataset's eval split, built in memory.
     """
     from haiku_kit import data
 
     answers: list[str] = []
-    if spec is None:
-        raise DataError("--data is required: a splits folder (haiku-kit data build), a jsonl "
-                        "with a topic column, or a chat json")
-    path = Path(spec)
-    if path.is_dir():
-        splits = data.load_splits(path)
+    path = None if spec is None else Path(spec)
+    if path is None or path.is_dir():
+        # None: the bundled dataset, split in memory exactly as `haiku-kit data build` would.
+        splits = data.build_splits(data.load_embedded(), None) if path is None \
+            else data.load_splits(path)
         if "eval" not in splits:
             raise DataError(f"{path}: the splits folder has no 'eval' split")
         rows = _rows_of(splits["eval"])
@@ -712,7 +753,7 @@ def load_eval_data(spec: str | None, train: str | None = None) -> tuple[list[dic
                 answers += list(splits[name]["haiku"])
     elif not path.is_file():
         raise FileNotFoundError(f"--data {spec}: no such file or folder")
-    elif path.suffix == ".json" and _is_chat_json(path):
+    elif data.is_chat_file(path):
         rows = _chat_rows(path)
     else:
         rows = _table_rows(path)
@@ -724,25 +765,31 @@ def load_eval_data(spec: str | None, train: str | None = None) -> tuple[list[dic
     return rows, answers
 
 
-def _is_chat_json(path: Path) -> bool:
-    items = json.loads(path.read_text(encoding="utf-8"))
-    return isinstance(items, list) and bool(items) and isinstance(items[0], dict) \
-        and "conversations" in items[0]
+def _chat_messages(path: Path) -> list[Any]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError:
+        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [item.get("conversations", item.get("messages")) if isinstance(item, dict) else None
+            for item in (items if isinstance(items, list) else [items])]
 
 
 def _chat_rows(path: Path) -> list[dict]:
+    """Rows of a chat file with the user turn kept verbatim as the prompt (as the reference)."""
+    from haiku_kit.data import topic_from_prompt
+
     rows = []
-    for i, item in enumerate(json.loads(path.read_text(encoding="utf-8"))):
-        turns = item.get("conversations") if isinstance(item, dict) else None
-        users = [m for m in turns or [] if isinstance(m, dict) and m.get("role") == "user"]
-        if not users or not isinstance(users[0].get("content"), str):
-            raise DataError(f"{path}: row {i} has no user turn in 'conversations'")
-        content = users[0]["content"]
-        if ":" not in content:
-            raise DataError(f"{path}: row {i}: cannot find the topic after ':' in the prompt")
-        answer = next((m.get("content") for m in turns if m.get("role") == "assistant"), None)
-        rows.append({"topic": content.split(":", 1)[1].strip(),
-                     "prompt": [{"role": "user", "content": content}],
+    for i, turns in enumerate(_chat_messages(path)):
+        turns = turns if isinstance(turns, list) else []
+        user = next((m.get("content") for m in turns
+                     if isinstance(m, dict) and m.get("role") == "user"), None)
+        if not isinstance(user, str):
+            raise DataError(f"{path}: row {i}: no text user turn in 'conversations'")
+        answer = next((m.get("content") for m in turns
+                       if isinstance(m, dict) and m.get("role") == "assistant"), None)
+        rows.append({"topic": topic_from_prompt(user),
+                     "prompt": [{"role": "user", "content": user}],
                      "haiku": answer, "source_id": f"{path.name}:{i}"})
     return rows
 
@@ -767,13 +814,17 @@ def _table_rows(path: Path) -> list[dict]:
 
 
 def _answers_from(path: Path) -> list[str]:
+    """Training answers (raw text, for the exact-match overlap) from --train."""
+    from haiku_kit.data import is_chat_file
+
+    if not path.exists():
+        raise FileNotFoundError(f"--train {path}: no such file or folder")
     if path.is_dir():
         from haiku_kit.data import load_splits
 
         splits = load_splits(path)
         return [h for name in ("sft", "rl") if name in splits for h in splits[name]["haiku"]]
-    if path.suffix == ".json" and _is_chat_json(path):
-        return [m["content"] for item in json.loads(path.read_text(encoding="utf-8"))
-                for m in item["conversations"] if m.get("role") == "assistant"]
+    if is_chat_file(path):
+        return [r["haiku"] for r in _chat_rows(path) if isinstance(r["haiku"], str)]
     rows = _table_rows(path)
     return [r["haiku"] for r in rows if isinstance(r.get("haiku"), str)]

@@ -101,12 +101,11 @@ def _unquote(lines: list[str], kinds: list[str]) -> list[str]:
     return lines
 
 
-def _is_title(lines: list[str], raw_first_blank: bool, first_was_bold: bool, others_bold: bool):
-    if len(lines) < 3:
-        return False
+def _is_title(lines: list[str], blank_after_first: bool, first_bold: bool, others_bold: bool):
+    """A short first line set apart (bold alone, or followed by a blank line) above 3+ lines."""
     first = lines[0]
     short = len(first.split()) <= 6 and not first.endswith((",", ";"))
-    return short and ((first_was_bold and not others_bold) or (raw_first_blank and len(lines) >= 4))
+    return len(lines) >= 4 and short and ((first_bold and not others_bold) or blank_after_first)
 
 
 def extract_poem(completion: str) -> Extraction:

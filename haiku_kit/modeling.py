@@ -117,7 +117,7 @@ def choose_backend(backend: str, cuda: bool, unsloth: bool) -> str:
 
 
 def resolve_backend(backend: str = "auto") -> str:
-    """"unsloth" or "hf" for this machine."""
+    """The backend to use on this machine: "unsloth" or "hf"."""
     if backend not in BACKENDS:  # fail before probing CUDA
         raise ModelLoadError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return choose_backend(backend, cuda=cuda_available(), unsloth=unsloth_installed())
@@ -235,7 +235,11 @@ def prepare_tokenizer(model, tokenizer, max_seq_length: int | None = None):
         if tok is not tokenizer and hasattr(tokenizer, "chat_template"):
             tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
     if tok.pad_token is None:
-        tok.pad_token = "<pad>" if tok.convert_tokens_to_ids("<pad>") not in (None, tok.unk_token_id) else tok.eos_token
+        tok.pad_token = (
+            "<pad>"
+            if tok.convert_tokens_to_ids("<pad>") not in (None, tok.unk_token_id)
+            else tok.eos_token
+        )
     if max_seq_length:
         tok.model_max_length = max_seq_length
     gen = getattr(model, "generation_config", None)
@@ -262,11 +266,43 @@ def _torch_dtype(dtype: Any, on_gpu: bool):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in names:
         raise ModelLoadError(f"dtype must be one of {sorted(names)} or None, got {dtype!r}")
     return names[dtype]
+
+
+def _hub_unreachable_reason() -> str | None:
+    """Why the Hugging Face Hub cannot be reached, checked quickly (the hub client itself
+    retries for minutes when there is no network)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no"):
+        return "HF_HUB_OFFLINE is set"
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=5).close()
+    except OSError as exc:
+        return f"{endpoint.hostname} is unreachable: {exc}"
+    return None
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
 
 
 def _from_pretrained(loader, source: str, what: str, **kwargs):
@@ -274,13 +310,15 @@ def _from_pretrained(loader, source: str, what: str, **kwargs):
     kwargs.setdefault("trust_remote_code", False)
     if Path(source).is_dir():
         return loader.from_pretrained(source, **kwargs)
+    if _in_hub_cache(source):
+        try:
+            return loader.from_pretrained(source, local_files_only=True, **kwargs)
+        except (OSError, ValueError):
+            pass
     try:
-        return loader.from_pretrained(source, local_files_only=True, **kwargs)
-    except (OSError, ValueError):
-        pass
-    try:
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-            raise OSError("HF_HUB_OFFLINE is set")
+        reason = _hub_unreachable_reason()
+        if reason:
+            raise OSError(reason)
         return loader.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
@@ -348,11 +386,15 @@ def _load_unsloth(source, load_in_4bit, dtype, max_seq_length, lora, adapter, se
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        model = FastModel.get_peft_model(model, **unsloth_peft_kwargs(lora_from_adapter(adapter), seed))
+        model = FastModel.get_peft_model(
+            model, **unsloth_peft_kwargs(lora_from_adapter(adapter), seed)
+        )
         result = set_peft_model_state_dict(model, load_file(str(adapter / ADAPTER_FILES[1])))
         if getattr(result, "unexpected_keys", None):
-            raise ModelLoadError(f"adapter {adapter} does not match the model: "
-                                 f"{len(result.unexpected_keys)} unexpected weights")
+            raise ModelLoadError(
+                f"adapter {adapter} does not match the model: "
+                f"{len(result.unexpected_keys)} unexpected weights"
+            )
     elif lora is not None:
         model = FastModel.get_peft_model(model, **unsloth_peft_kwargs(lora, seed))
     return model, tokenizer
@@ -401,8 +443,11 @@ def _backend_of(model) -> str:
 
 
 def _write_meta(model, path: Path, kind: str) -> None:
-    meta = {"kind": kind, "base_model": getattr(model, "_haiku_kit_source", None),
-            "backend": _backend_of(model)}
+    meta = {
+        "kind": kind,
+        "base_model": getattr(model, "_haiku_kit_source", None),
+        "backend": _backend_of(model),
+    }
     (path / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 

@@ -136,19 +136,15 @@ def check_stage(stage: str) -> str:
     return stage
 
 
-def missing_artifacts(stage: str, paths: RunPaths) -> list[str]:
-    """Inputs of `stage` that are absent from the run folder, as readable lines."""
+def missing_artifacts(stage: str, paths: RunPaths, cfg) -> list[str]:
+    """Inputs of `stage` (under this config) absent from the run folder, as readable lines."""
     missing = []
-    for param in STAGE_INPUTS[check_stage(stage)]:
+    for param in stage_inputs(check_stage(stage), cfg):
         art = ARTIFACTS[param]
         marker = paths.artifact(param) / art.marker
         if not marker.is_file():
             missing.append(f"{marker} (written by stage '{art.stage}')")
     return missing
-
-
-def stage_outputs(stage: str) -> list[str]:
-    return [a.param for a in ARTIFACTS.values() if a.stage == stage]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +199,8 @@ def execute_notebook(
     from papermill.exceptions import PapermillExecutionError
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Stream the cells' output through papermill's files, not its logger (which would print
+    # stderr twice).
     stream = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if log_output else {}
     try:
         papermill.execute_notebook(
@@ -212,7 +210,6 @@ def execute_notebook(
             kernel_name="python3",
             kernel_manager_class=_kernel_manager_class(),
             progress_bar=False,
-            log_output=log_output,
             **stream,
         )
     except PapermillExecutionError as err:
@@ -253,38 +250,41 @@ def run_pipeline(
 
     Stops at the first failing stage (StageFailed names it and the cell, and the executed
     notebook is kept in RUN/notebooks/). `from_stage` reuses the artifacts of earlier stages.
+    Overrides reach the notebooks as papermill parameters, next to the input artifact paths.
     """
+    from haiku_kit.config import save_config
+
     overrides = list(overrides or [])
     paths = RunPaths(Path(out_dir).resolve())
     start = STAGES.index(check_stage(from_stage)) if from_stage else 0
+    # Resolving the config first turns a bad preset or override into an error before any
+    # notebook starts; each notebook resolves the same (preset, overrides) itself.
+    cfg = resolve_config(preset, overrides, paths.root)
     if start:
-        missing = missing_artifacts(STAGES[start], paths)
+        missing = missing_artifacts(STAGES[start], paths, cfg)
         if missing:
             raise PipelineError(
                 f"cannot resume from stage '{STAGES[start]}' in {paths.root}: missing\n  "
                 + "\n  ".join(missing)
                 + "\n  run the earlier stages first (drop --from, or start from an earlier one)"
             )
-    # Resolving the config up front turns a bad preset or override into an error before any
-    # notebook starts; the notebooks resolve the same (preset, overrides) themselves.
-    from haiku_kit.config import save_config
-
     paths.root.mkdir(parents=True, exist_ok=True)
-    save_config(resolve_config(preset, overrides, paths.root), paths.config)
+    save_config(cfg, paths.config)
     for i, stage in enumerate(STAGES[start:], start + 1):
         src = notebook_path(stage)
         out = paths.notebooks / src.name
         print(f"[{i}/{len(STAGES)}] {stage}: {src.name} -> {out}", flush=True)
         began = time.perf_counter()
-        execute_notebook(src, out, stage_parameters(stage, preset, overrides, paths), stage,
-                         log_output=log_output)
+        params = stage_parameters(stage, preset, overrides, paths)
+        execute_notebook(src, out, params, stage, log_output=log_output)
         _record_timing(paths, stage, time.perf_counter() - began)
-        for param in stage_outputs(stage):
+        for param in stage_outputs(stage, cfg):
             marker = paths.artifact(param) / ARTIFACTS[param].marker
             if not marker.is_file():
                 raise StageFailed(stage, out, "MissingArtifact", f"{marker} was not written")
-        print(f"[{i}/{len(STAGES)}] {stage}: done in {time.perf_counter() - began:.0f} s",
-              flush=True)
+        print(
+            f"[{i}/{len(STAGES)}] {stage}: done in {time.perf_counter() - began:.0f} s", flush=True
+        )
     return paths.root
 
 
@@ -378,7 +378,8 @@ def build_data(run: Run) -> Path:
         src = _require(Path(d.splits_dir).expanduser(), "manifest.json", "data.splits_dir")
         shutil.copytree(src, out)
     else:
-        build_splits(load_source(d.source), out, seed=d.seed, min_similarity=d.min_similarity)
+        rows = load_source(d.source)
+        build_splits(rows, out, seed=d.seed, min_similarity=d.min_similarity, sources=[d.source])
     return out
 
 
@@ -391,40 +392,54 @@ def load_data(data_dir: str | Path):
 def evaluate_model(run: Run, name: str, data_dir: str | Path, adapter: str | Path | None = None):
     """Generate for the first eval.n_prompts eval prompts with the base model (+ adapter), score
     and save to RUN/eval/NAME. A trained model whose stage was skipped (adapter None) -> None."""
-    from haiku_kit.evaluate import SamplingSettings, load_eval_data, run_eval
-    from haiku_kit.modeling import load_model
+    from haiku_kit.evaluate import load_eval_data
 
     if adapter is None and name != "base":
         print(f"no '{name}' model in this run (stages: {run.cfg.stages}); nothing to evaluate")
         return None
-    e, m = run.cfg.eval, run.cfg.model
     rows, train_answers = load_eval_data(str(_require(Path(data_dir), "manifest.json", "splits")))
-    rows = rows[: e.n_prompts] if e.n_prompts else rows
+    n = run.cfg.eval.n_prompts
+    result = evaluate_rows(run.cfg, name, rows[:n] if n else rows, train_answers, adapter)
+    result.meta["preset"] = run.preset
+    result.save(run.paths.eval_dir(name))
+    return result
+
+
+def evaluate_rows(cfg, name: str, rows: list[dict], train_answers, adapter=None, **settings):
+    """Load the config's model (+ adapter) and score it on rows ({topic, prompt}) with the
+    config's eval settings; `settings` (k, max_new_tokens, ...) override those."""
+    from haiku_kit.evaluate import SamplingSettings, run_eval
+    from haiku_kit.modeling import load_model
+
+    e, m = cfg.eval, cfg.model
     if adapter is not None:
         adapter = str(_require(Path(adapter), "adapter_config.json", "LoRA adapter"))
     model, tokenizer = load_model(
         m.name,
-        backend=_backend(run.cfg),
+        backend=_backend(cfg),
         load_in_4bit=m.load_in_4bit,
         lora=None,
         max_seq_length=m.max_seq_length,
         adapter=adapter,
-        seed=run.cfg.seed,
+        seed=cfg.seed,
     )
+    args = {
+        "k": e.k,
+        "seed": e.seed,
+        "max_new_tokens": e.max_new_tokens,
+        "batch_size": e.batch_size,
+    }
+    args.update(settings)
     result = run_eval(
         model,
         rows,
         tokenizer=tokenizer,
         train_answers=train_answers,
-        k=e.k,
-        seed=e.seed,
         sampling=SamplingSettings(temperature=e.temperature, top_p=e.top_p, top_k=e.top_k),
-        max_new_tokens=e.max_new_tokens,
-        batch_size=e.batch_size,
         name=name,
+        **args,
     )
-    result.meta.update(model=m.name, adapter=adapter, preset=run.preset)
-    result.save(run.paths.eval_dir(name))
+    result.meta.update(model=m.name, adapter=adapter)
     return result
 
 
@@ -481,7 +496,8 @@ def make_report(run: Run, results: dict[str, str | Path]) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Showing results inline (each also returns its Markdown so tests can read it)
+# Showing results inline: `*_markdown` builds the text (tests read it), `show_*` displays it
+# and returns None, so a show call at the end of a cell prints nothing twice.
 
 
 def _display(*objs: Any) -> None:
@@ -494,76 +510,94 @@ def _display(*objs: Any) -> None:
     display(*objs)
 
 
-def _markdown(text: str) -> str:
+def _show_markdown(text: str) -> None:
     try:
         from IPython.display import Markdown
     except ImportError:
         _display(text)
     else:
         _display(Markdown(text))
-    return text
 
 
-def show_images(folder: str | Path) -> list[Path]:
-    pngs = sorted(Path(folder).glob("*.png"))
+def show_images(folder: str | Path) -> None:
     try:
         from IPython.display import Image
     except ImportError:
-        return pngs
-    for png in pngs:
+        return
+    for png in sorted(Path(folder).glob("*.png")):
         _display(Image(filename=str(png)))
-    return pngs
 
 
-def show_data(data_dir: str | Path, n: int = 3) -> str:
-    """Split sizes and a few example rows of the sft split."""
+def data_markdown(data_dir: str | Path, n: int = 3) -> str:
+    """Rows kept by each filter, split sizes and a few example rows of the sft split."""
     splits = load_data(data_dir)
-    lines = ["| split | rows |", "|---|---:|"]
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    kept = " → ".join(f"{k} {v}" for k, v in manifest.get("stages", {}).items())
+    lines = [f"Rows kept by each filter: {kept}", ""] if kept else []
+    lines += ["| split | rows |", "|---|---:|"]
     lines += [f"| {name} | {len(ds)} |" for name, ds in splits.items()]
     lines += ["", "**Examples (sft split)**", ""]
     for row in splits["sft"].select(range(min(n, len(splits["sft"])))):
         lines += [f"*{row['topic']}*", "", *(f"> {ln}  " for ln in row["haiku"].splitlines()), ""]
-    return _markdown("\n".join(lines))
+    return "\n".join(lines)
 
 
-def show_result(result: Any, title: str = "model") -> str:
+def result_markdown(result: Any, title: str = "model") -> str:
     """The metrics of one evaluation with their 95% confidence intervals."""
     from haiku_kit.report import compare
 
     if result is None:
-        return _markdown(f"*{title}: not part of this run*")
-    return _markdown(f"### {title}\n\n" + compare({title: result}).markdown())
+        return f"*{title}: not part of this run*"
+    return f"### {title}\n\n" + compare({title: result}).markdown()
 
 
-def show_samples(result: Any, title: str = "model", n: int = 5) -> str:
+def samples_markdown(result: Any, title: str = "model", n: int = 5) -> str:
     """A few of the model's poems with the verifier's verdict."""
-    from haiku_kit.report import samples_markdown
+    from haiku_kit.report import samples_markdown as report_samples
 
-    if result is None:
-        return ""
-    return _markdown(samples_markdown({title: result}, n))
+    return "" if result is None else report_samples({title: result}, n)
 
 
-def show_training(stage_dir: str | Path, last: int = 5) -> str:
-    """The training curves and the last few log lines of an SFT or GRPO run."""
-    stage_dir = Path(stage_dir)
-    show_images(stage_dir)
-    log = stage_dir / "log.jsonl"
+def training_markdown(stage_dir: str | Path, last: int = 5) -> str:
+    """The last few log lines of an SFT or GRPO run."""
+    log = Path(stage_dir) / "log.jsonl"
     rows = log.read_text().splitlines()[-last:] if log.is_file() else []
-    text = "\n".join(["```", *rows, "```"]) if rows else f"(no training log in {stage_dir})"
-    return _markdown(text)
+    return "\n".join(["```", *rows, "```"]) if rows else f"(no training log in {stage_dir})"
 
 
-def show_report(report_dir: str | Path) -> str:
-    """The comparison table, plots and sample poems of RUN/report/."""
+def report_markdown(report_dir: str | Path) -> str:
+    """The comparison table and the sample poems of RUN/report/."""
     report_dir = Path(report_dir)
     text = (report_dir / "table.md").read_text()
-    _markdown(text)
-    show_images(report_dir)
     samples = report_dir / "samples.md"
-    if samples.is_file():
-        text += "\n" + _markdown(samples.read_text())
-    return text
+    return text + ("\n" + samples.read_text() if samples.is_file() else "")
+
+
+def show_data(data_dir: str | Path, n: int = 3) -> None:
+    _show_markdown(data_markdown(data_dir, n))
+
+
+def show_result(result: Any, title: str = "model") -> None:
+    _show_markdown(result_markdown(result, title))
+
+
+def show_samples(result: Any, title: str = "model", n: int = 5) -> None:
+    _show_markdown(samples_markdown(result, title, n))
+
+
+def show_training(stage_dir: str | Path, last: int = 5) -> None:
+    """The training curves and the last few log lines."""
+    show_images(stage_dir)
+    _show_markdown(training_markdown(stage_dir, last))
+
+
+def show_report(report_dir: str | Path) -> None:
+    """The comparison table, the plots, then the sample poems."""
+    report_dir = Path(report_dir)
+    _show_markdown((report_dir / "table.md").read_text())
+    show_images(report_dir)
+    if (report_dir / "samples.md").is_file():
+        _show_markdown((report_dir / "samples.md").read_text())
 
 
 def elapsed(run: Run) -> str:

@@ -228,7 +228,8 @@ def plot_syllable_errors(results: dict[str, EvalResult], path: Path) -> Path:
         hists = {n: {int(e): c for e, c in r.distributions["line_errors"].get(key, {}).items()}
                  for n, r in results.items()}
         errors = sorted({e for h in hists.values() for e in h}) or [0]
-        lo, hi = max(min(errors), -8), min(max(errors), 8)  # clip the long tail
+        # At least -3..+3 so models compare on one scale; the long tail is clipped at +-8.
+        lo, hi = max(min(min(errors), -3), -8), min(max(max(errors), 3), 8)
         x = np.arange(lo, hi + 1)
         width = 0.8 / len(hists)
         for j, (name, hist) in enumerate(hists.items()):
@@ -237,6 +238,8 @@ def plot_syllable_errors(results: dict[str, EvalResult], path: Path) -> Path:
                            if e == v or (v == lo and e < lo) or (v == hi and e > hi)) / total
                        for v in x]
             ax.bar(x + (j - (len(hists) - 1) / 2) * width, heights, width, label=name)
+        ax.set_xticks(x, [f"<={v}" if v == lo and v == -8 else f">={v}" if v == hi and v == 8
+                          else f"{v:+d}" for v in x])
         ax.set_title(f"line {i + 1} (target {PATTERN[i]})")
         ax.set_xlabel("syllables - target")
     np.atleast_1d(axes)[0].set_ylabel("share of 3-line outputs")

@@ -10,9 +10,10 @@ Each reward scores the poem that `haiku.extract_poem` finds in the completion (t
 preambles, fences... stripped), checked with our syllable verifier.
 
 Robustness (one decorator, `reward`): a reward never raises into the trainer. Completions that
-are not text (None, ints, dicts), empty, or longer than MAX_COMPLETION_CHARS get the reward's
-documented `floor`; so does a poem without a single letter or digit (garbage). An internal error is logged once per reward function (logging.warning, with
-the offending sample truncated) and the sample is scored as the floor. No reward returns None:
+are not text (None, ints, dicts), empty, longer than MAX_COMPLETION_CHARS, or garbage (no
+letter or digit in the poem) get the reward's documented `floor` (`f.floor`). An internal
+error is logged once per reward function (logging.warning, with the offending sample
+truncated) and the sample is scored as the floor. No reward returns None:
 TRL reads None as "this reward does not apply to this sample", and every reward here applies
 to every sample (a non-haiku gets 0 from `gated_similarity`, not None).
 
@@ -199,8 +200,10 @@ def reward(floor: float) -> Callable[[Callable], Callable]:
             prompts = list(prompts) if prompts is not None else [""] * n
             try:
                 return score(prompts, completions, kwargs)
-            except Exception:  # noqa: BLE001 - isolate the bad sample below
-                pass
+            except Exception:
+                log.debug(
+                    "reward %s: batch failed, re-scoring sample by sample", name, exc_info=True
+                )
             results = []
             for i in range(n):
                 one = {k: _slice(v, i, n) for k, v in kwargs.items()}
@@ -231,7 +234,11 @@ def _report(name: str, sample: Any, err: Exception, floor: float) -> None:
     log.warning(
         "reward %s failed (%s: %s) on completion %s; scored as its floor %s "
         "(later errors of this reward are counted in rewards.ERROR_COUNTS, not logged)",
-        name, type(err).__name__, err, _truncate(sample), floor,
+        name,
+        type(err).__name__,
+        err,
+        _truncate(sample),
+        floor,
     )
 
 
@@ -282,6 +289,8 @@ def syllable_distance(prompts, completions, **kwargs) -> list[float]:
 
 
 def _cosines(topics: list[str], poems: list[str]) -> list[float]:
+    if not poems:  # nothing to embed: do not load the encoder for an all-floor batch
+        return []
     from haiku_kit.similarity import cosine
 
     return cosine(topics, poems, **_similarity_settings)
@@ -454,7 +463,9 @@ class RewardSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.names, str) or not isinstance(self.names, Sequence):
-            raise ConfigError(f"RewardSpec.names must be a list of reward names, got {self.names!r}")
+            raise ConfigError(
+                f"RewardSpec.names must be a list of reward names, got {self.names!r}"
+            )
         self.names = list(self.names)
         if not self.names:
             raise ConfigError("RewardSpec.names is empty: name at least one reward")
@@ -470,7 +481,9 @@ class RewardSpec:
             )
         for name, w in zip(self.names, self.weights):
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-                raise ConfigError(f"RewardSpec weight of {name!r} must be a finite number, got {w!r}")
+                raise ConfigError(
+                    f"RewardSpec weight of {name!r} must be a finite number, got {w!r}"
+                )
         self.weights = [float(w) for w in self.weights]
 
     def reward_funcs(self) -> list[Callable[..., list[float]]]:

@@ -58,7 +58,8 @@ class SimilarityScorer:
     """Cosine similarity between topics and poems with normalised sentence embeddings.
 
     `device` is a torch device string ("cpu", "cuda", "cuda:0"); None lets
-    sentence-transformers pick. `cache_size` bounds the text -> embedding LRU cache.
+    sentence-transformers pick. `cache_size` bounds the text -> embedding LRU cache; texts
+    are truncated to `max_seq_length` word pieces (None: the model's own limit).
     """
 
     def __init__(
@@ -67,19 +68,29 @@ class SimilarityScorer:
         device: str | None = None,
         batch_size: int = 64,
         cache_size: int = 8192,
+        max_seq_length: int | None = 128,
     ):
+        self.model_name = resolve_model(model)
+        folder = Path(self.model_name)
+        local = folder.is_dir()
+        if local and not any((folder / f).is_file() for f in ("modules.json", "config.json")):
+            raise ModelLoadError(
+                f"sentence encoder folder {self.model_name!r} has neither modules.json nor config.json"
+            )
         from sentence_transformers import SentenceTransformer
 
-        self.model_name = resolve_model(model)
-        local = Path(self.model_name).is_dir()
         try:
             # local_files_only for folders keeps loading working under HF_HUB_OFFLINE=1.
             self.model = SentenceTransformer(
                 self.model_name, device=device, local_files_only=local, trust_remote_code=False
             )
-        except Exception as err:  # noqa: BLE001 - re-raised with the model named
-            raise ModelLoadError(f"cannot load sentence encoder {self.model_name!r}: {err}") from err
+        except Exception as err:  # re-raised with the model named
+            raise ModelLoadError(
+                f"cannot load sentence encoder {self.model_name!r}: {err}"
+            ) from err
         self.model.eval()
+        if max_seq_length:  # a haiku is ~25 word pieces; rambling past 128 need not cost more
+            self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length or 10**6)
         self.device = str(self.model.device)
         self.batch_size = batch_size
         self.cache_size = cache_size
@@ -133,17 +144,24 @@ class SimilarityScorer:
             self._cache.clear()
 
 
-_SCORERS: dict[tuple[str, str | None], SimilarityScorer] = {}
+_SCORERS: dict[tuple[str, str], SimilarityScorer] = {}
 _SCORERS_LOCK = threading.Lock()
 
 
 def get_scorer(model: str | None = None, device: str | None = None) -> SimilarityScorer:
-    """The process-wide scorer for (model, device), loaded on first use."""
-    key = (resolve_model(model), None if device is None else str(device))
+    """The process-wide scorer for (model, device), loaded on first use.
+
+    device None means the GPU when there is one, else the CPU (as sentence-transformers picks).
+    """
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = (resolve_model(model), str(device))
     with _SCORERS_LOCK:
         scorer = _SCORERS.get(key)
         if scorer is None:
-            log.info("loading sentence encoder %s on %s", key[0], key[1] or "auto")
+            log.info("loading sentence encoder %s on %s", key[0], key[1])
             scorer = _SCORERS[key] = SimilarityScorer(key[0], device=key[1])
         return scorer
 

@@ -5,9 +5,11 @@ Two paths:
 * the dictionary path (`counts`, `count`, `analyze_line`) looks words up in CMUdict (every
   pronunciation is a valid count), reads numbers, ordinals, abbreviations and acronyms aloud,
   and falls back to the estimator for words CMUdict lacks;
-* `estimate(word)` never consults the dictionary: a linear model over the vowel groups of the
-  spelling, learned from CMUdict (minus the gold words and a held-out slice; see
-  benchmarks/train_syllable_estimator.py) and shipped as JSON data.
+* `estimate(word)` never consults the dictionary: the rounded mean of a linear model over the
+  vowel groups of the spelling and small character CNNs (one nucleus score per letter,
+  summed), all learned from CMUdict (minus the gold words and a held-out slice; see
+  benchmarks/train_syllable_estimator.py and benchmarks/train_syllable_cnn.py), shipped as
+  JSON data and run in numpy.
 
 "Most common count" (`count`) is the count of CMUdict's first pronunciation, which CMUdict
 lists first by convention.
@@ -126,6 +128,52 @@ def _rules(word: str) -> int:
     return max(n, 1)
 
 
+@lru_cache(maxsize=1)
+def _cnns() -> list[dict]:
+    """The character CNNs as numpy arrays (numpy imported lazily, like the data)."""
+    import numpy as np
+
+    path = resources.files("haiku_kit") / "resources" / "syllable_cnn.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    nets = []
+    for net in data["nets"]:
+        convs = []
+        for conv in net["convs"]:
+            w = np.asarray(conv["w"], dtype=np.float32)  # (width, in, out)
+            convs.append((w.reshape(-1, w.shape[2]), np.asarray(conv["b"], np.float32), len(w)))
+        nets.append(
+            {
+                "index": {c: k + 1 for k, c in enumerate(net["alphabet"])},
+                "pad": net["pad"],
+                "embedding": np.asarray(net["embedding"], dtype=np.float32),
+                "convs": convs,
+                "out_w": np.asarray(net["out_w"], dtype=np.float32),
+                "out_b": float(net["out_b"]),
+            }
+        )
+    return nets
+
+
+def _cnn_score(net: dict, word: str):
+    """Sum over letters of the net's syllable-nucleus probability (residual ReLU convs)."""
+    import numpy as np
+
+    pad = net["pad"]
+    h = net["embedding"][[net["index"][c] for c in "^" * pad + word + "$" * pad]]
+    n, dim = h.shape
+    for w, b, width in net["convs"]:
+        r = width // 2
+        padded = np.zeros((n + 2 * r, dim), dtype=h.dtype)  # zero padding, as torch's Conv1d
+        padded[r : r + n] = h
+        window = np.lib.stride_tricks.sliding_window_view(padded, (width, dim))
+        h = h + np.maximum(window.reshape(n, width * dim) @ w + b, 0.0)
+    z = h[pad : pad + len(word)] @ net["out_w"] + net["out_b"]
+    return float((1.0 / (1.0 + np.exp(-z))).sum())
+
+
 @lru_cache(maxsize=65536)
 def estimate(word: str) -> int:
     """Syllables of one word from its spelling alone (never the dictionary); at least 1."""
@@ -135,8 +183,9 @@ def estimate(word: str) -> int:
     weights = _model().get("weights")
     if not weights:
         return _rules(w)
-    total = _model().get("bias", 0.0) + sum(weights.get(f, 0.0) for f in _all_features(w))
-    return max(1, round(total))
+    scores = [_model().get("bias", 0.0) + sum(weights.get(f, 0.0) for f in _all_features(w))]
+    scores += [_cnn_score(net, w) for net in _cnns()]
+    return max(1, round(sum(scores) / len(scores)))
 
 
 def _ascii_letters(word: str) -> str:

@@ -246,7 +246,7 @@ def _train(trainer, stage_dir: Path, resume: str | None) -> None:
             write_csv(log, stage_dir / "log.csv")
             try:
                 plot_training(log, stage_dir / "training.png")
-            except Exception as err:  # a plot must never lose a finished training run
+            except Exception as err:  # noqa: BLE001 - a plot must never lose a finished training run
                 logger.warning("could not plot %s: %s", log, err)
 
 
@@ -270,6 +270,58 @@ def _fresh_stage_dir(stage_dir: Path, resume: str | None) -> None:
     for name in ("log.jsonl", "log.csv", "samples.jsonl", "training.png", "collapse.yaml"):
         (stage_dir / name).unlink(missing_ok=True)
     shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+
+
+class TorchChunkedLogProb:
+    """Pure-torch stand-in for TRL's Triton `ChunkedLogProbFunction` (same arguments and outputs).
+
+    TRL 1.15's SFT and GRPO losses call that kernel through a fused LM head; torch's CPU builds
+    ship without Triton, so the kernel is None there and training fails. This computes the same
+    per-token values from full logits, in row chunks to bound memory; autograd does the rest."""
+
+    ROWS = 256
+
+    @staticmethod
+    def apply(hidden, weight, bias, targets, temperature, chunk_size, softcap=None, logit_scale=1.0,
+              outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+        import torch
+
+        parts: dict[str, list] = {k: [] for k in ("logp", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")}
+        for start in range(0, hidden.shape[0], TorchChunkedLogProb.ROWS):
+            h = hidden[start:start + TorchChunkedLogProb.ROWS].float()
+            t = targets[start:start + TorchChunkedLogProb.ROWS]
+            z = h @ weight.float().t()
+            if bias is not None:
+                z = z + bias.float()
+            z = z * logit_scale
+            if softcap:
+                z = softcap * torch.tanh(z / softcap)
+            z = z / temperature
+            logsm = torch.log_softmax(z, dim=-1)
+            parts["logp"].append(logsm.gather(-1, t.unsqueeze(-1)).squeeze(-1))
+            if "entropy" in outputs:
+                parts["entropy"].append(-(logsm.exp() * logsm).sum(-1))
+            if "log_sum_sq_probs" in outputs:
+                parts["log_sum_sq_probs"].append(torch.logsumexp(2 * logsm, dim=-1))
+            if "mean_logits" in outputs:
+                parts["mean_logits"].append(z.mean(-1))
+            if "is_top1" in outputs:
+                parts["is_top1"].append(z.argmax(-1) == t)
+        cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
+        if cat["logp"] is None:  # no tokens at all
+            cat["logp"] = hidden.new_zeros((0,), dtype=torch.float32) + 0 * hidden.sum()
+        return cat["logp"], cat["entropy"], cat["log_sum_sq_probs"], cat["mean_logits"], cat["is_top1"]
+
+
+def install_cpu_logprob_fallback() -> bool:
+    """Use TorchChunkedLogProb when TRL's Triton kernel is unavailable; True if installed."""
+    from trl.trainer import utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
+        return False
+    trl_utils._ChunkedLogProbFunction = TorchChunkedLogProb
+    logger.info("Triton is not available: TRL's fused log-prob kernel replaced by a pure-torch version")
+    return True
 
 
 # --------------------------------------------------------------------------- SFT
@@ -307,33 +359,14 @@ def choose_loss_mask(tokenizer, requested: str = "auto") -> str:
         template = None if has_generation_markers(tok.chat_template) else get_training_chat_template(tok)
         if is_chat_template_stop_token_trained(tok, chat_template=template):
             return "assistant"
-    except Exception as err:  # an unknown template: TRL cannot patch it
+    except Exception as err:  # noqa: BLE001 - an unknown template: TRL cannot patch it
         logger.info("assistant-only loss unavailable (%s); using completion-only loss", err)
     return "completion"
 
 
-def _sft_trainer_class():
-    """TRL 1.15's SFTTrainer computes its loss with a Triton kernel (GPU only): without Triton
-    (CPU torch builds) use the model's own causal-LM loss on the same masked labels."""
-    from trl import SFTTrainer
-    from trl.trainer import utils as trl_utils
-
-    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
-        return SFTTrainer
-    from transformers import Trainer
-
-    class PlainLossSFTTrainer(SFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs = {k: v for k, v in inputs.items() if k not in ("completion_mask", "assistant_masks")}
-            return Trainer.compute_loss(
-                self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-            )
-
-    return PlainLossSFTTrainer
-
-
 def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, stage_dir: Path, device: str):
-    from trl import SFTConfig
+    install_cpu_logprob_fallback()
+    from trl import SFTConfig, SFTTrainer
 
     s = cfg.sft
     mode = choose_loss_mask(tokenizer, s.loss_mask)
@@ -346,7 +379,7 @@ def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, stage_dir: Path
         completion_only_loss=mode == "completion",
         dataset_num_proc=None,
     )
-    trainer = _sft_trainer_class()(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=sft_examples(dataset, mode),
@@ -357,7 +390,7 @@ def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, stage_dir: Path
     return trainer
 
 
-def run_sft(cfg: RunConfig, dataset=None, resume_from_checkpoint=None) -> Path:
+def run_sft(cfg: RunConfig, dataset=None, resume_from_checkpoint=None, callbacks=()) -> Path:
     """Supervised fine-tuning on the SFT split's chat messages; returns RUN/sft/adapter."""
     from haiku_kit.modeling import save_adapter
 
@@ -369,6 +402,8 @@ def run_sft(cfg: RunConfig, dataset=None, resume_from_checkpoint=None) -> Path:
     resume = resolve_resume(resume_from_checkpoint, stage_dir)
     _fresh_stage_dir(stage_dir, resume)
     trainer = build_sft_trainer(cfg, model, tokenizer, data, stage_dir, device)
+    for cb in callbacks:
+        trainer.add_callback(cb)
     a = trainer.args
     _record_effective(
         cfg,
@@ -437,6 +472,7 @@ def _reward_spec(s: GRPOSettings):
 
 def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, dataset, stage_dir: Path, device: str,
                        train_answers=()):
+    install_cpu_logprob_fallback()
     from trl import GRPOConfig, GRPOTrainer
 
     spec = _reward_spec(s)
@@ -561,6 +597,7 @@ def run_grpo(
     resume_from_checkpoint: str | Path | bool | None = None,
     phase: str | None = None,
     previous: Path | None = None,
+    callbacks=(),
 ) -> Path:
     """GRPO with the configured rewards; returns RUN/<grpo stage>/adapter.
 
@@ -583,6 +620,8 @@ def run_grpo(
                 cfg.data.max_rl_rows)
     _fresh_stage_dir(stage_dir, resume)
     trainer = build_grpo_trainer(cfg, s, model, tokenizer, data, stage_dir, device, _sft_answers(cfg))
+    for cb in callbacks:
+        trainer.add_callback(cb)
     _record_effective(cfg, stage, stage_dir, _grpo_effective(trainer, s, device, init))
     _train(trainer, stage_dir, resume)
     collapse = trainer.collapse
@@ -605,7 +644,7 @@ def _sft_answers(cfg: RunConfig) -> list[str]:
         from haiku_kit.data import load_splits
 
         return list(load_splits(folder)["sft"]["haiku"])
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - the monitor is optional
         logger.info("train-overlap monitor disabled: %s", err)
         return []
 

@@ -64,7 +64,7 @@ pipeline.show_result(base, "base model")
 # ## A few of its poems
 
 # %%
-pipeline.show_samples(run.paths.eval_dir("base"))
+pipeline.show_samples(base, "base model")
 
 # %%
 print(pipeline.elapsed(run))

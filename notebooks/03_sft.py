@@ -65,7 +65,7 @@ sft = pipeline.evaluate_model(run, "sft", data_dir, adapter=sft_adapter)
 pipeline.show_result(sft, "SFT")
 
 # %%
-pipeline.show_samples(run.paths.eval_dir("sft"))
+pipeline.show_samples(sft, "SFT")
 
 # %%
 print(pipeline.elapsed(run))

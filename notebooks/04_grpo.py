@@ -68,7 +68,7 @@ grpo = pipeline.evaluate_model(run, "grpo", data_dir, adapter=grpo_adapter)
 pipeline.show_result(grpo, "SFT→GRPO")
 
 # %%
-pipeline.show_samples(run.paths.eval_dir("grpo"))
+pipeline.show_samples(grpo, "SFT→GRPO")
 
 # %%
 print(pipeline.elapsed(run))

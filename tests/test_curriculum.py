@@ -14,8 +14,11 @@ from haiku_kit.rewards import REGISTRY, RewardSpec
 SPEC = RewardSpec(["haiku_reward", "length_penalty", "prompt_copy_penalty"], [1.0, 0.5, 1.0])
 STAGES = [
     {"until_step": 10, "scales": {"length_penalty": 0.0, "prompt_copy_penalty": 0.2}},
-    {"until_step": 20, "scales": {"length_penalty": 0.5, "prompt_copy_penalty": 0.2},
-     "ramp": "linear"},
+    {
+        "until_step": 20,
+        "scales": {"length_penalty": 0.5, "prompt_copy_penalty": 0.2},
+        "ramp": "linear",
+    },
     {"until_step": None},
 ]
 
@@ -107,13 +110,49 @@ def _build_tiny_model(folder: Path) -> Path:
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
 
     special = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-    words = ("user model generate a haiku about the following topic autumn leaves red fall "
-             "wind moon rain quiet pond old frog jumps in sound of water \n : . ,").split(" ")
+    words = [
+        *[
+            "user",
+            "model",
+            "generate",
+            "a",
+            "haiku",
+            "about",
+            "the",
+            "following",
+            "topic",
+            "autumn",
+            "leaves",
+            "red",
+            "fall",
+        ],
+        *[
+            "wind",
+            "moon",
+            "rain",
+            "quiet",
+            "pond",
+            "old",
+            "frog",
+            "jumps",
+            "in",
+            "sound",
+            "of",
+            "water",
+            ":",
+            ".",
+            ",",
+        ],
+        "\n",
+    ]
     vocab = {t: i for i, t in enumerate(special + words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
         unk_token="<unk>",
     )
     tokenizer.chat_template = (
@@ -121,9 +160,18 @@ def _build_tiny_model(folder: Path) -> Path:
         "<end_of_turn>{% endfor %}{% if add_generation_prompt %}<start_of_turn>model {% endif %}"
     )
     config = Gemma3TextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
-        sliding_window=32, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=128,
+        sliding_window=32,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
     )
     Gemma3ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -138,41 +186,15 @@ def tiny_dir(request, tmp_path) -> Path:
         return _build_tiny_model(tmp_path / "tiny")
 
 
-class _TorchLogProb:
-    """Pure-torch stand-in for TRL 1.15's Triton-only ChunkedLogProbFunction (same outputs).
-
-    TRL 1.15's GRPOTrainer always routes log-probs through a Triton kernel, which is absent
-    (and useless) on a CPU-only install; full logits are cheap for a tiny model.
-    """
-
-    @staticmethod
-    def apply(hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale,
-              outputs):
-        import torch
-
-        z = torch.nn.functional.linear(hidden.float(), weight.float(),
-                                       None if bias is None else bias.float()) * logit_scale
-        if softcap is not None:
-            z = softcap * torch.tanh(z / softcap)
-        z = z / temperature
-        logp = z.log_softmax(-1)
-        picked = logp.gather(-1, targets[:, None]).squeeze(-1)
-        p = logp.exp()
-        return (
-            picked,
-            -(p * logp).sum(-1) if "entropy" in outputs else None,
-            torch.logsumexp(2 * logp, -1).detach() if "log_sum_sq_probs" in outputs else None,
-            z.mean(-1).detach() if "mean_logits" in outputs else None,
-            (z.argmax(-1) == targets).detach() if "is_top1" in outputs else None,
-        )
-
-
 @pytest.fixture
 def cpu_logprob(monkeypatch):
+    """TRL 1.15 computes log-probs with a Triton kernel, absent on CPU: use the kit's fallback."""
     import trl.trainer.utils as trl_utils
 
     if getattr(trl_utils, "_ChunkedLogProbFunction", None) is None:
-        monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", _TorchLogProb, raising=False)
+        from haiku_kit.train import TorchChunkedLogProb
+
+        monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", TorchChunkedLogProb)
 
 
 @pytest.mark.slow
@@ -187,20 +209,37 @@ def test_grpo_step_logs_every_reward_and_applies_the_curriculum(tiny_dir, tmp_pa
         {"until_step": None},
     ]
     topics = ["autumn leaves", "old pond"]
-    dataset = Dataset.from_list([
-        {"prompt": [{"role": "user", "content": f"Generate a haiku about the following topic: {t}"}],
-         "topic": t}
-        for t in topics
-    ])
+    dataset = Dataset.from_list(
+        [
+            {
+                "prompt": [
+                    {"role": "user", "content": f"Generate a haiku about the following topic: {t}"}
+                ],
+                "topic": t,
+            }
+            for t in topics
+        ]
+    )
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     args = GRPOConfig(
-        output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, per_device_train_batch_size=2,
-        num_generations=2, max_completion_length=8, max_steps=1, logging_steps=1,
-        report_to="none", save_strategy="no", reward_weights=spec.reward_weights(),
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=8,
+        max_steps=1,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        reward_weights=spec.reward_weights(),
     )
     trainer = GRPOTrainer(
-        model=model, reward_funcs=spec.reward_funcs(), args=args, train_dataset=dataset,
+        model=model,
+        reward_funcs=spec.reward_funcs(),
+        args=args,
+        train_dataset=dataset,
         processing_class=tokenizer,
     )
     trainer.add_callback(CurriculumCallback(curriculum, spec).attach(trainer))

@@ -55,16 +55,26 @@ def test_verifier_sees_the_hand_written_cases_as_intended():
 def test_haiku_reward():
     s = score("haiku_reward")
     assert s == {
-        "perfect": 1.0, "off_topic": 1.0, "four_lines": 0.0, "copied": 0.0,
-        "preamble": 1.0, "empty": 0.0, "think": 1.0,
+        "perfect": 1.0,
+        "off_topic": 1.0,
+        "four_lines": 0.0,
+        "copied": 0.0,
+        "preamble": 1.0,
+        "empty": 0.0,
+        "think": 1.0,
     }
 
 
 def test_line_count_penalty():
     s = score("line_count_penalty")
     assert s == {
-        "perfect": 0.0, "off_topic": 0.0, "four_lines": -1.0, "copied": -1.0,
-        "preamble": 0.0, "empty": -1.0, "think": 0.0,
+        "perfect": 0.0,
+        "off_topic": 0.0,
+        "four_lines": -1.0,
+        "copied": -1.0,
+        "preamble": 0.0,
+        "empty": -1.0,
+        "think": 0.0,
     }
 
 
@@ -149,15 +159,23 @@ def test_topic_comes_from_the_dataset_column_not_the_prompt():
 
 # --------------------------------------------------------------------------- robustness
 
-BAD = [None, 42, 3.5, {"foo": "bar"}, ["not", "messages"], "x" * 20_000, "\x00\x01\ufffd" * 5,
-       "   \n\n  ", [{"role": "assistant", "content": None}], object()]
+BAD = [
+    None,
+    42,
+    3.5,
+    {"foo": "bar"},
+    ["not", "messages"],
+    "x" * 20_000,
+    "\x00\x01\ufffd" * 5,
+    "   \n\n  ",
+    [{"role": "assistant", "content": None}],
+    object(),
+]
 
 
 @pytest.mark.parametrize("name", NON_SIMILARITY + ["similarity_reward", "gated_similarity"])
 def test_bad_completions_get_the_floor(name, caplog):
     f = R.get_reward(name)
-    if "similarity" in name:
-        pytest.importorskip("sentence_transformers")
     with caplog.at_level(logging.WARNING, logger="haiku_kit.rewards"):
         out = f([INSTRUCTION] * len(BAD), BAD, topic=[TOPIC] * len(BAD))
     assert len(out) == len(BAD)
@@ -293,15 +311,20 @@ def test_dense_and_sparse_presets_reproduce_the_reference_formulas():
         check = hk.check(poem)
         three_lines = -1 if len(check.lines) != 3 else 0
         score = three_lines + int(check.is_haiku)
-        sim = float(
-            util.cos_sim(model.encode(poem, convert_to_tensor=True),
-                         model.encode(topic, convert_to_tensor=True))
-        ) - 0.5
+        sim = (
+            float(
+                util.cos_sim(
+                    model.encode(poem, convert_to_tensor=True),
+                    model.encode(topic, convert_to_tensor=True),
+                )
+            )
+            - 0.5
+        )
         return score + sim, score + sim if score == 1 else score
 
     completions = [c for c in CASES.values() if c]  # an empty answer is our floor by design
-    completions += ["one line only", "two lines\nhere", "Red leaves drift / the autumn wind "
-                    "carries them / bare branches remain"]
+    flat = "Red leaves drift / the autumn wind carries them / bare branches remain"
+    completions += ["one line only", "two lines\nhere", flat]
     topics = [TOPIC, "computers", "ocean", "spring rain", TOPIC, TOPIC, "the sea", "wind", "fall"]
     topics = topics[: len(completions)]
     poems = [hk.extract_poem(c).poem for c in completions]

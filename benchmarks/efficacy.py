@@ -1,0 +1,109 @@
+"""Efficacy benchmark: base vs SFT vs SFT->GRPO on the reference's own eval prompts.
+
+Runs the cpu-demo pipeline (or reuses a finished run folder), then evaluates every model of the
+run on the first 128 prompts of ../shared/data/gemma_haiku/eval_data.json (the Gemma-3-1B
+reference run's eval set, prompts used verbatim) and prints Haiku / Similarity / Total /
+Train Overlap with 95% bootstrap CIs, and the wall time of each pipeline stage.
+
+    python benchmarks/efficacy.py                      # runs cpu-demo into runs/efficacy
+    python benchmarks/efficacy.py --run runs/demo      # reuses a finished run
+    python benchmarks/efficacy.py --run runs/demo --n 16 --k 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from haiku_kit import pipeline
+from haiku_kit.config import load_config
+from haiku_kit.evaluate import load_eval_data
+from haiku_kit.report import write_report
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_DATA = REPO.parent / "shared" / "data" / "gemma_haiku" / "eval_data.json"
+COLUMNS = (("Haiku", "haiku", 1), ("Similarity", "similarity", 1), ("Total", "total", 1),
+           ("Train overlap", "train_overlap", 100), ("Haiku (pyphen)", "pyphen_haiku", 1))  # fmt: skip
+ADAPTERS = {"base": None, "sft": "sft/adapter", "grpo": "grpo/adapter"}
+LABELS = {"base": "base", "sft": "SFT", "grpo": "SFT→GRPO"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--run", help="a finished run folder to reuse (else the pipeline runs)")
+    p.add_argument("--preset", default=pipeline.DEMO_PRESET)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", default="runs/efficacy", help="run folder when the pipeline runs")
+    p.add_argument("--eval-data", default=str(EVAL_DATA), help="chat-format eval json")
+    p.add_argument("--n", type=int, default=128, help="first N prompts")
+    p.add_argument("--k", type=int, default=1, help="samples per prompt (reference: 1)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's eval")
+    return p.parse_args(argv)
+
+
+def fmt(result, key: str, scale: int) -> str:
+    unit = "%" if scale == 100 else ""
+    value, (lo, hi) = (result.metrics[key], result.ci[key])
+    return f"{value * scale:.3f}{unit} [{lo * scale:.3f}{unit}, {hi * scale:.3f}{unit}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    eval_data = Path(args.eval_data)
+    if not eval_data.is_file():
+        print(f"eval data {eval_data} not found (../shared is absent?); nothing to do")
+        return 1
+    if args.run:
+        run = Path(args.run).resolve()
+        if not (run / "config.yaml").is_file():
+            print(f"--run {run}: not a run folder (no config.yaml)", file=sys.stderr)
+            return 1
+    else:
+        run = pipeline.run_pipeline(args.preset, args.overrides, args.out, log_output=True)
+    cfg = load_config(run / "config.yaml")
+    timings = (
+        json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}
+    )
+
+    rows, _ = load_eval_data(str(eval_data))
+    rows = rows[: args.n]
+    _, train_answers = load_eval_data(str(run / "data"))  # the run's sft + rl answers
+    settings = {"k": args.k}
+    if args.max_new_tokens:
+        settings["max_new_tokens"] = args.max_new_tokens
+
+    results, eval_times = {}, {}
+    for name in pipeline.expected_evals(cfg):
+        adapter = run / ADAPTERS[name] if ADAPTERS[name] else None
+        began = time.perf_counter()
+        result = pipeline.evaluate_rows(cfg, name, rows, train_answers, adapter, **settings)
+        eval_times[name] = time.perf_counter() - began
+        result.save(run / "efficacy" / name)
+        results[LABELS[name]] = result
+    write_report(results, run / "efficacy" / "report")
+
+    print(f"\nEfficacy on the first {len(rows)} prompts of {eval_data.name} (k={args.k}), "
+          f"run {run}:\n")  # fmt: skip
+    head = ["Model", *(title for title, _, _ in COLUMNS)]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for label, result in results.items():
+        print("| " + " | ".join([label, *(fmt(result, k, s) for _, k, s in COLUMNS)]) + " |")
+    print("\nValues: mean [95% bootstrap CI]. Reference (Gemma 3 1B, 1 sample/prompt): base "
+          "0.037/-0.100/-0.063, SFT 0.135/0.110/0.245, SFT+GRPO 0.088/0.371/0.459.")  # fmt: skip
+    print("\nWall time per stage (pipeline run):")
+    for stage in pipeline.STAGES:
+        if stage in timings:
+            print(f"  {stage:9s} {timings[stage]:8.1f} s")
+    print(f"  {'total':9s} {sum(timings.values()):8.1f} s")
+    print("Wall time of this benchmark's evaluations:")
+    for name, seconds in eval_times.items():
+        print(f"  {name:9s} {seconds:8.1f} s")
+    print(f"\nfull table: {run / 'efficacy' / 'report' / 'table.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

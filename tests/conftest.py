@@ -1,0 +1,75 @@
+"""Shared fixtures: the real embedded 270M model, a tiny random Gemma 3, the shared data dir."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """/work/shared (REPO.parent / "shared"); skips when absent."""
+    path = REPO.parent / "shared"
+    if not path.is_dir():
+        pytest.skip(f"shared data folder {path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> Path:
+    """The cached HF folder of the embedded model (built on first use)."""
+    from haiku_kit.embedded import embedded_model_dir
+
+    return embedded_model_dir()
+
+
+@pytest.fixture(scope="session")
+def embedded(embedded_dir):
+    """(model, tokenizer) of the real embedded Gemma 3 270M: fp32, CPU, no LoRA, eval mode."""
+    from haiku_kit.modeling import load_model
+
+    model, tokenizer = load_model("embedded", backend="hf", lora=None)
+    model.eval()
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, embedded_dir) -> Path:
+    """A tiny randomly initialised Gemma3ForCausalLM (hidden 64, 2 layers, real 262k vocab,
+    ~17M params) saved as safetensors with the embedded tokenizer and chat template.
+    Loadable with load_model(model=str(tiny_model_dir))."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    out = tmp_path_factory.mktemp("tiny-gemma3")
+    config = Gemma3TextConfig(
+        vocab_size=262144,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=64,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config).to(torch.float32)
+    model.generation_config.eos_token_id = [1, 106]
+    model.generation_config.pad_token_id = 0
+    model.save_pretrained(str(out), safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if (embedded_dir / name).is_file():
+            shutil.copy2(embedded_dir / name, out / name)
+    return out

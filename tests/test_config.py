@@ -1,0 +1,156 @@
+"""Run configuration: presets, inheritance, overrides and their errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from haiku_kit.config import (
+    RunConfig,
+    apply_overrides,
+    grpo_phase_settings,
+    list_presets,
+    load_config,
+    load_preset,
+    save_config,
+    stage_dir_name,
+)
+from haiku_kit.errors import ConfigError
+
+REQUIRED = {
+    "cpu-demo", "cpu-smoke", "h100-gemma3-1b", "ref-sft-only", "ref-sft-grpo-dense",
+    "ref-sft-grpo-sparse", "ref-rl-only-sparse", "ref-full",
+}
+
+
+def test_every_required_preset_is_packaged_and_loads():
+    assert REQUIRED <= set(list_presets())
+    for name in list_presets():
+        cfg = load_preset(name)
+        assert isinstance(cfg, RunConfig) and cfg.name == name and cfg.stages
+
+
+def test_reference_variants_inherit_the_h100_hyperparameters():
+    for name in REQUIRED - {"cpu-demo", "cpu-smoke"}:
+        cfg = load_preset(name)
+        assert cfg.model.name == "unsloth/gemma-3-1b-it" and cfg.model.load_in_4bit
+        assert cfg.model.lora.r == 64 and cfg.sft.learning_rate == 2e-4 and cfg.sft.max_steps == 100
+        assert cfg.grpo.learning_rate == 5e-6 and cfg.grpo.lr_scheduler_type == "cosine"
+        assert cfg.grpo.warmup_ratio == 0.1 and cfg.grpo.max_grad_norm == 0.1
+        assert 4 <= cfg.grpo.num_generations <= 8
+    assert load_preset("ref-sft-only").stages == ["sft"]
+    assert load_preset("ref-rl-only-sparse").stages == ["grpo:sparse"]
+    assert load_preset("ref-rl-only-sparse").grpo.init == "base"
+    assert load_preset("ref-full").stages == ["sft", "grpo:sparse", "grpo:dense"]
+
+
+def test_grpo_phases_resolve_to_reward_specs():
+    cfg = load_preset("ref-full")
+    assert grpo_phase_settings(cfg, "sparse").rewards == "sparse"
+    assert grpo_phase_settings(cfg, "dense").rewards == "dense"
+    assert [stage_dir_name(cfg, s) for s in cfg.stages] == ["sft", "grpo-sparse", "grpo"]
+    # a phase not listed in grpo_phases but named like a reward preset means {rewards: NAME}
+    dense = load_preset("ref-sft-grpo-dense")
+    assert grpo_phase_settings(dense, "dense").rewards == "dense"
+    with pytest.raises(ConfigError, match="neither in grpo_phases"):
+        grpo_phase_settings(dense, "nonsense")
+
+
+def test_cpu_presets_are_small():
+    smoke = load_preset("cpu-smoke")
+    assert smoke.sft.max_steps == 3 and smoke.grpo.max_steps == 2 and smoke.eval.n_prompts <= 4
+    demo = load_preset("cpu-demo")
+    assert demo.model.name == "embedded" and demo.model.device == "cpu"
+    assert demo.grpo.num_generations == 4 and demo.grpo.max_completion_length <= 64
+    assert (demo.grpo.temperature, demo.grpo.top_p, demo.grpo.top_k) == (1.0, 0.95, 64)
+
+
+def test_overrides_parse_yaml_scalars_and_dotted_paths():
+    cfg = apply_overrides(
+        load_preset("cpu-demo"),
+        ["grpo.max_steps=2", "sft.learning_rate=1e-4", "grpo.mask_truncated_completions=true",
+         "stages=[sft, grpo:sparse]", "grpo_phases.sparse.max_steps=3", "model.lora.r=8",
+         "data.splits_dir=null", "grpo.rewards={names: [haiku_reward], weights: [2]}"],
+    )
+    assert cfg.grpo.max_steps == 2 and cfg.sft.learning_rate == 1e-4
+    assert cfg.grpo.mask_truncated_completions is True and cfg.model.lora.r == 8
+    assert cfg.stages == ["sft", "grpo:sparse"] and grpo_phase_settings(cfg, "sparse").max_steps == 3
+    assert cfg.grpo.rewards == {"names": ["haiku_reward"], "weights": [2]}
+    # the preset itself is untouched
+    assert load_preset("cpu-demo").grpo.max_steps != 2
+    # float fields accept ints
+    assert apply_overrides(cfg, ["grpo.beta=0"]).grpo.beta == 0.0
+
+
+def test_load_preset_takes_overrides_too():
+    assert load_preset("cpu-smoke", ["seed=7"]).seed == 7
+
+
+@pytest.mark.parametrize(
+    ("override", "named", "listed"),
+    [
+        ("grpo.max_stepz=2", "grpo.max_stepz", "max_steps"),
+        ("nope=1", "nope", "grpo"),
+        ("model.lora.rank=4", "model.lora.rank", "alpha"),
+        ("grpo.collapse.windw=3", "grpo.collapse.windw", "window"),
+    ],
+)
+def test_unknown_override_key_names_it_and_lists_valid_keys(override, named, listed):
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(load_preset("cpu-demo"), [override])
+    assert repr(named) in str(err.value) and listed in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["grpo.max_steps=abc", "grpo.max_steps=1.5", "model.load_in_4bit=maybe", "model.backend=tpu",
+     "stages=[sft, rlhf]", "grpo.collapse.action=panic", "no_equals_sign"],
+)
+def test_bad_override_values_are_config_errors(override):
+    with pytest.raises(ConfigError):
+        apply_overrides(load_preset("cpu-demo"), [override])
+
+
+def test_unknown_preset_lists_the_available_ones():
+    with pytest.raises(ConfigError) as err:
+        load_preset("no-such-preset")
+    assert "no-such-preset" in str(err.value)
+    for name in ("cpu-demo", "h100-gemma3-1b", "ref-full"):
+        assert name in str(err.value)
+
+
+def test_indivisible_generation_batch_is_explained_with_the_fix():
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(load_preset("cpu-demo"), ["grpo.per_device_train_batch_size=6", "grpo.num_generations=4"])
+    msg = str(err.value)
+    assert "divisible" in msg and "num_generations=4" in msg and "Fix" in msg
+
+
+def test_unknown_key_in_a_preset_file_fails(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: cpu-smoke\ngrpo:\n  max_stepss: 3\n")
+    with pytest.raises(ConfigError, match="grpo.max_stepss"):
+        load_preset(str(path))
+
+
+def test_yaml_file_preset_inherits_from_a_packaged_one(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: cpu-smoke\nsft:\n  max_steps: 5\n")
+    cfg = load_preset(str(path))
+    assert cfg.sft.max_steps == 5 and cfg.grpo.max_steps == 2  # the rest from cpu-smoke
+
+
+def test_inheritance_cycle_is_reported(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text(f"base: {path}\n")
+    with pytest.raises(ConfigError, match="inherits from itself"):
+        load_preset(str(path))
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    cfg = apply_overrides(load_preset("ref-full"), ["grpo.max_steps=3"])
+    path = save_config(cfg, tmp_path / "config.yaml", extra={"effective": {"grpo": {"beta": 0.0}}})
+    assert load_config(path) == cfg
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    # a later save without extra keeps what training recorded
+    save_config(cfg, path)
+    assert "effective" in path.read_text()

@@ -1,0 +1,320 @@
+"""load_model: backend choice, Unsloth argument building, errors, LoRA, saving and reloading."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import ClassVar
+
+import pytest
+import torch
+
+from haiku_kit import modeling
+from haiku_kit.errors import ModelLoadError
+from haiku_kit.modeling import (
+    LoraSettings,
+    choose_backend,
+    load_model,
+    save_adapter,
+    save_gguf,
+    save_merged,
+    unsloth_import_order_problem,
+    unsloth_load_kwargs,
+    unsloth_peft_kwargs,
+)
+
+# --------------------------------------------------------------------------- backend (fast)
+
+
+@pytest.mark.parametrize(
+    ("backend", "cuda", "unsloth", "expected"),
+    [
+        ("auto", True, True, "unsloth"),
+        ("auto", True, False, "hf"),
+        ("auto", False, True, "hf"),
+        ("auto", False, False, "hf"),
+        ("hf", True, True, "hf"),
+        ("unsloth", True, True, "unsloth"),
+    ],
+)
+def test_choose_backend(backend, cuda, unsloth, expected):
+    assert choose_backend(backend, cuda=cuda, unsloth=unsloth) == expected
+
+
+def test_unsloth_without_cuda_says_so():
+    with pytest.raises(ModelLoadError, match="CUDA"):
+        choose_backend("unsloth", cuda=False, unsloth=True)
+
+
+def test_unsloth_not_installed_says_how_to_install():
+    with pytest.raises(ModelLoadError, match=r'pip install "haiku-kit\[gpu\]"'):
+        choose_backend("unsloth", cuda=True, unsloth=False)
+
+
+@pytest.mark.parametrize("bad", ["torch", "Unsloth", "", "vllm"])
+def test_wrong_backend_string(bad):
+    with pytest.raises(ModelLoadError, match="backend must be one of"):
+        modeling.resolve_backend(bad)
+
+
+def test_resolve_backend_on_this_machine():
+    expected = "unsloth" if modeling.cuda_available() and modeling.unsloth_installed() else "hf"
+    assert modeling.resolve_backend("auto") == expected
+    assert modeling.resolve_backend("hf") == "hf"
+    if not modeling.cuda_available():
+        with pytest.raises(ModelLoadError, match="CUDA"):
+            load_model("embedded", backend="unsloth")
+
+
+def test_unsloth_load_kwargs():
+    kwargs = unsloth_load_kwargs("/m", max_seq_length=384, load_in_4bit=True)
+    assert kwargs == {
+        "model_name": "/m",
+        "max_seq_length": 384,
+        "dtype": None,
+        "load_in_4bit": True,
+        "load_in_8bit": False,
+        "full_finetuning": False,
+    }
+
+
+def test_unsloth_peft_kwargs_match_hf_lora():
+    lora = LoraSettings(r=8, alpha=16, dropout=0.05, target_modules=("q_proj", "v_proj"))
+    kwargs = unsloth_peft_kwargs(lora, seed=7)
+    assert kwargs == {
+        "finetune_vision_layers": False,
+        "finetune_language_layers": True,
+        "finetune_attention_modules": True,
+        "finetune_mlp_modules": True,
+        "target_modules": ["q_proj", "v_proj"],
+        "r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.05,
+        "bias": "none",
+        "random_state": 7,
+    }
+    cfg = lora.peft_config()
+    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (8, 16, 0.05)
+    assert set(cfg.target_modules) == {"q_proj", "v_proj"}
+
+
+def test_unsloth_import_order_warning():
+    assert unsloth_import_order_problem({"os", "json"}) is None
+    assert unsloth_import_order_problem({"unsloth", "transformers"}) is None
+    message = unsloth_import_order_problem({"trl", "transformers"})
+    assert "transformers" in message and "trl" in message and "before" in message
+
+
+def test_import_does_not_pull_in_transformers_or_unsloth():
+    code = (
+        "import sys, haiku_kit.modeling, haiku_kit.embedded;"
+        "print(sorted(m for m in ('transformers', 'trl', 'peft', 'unsloth') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_lora_settings_validation_and_dict():
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    assert LoraSettings().target_modules == targets
+    lora = LoraSettings.from_dict({"r": 4, "alpha": 8, "target_modules": ["q_proj"]})
+    assert lora.to_dict() == {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"]}
+    with pytest.raises(ValueError, match="unknown LoRA"):
+        LoraSettings.from_dict({"rank": 4})
+    with pytest.raises(ValueError, match="r must"):
+        LoraSettings(r=0)
+
+
+# --------------------------------------------------------------------------- errors (fast)
+
+
+def test_unknown_model_name_mentions_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="offline") as info:
+        load_model("no-such-org/no-such-model-xyz", backend="hf", lora=None)
+    assert "no-such-org/no-such-model-xyz" in str(info.value)
+
+
+def test_missing_model_path(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(str(tmp_path / "nope" / "model"), backend="hf")
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(ModelLoadError, match="config.json"):
+        load_model(str(tmp_path), backend="hf")
+
+
+def test_missing_adapter_path_is_named(tmp_path):
+    missing = tmp_path / "no-adapter"
+    with pytest.raises(ModelLoadError, match="does not exist") as info:
+        load_model("embedded", backend="hf", adapter=str(missing))
+    assert str(missing) in str(info.value)
+
+
+def test_adapter_folder_without_files(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="adapter_model.safetensors") as info:
+        load_model("embedded", backend="hf", adapter=str(tmp_path))
+    assert str(tmp_path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- tiny model
+
+
+def _randomize_lora(model, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+
+
+def test_tiny_model_loads_with_lora(tiny_model_dir):
+    model, tok = load_model(str(tiny_model_dir), backend="hf", lora=LoraSettings(r=4, alpha=8))
+    assert set(model.generation_config.eos_token_id) >= {1, 106}
+    assert tok.pad_token_id == 0 and "generation" in tok.chat_template
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_save_gguf_needs_unsloth(tiny_model_dir, tmp_path):
+    model, tok = load_model(str(tiny_model_dir), backend="hf", lora=LoraSettings(r=4, alpha=8))
+    with pytest.raises(ModelLoadError, match="unsloth"):
+        save_gguf(model, tok, tmp_path / "gguf")
+
+
+def test_save_adapter_needs_lora(tiny_model_dir, tmp_path):
+    model, tok = load_model(str(tiny_model_dir), backend="hf", lora=None)
+    with pytest.raises(ModelLoadError, match="LoRA"):
+        save_adapter(model, tok, tmp_path / "a")
+
+
+def test_save_merged_matches_lora_model(tiny_model_dir, tmp_path):
+    model, tok = load_model(str(tiny_model_dir), backend="hf", lora=LoraSettings(r=4, alpha=8))
+    _randomize_lora(model)
+    ids = torch.tensor([[2, 818, 3823, 8864, 37423]])
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    out = save_merged(model, tok, tmp_path / "merged")
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    # The caller's model is untouched (still LoRA-wrapped, same outputs).
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, expected)
+    merged, merged_tok = load_model(str(out), backend="hf", lora=None)
+    assert merged_tok(["x"])["input_ids"] == tok(["x"])["input_ids"]
+    with torch.no_grad():
+        got = merged(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=0.05), (got - expected).abs().max()
+
+
+# --------------------------------------------------------------------------- real model (slow)
+
+
+@pytest.mark.slow
+def test_lora_on_embedded_is_trainable_and_base_frozen():
+    model, _ = load_model("embedded", backend="hf", lora=LoraSettings())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("embed_tokens" in n for n in frozen)
+    assert all("lora_" not in n for n in frozen)
+    # every target module of every layer got an adapter
+    for target in LoraSettings().target_modules:
+        assert sum(f"{target}.lora_A" in n for n in trainable) == 18
+
+
+@pytest.mark.slow
+def test_adapter_save_and_reload_round_trips(tmp_path):
+    model, tok = load_model("embedded", backend="hf", lora=LoraSettings(r=8, alpha=16))
+    _randomize_lora(model)
+    model.eval()
+    ids = tok("Autumn rain falls soft", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+    assert not torch.allclose(expected, base, atol=1e-3)  # the adapter really changes outputs
+
+    out = save_adapter(model, tok, tmp_path / "adapter")
+    assert (out / "adapter_model.safetensors").is_file()
+    assert not list(out.glob("*.bin"))
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"]) == (8, 16)
+    del model
+
+    again, _ = load_model("embedded", backend="hf", adapter=str(out))
+    again.eval()
+    assert any(p.requires_grad for n, p in again.named_parameters() if "lora_" in n)
+    with torch.no_grad():
+        got = again(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+# --------------------------------------------------------------------------- unsloth wiring
+
+
+class _FakeFastModel:
+    """Stands in for unsloth.FastModel on CPU: records calls, builds the same LoRA via peft."""
+
+    calls: ClassVar[list] = []
+
+    @classmethod
+    def from_pretrained(cls, **kwargs):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cls.calls.append(("from_pretrained", kwargs))
+        model = AutoModelForCausalLM.from_pretrained(kwargs["model_name"])
+        model.save_pretrained_gguf = lambda path, tok, quantization_method: cls.calls.append(
+            ("gguf", path, quantization_method)
+        )
+        return model, AutoTokenizer.from_pretrained(kwargs["model_name"])
+
+    @classmethod
+    def get_peft_model(cls, model, **kwargs):
+        from peft import LoraConfig, get_peft_model
+
+        cls.calls.append(("get_peft_model", kwargs))
+        config = LoraConfig(
+            r=kwargs["r"],
+            lora_alpha=kwargs["lora_alpha"],
+            target_modules=kwargs["target_modules"],
+        )
+        return get_peft_model(model, config)
+
+
+@pytest.fixture
+def fake_unsloth(monkeypatch):
+    import types
+
+    fake = types.ModuleType("unsloth")
+    fake.FastModel = _FakeFastModel
+    _FakeFastModel.calls = []
+    monkeypatch.setitem(sys.modules, "unsloth", fake)
+    monkeypatch.setattr(modeling, "cuda_available", lambda: True)
+    monkeypatch.setattr(modeling, "unsloth_installed", lambda: True)
+    return _FakeFastModel
+
+
+def test_unsloth_branch_wiring(fake_unsloth, tiny_model_dir, tmp_path):
+    lora = LoraSettings(r=4, alpha=8)
+    model, tok = load_model(str(tiny_model_dir), backend="auto", lora=lora, max_seq_length=256)
+    (_, load_kwargs), (_, peft_kwargs) = fake_unsloth.calls
+    assert load_kwargs == unsloth_load_kwargs(str(tiny_model_dir), 256, False)
+    assert peft_kwargs == unsloth_peft_kwargs(lora, 3407)
+    assert set(model.generation_config.eos_token_id) >= {1, 106}
+    assert tok.pad_token_id == 0
+
+    _randomize_lora(model)
+    adapter = save_adapter(model, tok, tmp_path / "adapter")
+    save_gguf(model, tok, tmp_path / "gguf", quantization="q8_0")
+    assert fake_unsloth.calls[-1] == ("gguf", str(tmp_path / "gguf"), "q8_0")
+
+    # Reloading an adapter goes through FastModel.get_peft_model with the saved settings.
+    fake_unsloth.calls.clear()
+    again, _ = load_model(str(tiny_model_dir), backend="unsloth", adapter=str(adapter))
+    assert fake_unsloth.calls[1][1]["r"] == 4 and fake_unsloth.calls[1][1]["lora_alpha"] == 8
+    ids = torch.tensor([[2, 818, 3823]])
+    with torch.no_grad():
+        assert torch.allclose(again(input_ids=ids).logits, model(input_ids=ids).logits)
