@@ -1,4 +1,5 @@
-"""Train the spelling-only syllable estimator shipped as haiku_kit/resources/syllable_model.json.
+"""Train the linear half of the spelling-only syllable estimator (resources/syllable_model.json;
+the estimate averages it with the character CNNs of benchmarks/train_syllable_cnn.py).
 
 A linear model: each vowel group of a word contributes the summed weights of its context
 features (the group with 1-3 letters either side, word edges marked); the word's estimate is

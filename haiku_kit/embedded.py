@@ -145,16 +145,20 @@ def embedded_model_dir() -> Path:
         problems = validate_model_dir(final)
         if not problems:  # another process finished the build while we waited
             return final
+        # Under the lock, any temp/trash folder is left over from a killed build.
+        for stale in root.glob(f".tmp-{MODEL_FOLDER}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         if final.exists():
             log.warning("Rebuilding the embedded model cache: %s", "; ".join(problems))
             trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
             final.rename(trash / final.name)
             shutil.rmtree(trash, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{MODEL_FOLDER}-", dir=root))
+        log.warning("Building the embedded Gemma 3 270M in %s (once; about a minute)", final)
         started = time.perf_counter()
         try:
             build_model_dir(tmp)
-            problems = validate_model_dir(tmp, deep=True)
+            problems = validate_model_dir(tmp)
             if problems:
                 raise RuntimeError("embedded model build is incomplete: " + "; ".join(problems))
             tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder

@@ -171,8 +171,9 @@ def unsloth_peft_kwargs(lora: LoraSettings, seed: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- sources
 
 
-def resolve_model_source(model: str) -> str:
+def resolve_model_source(model: str | os.PathLike) -> str:
     """Local folder (embedded cache or a user path) or a hub name, as a string."""
+    model = os.fspath(model)
     if model == "embedded":
         from haiku_kit.embedded import embedded_model_dir
 
@@ -401,10 +402,10 @@ def _load_unsloth(source, load_in_4bit, dtype, max_seq_length, lora, adapter, se
 
 
 def load_model(
-    model: str = "embedded",
+    model: str | os.PathLike = "embedded",
     backend: str = "auto",
     load_in_4bit: bool = False,
-    lora: LoraSettings | Mapping[str, Any] | None = LoraSettings(),  # noqa: B008 - frozen use
+    lora: LoraSettings | Mapping[str, Any] | None = LoraSettings(),  # noqa: B008 - never mutated
     max_seq_length: int = 512,
     adapter: str | os.PathLike | None = None,
     dtype: Any = None,
@@ -428,7 +429,7 @@ def load_model(
         base, tokenizer = _load_hf(source, load_in_4bit, dtype, max_seq_length)
         net = _wrap_hf(base, lora, adapter_dir, seed, load_in_4bit)
     net._haiku_kit_backend = chosen
-    net._haiku_kit_source = model
+    net._haiku_kit_source = os.fspath(model)
     return net, tokenizer
 
 

@@ -28,7 +28,6 @@ NOTEBOOKS = {
     "grpo": "04_grpo.ipynb",
     "report": "05_report.ipynb",
 }
-EVAL_NAMES = ("base", "sft", "grpo")
 DEMO_PRESET = "cpu-demo"
 
 

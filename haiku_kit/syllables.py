@@ -5,7 +5,7 @@ Two paths:
 * the dictionary path (`counts`, `count`, `analyze_line`) looks words up in CMUdict (every
   pronunciation is a valid count), reads numbers, ordinals, abbreviations and acronyms aloud,
   and falls back to the estimator for words CMUdict lacks;
-* `estimate(word)` never consults the dictionary: the rounded mean of a linear model over the
+* `estimate(word)` never consults the dictionary: the rounded weighted mean of a linear model over the
   vowel groups of the spelling and small character CNNs (one nucleus score per letter,
   summed), all learned from CMUdict (minus the gold words and a held-out slice; see
   benchmarks/train_syllable_estimator.py and benchmarks/train_syllable_cnn.py), shipped as
@@ -129,15 +129,15 @@ def _rules(word: str) -> int:
 
 
 @lru_cache(maxsize=1)
-def _cnns() -> list[dict]:
-    """The character CNNs as numpy arrays (numpy imported lazily, like the data)."""
+def _cnns() -> tuple[list[dict], float]:
+    """The character CNNs as numpy arrays (numpy imported lazily), and their share."""
     import numpy as np
 
     path = resources.files("haiku_kit") / "resources" / "syllable_cnn.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return []
+        return [], 0.0
     nets = []
     for net in data["nets"]:
         convs = []
@@ -154,7 +154,7 @@ def _cnns() -> list[dict]:
                 "out_b": float(net["out_b"]),
             }
         )
-    return nets
+    return nets, float(data["share"])
 
 
 def _cnn_score(net: dict, word: str):
@@ -183,9 +183,12 @@ def estimate(word: str) -> int:
     weights = _model().get("weights")
     if not weights:
         return _rules(w)
-    scores = [_model().get("bias", 0.0) + sum(weights.get(f, 0.0) for f in _all_features(w))]
-    scores += [_cnn_score(net, w) for net in _cnns()]
-    return max(1, round(sum(scores) / len(scores)))
+    total = _model().get("bias", 0.0) + sum(weights.get(f, 0.0) for f in _all_features(w))
+    nets, share = _cnns()
+    if nets:  # the CNNs' mean score, mixed in by the share picked on validation words
+        cnn = sum(_cnn_score(net, w) for net in nets) / len(nets)
+        total = (1 - share) * total + share * cnn
+    return max(1, round(total))
 
 
 def _ascii_letters(word: str) -> str:

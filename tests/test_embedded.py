@@ -100,6 +100,8 @@ def test_partial_cache_is_rebuilt_atomically(tmp_path, monkeypatch):
     monkeypatch.setenv(embedded.CACHE_ENV, str(tmp_path))
     partial = _fake_model_dir(tmp_path)
     (partial / "model.safetensors").write_bytes(b"half")
+    stale = tmp_path / f".tmp-{embedded.MODEL_FOLDER}-killed"  # from a SIGKILLed build
+    stale.mkdir()
     built_in = []
 
     def fake_build(out_dir):
