@@ -25,8 +25,6 @@ from haiku_kit.report import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DATA = REPO.parent / "shared" / "data" / "gemma_haiku" / "eval_data.json"
-COLUMNS = (("Haiku", "haiku", 1), ("Similarity", "similarity", 1), ("Total", "total", 1),
-           ("Train overlap", "train_overlap", 100), ("Haiku (pyphen)", "pyphen_haiku", 1))  # fmt: skip
 ADAPTERS = {"base": None, "sft": "sft/adapter", "grpo": "grpo/adapter"}
 LABELS = {"base": "base", "sft": "SFT", "grpo": "SFT→GRPO"}
 
@@ -42,12 +40,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=1, help="samples per prompt (reference: 1)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's eval")
     return p.parse_args(argv)
-
-
-def fmt(result, key: str, scale: int) -> str:
-    unit = "%" if scale == 100 else ""
-    value, (lo, hi) = (result.metrics[key], result.ci[key])
-    return f"{value * scale:.3f}{unit} [{lo * scale:.3f}{unit}, {hi * scale:.3f}{unit}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nEfficacy on the first {len(rows)} prompts of {eval_data.name} (k={args.k}), "
           f"run {run}:\n")  # fmt: skip
-    head = ["Model", *(title for title, _, _ in COLUMNS)]
-    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for label, result in results.items():
-        print("| " + " | ".join([label, *(fmt(result, k, s) for _, k, s in COLUMNS)]) + " |")
+    print(pipeline.summary_table(results))
     print("\nValues: mean [95% bootstrap CI]. Reference (Gemma 3 1B, 1 sample/prompt): base "
           "0.037/-0.100/-0.063, SFT 0.135/0.110/0.245, SFT+GRPO 0.088/0.371/0.459.")  # fmt: skip
     print("\nWall time per stage (pipeline run):")

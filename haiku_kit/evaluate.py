@@ -587,7 +587,9 @@ class WrittenHaiku:
 
     def diagnosis(self) -> str:
         counts = ", ".join(
-            "/".join(str(n) for n in sorted(c)) or "0" for c in self.check.counts)
+            "/".join(str(n) for n in sorted(c)) or "0" for c in self.check.counts[:6])
+        if len(self.check.counts) > 6:
+            counts += f", ... ({len(self.check.counts)} lines)"
         verdict = "valid 5-7-5 haiku" if self.is_haiku else f"not a haiku: {self.reason}"
         return f"syllables per line: {counts or '-'}\n{verdict}"
 

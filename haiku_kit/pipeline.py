@@ -238,6 +238,16 @@ def _record_timing(paths: RunPaths, stage: str, seconds: float) -> None:
     paths.timings.write_text(json.dumps(timings, indent=2) + "\n")
 
 
+def _kept_effective(paths: RunPaths) -> dict | None:
+    """The trainer's record of the settings earlier stages really used (kept on resume)."""
+    import yaml
+
+    if not paths.config.is_file():
+        return None
+    effective = (yaml.safe_load(paths.config.read_text()) or {}).get("effective")
+    return {"effective": effective} if effective else None
+
+
 def run_pipeline(
     preset: str,
     overrides: list[str] | None,
@@ -268,7 +278,7 @@ def run_pipeline(
                 + "\n  run the earlier stages first (drop --from, or start from an earlier one)"
             )
     paths.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, paths.config)
+    save_config(cfg, paths.config, extra=_kept_effective(paths) if start else None)
     for i, stage in enumerate(STAGES[start:], start + 1):
         src = notebook_path(stage)
         out = paths.notebooks / src.name
@@ -599,6 +609,41 @@ def show_report(report_dir: str | Path) -> None:
         _show_markdown((report_dir / "samples.md").read_text())
 
 
+SUMMARY_COLUMNS = (
+    ("Haiku", "haiku", ""),
+    ("Similarity", "similarity", ""),
+    ("Total", "total", ""),
+    ("Train overlap", "train_overlap", "%"),
+)
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """The headline metrics (the reference's columns) with 95% CIs, narrow enough for a
+    terminal; RUN/report/table.md has every column."""
+
+    def cell(result, key: str, unit: str) -> str:
+        scale = 100 if unit else 1
+        value, (lo, hi) = result.metrics[key], result.ci[key]
+        return f"{value * scale:.3f}{unit} [{lo * scale:.3f}{unit}, {hi * scale:.3f}{unit}]"
+
+    head = ["Model", "n", *(title for title, _, _ in SUMMARY_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        cells = [name, str(len(r.records)), *(cell(r, k, u) for _, k, u in SUMMARY_COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    """The saved evaluations of a finished run, in pipeline order."""
+    from haiku_kit.config import load_config
+    from haiku_kit.evaluate import EvalResult
+
+    paths = RunPaths(Path(run_dir))
+    cfg = load_config(paths.config)
+    return {name: EvalResult.load(paths.eval_dir(name)) for name in expected_evals(cfg)}
+
+
 def elapsed(run: Run) -> str:
     return f"stage finished in {time.perf_counter() - run.started:.0f} s"
 
@@ -631,7 +676,8 @@ def cli_demo(args) -> int:
         return 1
     paths = RunPaths(run_dir)
     print()
-    print((paths.report / "table.md").read_text())
-    print(f"report: {paths.report}  (executed notebooks: {paths.notebooks})")
+    print(summary_table(load_results(run_dir)))
+    print(f"report: {paths.report / 'report.md'} (full table: {paths.report / 'table.md'})")
+    print(f"executed notebooks: {paths.notebooks}")
     print(f"demo finished in {(time.perf_counter() - began) / 60:.1f} min")
     return 0

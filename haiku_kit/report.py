@@ -113,7 +113,8 @@ def failure_types(record: dict) -> list[str]:
     if record.get("empty"):
         kinds.append("empty")
     elif record["lines"] != len(PATTERN):
-        kinds.append(f"wrong line count: {record['lines']}")
+        lines = record["lines"]
+        kinds.append(f"wrong line count: {lines if lines < 6 else '6+'}")
     else:
         for i, err in enumerate(record["line_errors"], 1):
             if err:
@@ -168,7 +169,9 @@ def samples_markdown(results: dict[str, EvalResult], samples: int = 5) -> str:
     for name, result in results.items():
         parts.append(f"## {name}\n")
         for record in result.records[:samples]:
-            counts = ", ".join("/".join(map(str, c)) or "0" for c in record["counts"])
+            counts = ", ".join("/".join(map(str, c)) or "0" for c in record["counts"][:5])
+            if len(record["counts"]) > 5:
+                counts += f", ... ({len(record['counts'])} lines)"
             verdict = "haiku" if record["is_haiku"] else record["reason"]
             sim = record.get("similarity")
             sim_text = "n/a" if sim is None or math.isnan(sim) else f"{sim:+.3f}"

@@ -45,12 +45,17 @@ MAX_POEM_WORDS = PATTERN_SYLLABLES  # a 5-7-5 poem cannot have more words than s
 MAX_POEM_CHARS = 150
 FORMAT_PENALTY_PER_KIND = 0.5  # per kind of wrapping stripped (preamble, fence, title...)
 
-_similarity_settings: dict[str, str | None] = {"model": None, "device": None}
+_similarity_settings: dict[str, str | None] = {"model": None, "device": None, "dtype": None}
 
 
-def configure_similarity(model: str | None = None, device: str | None = None) -> None:
-    """Choose the sentence encoder (None: bundled MiniLM) and its device (e.g. the trainer's)."""
-    _similarity_settings.update(model=model, device=None if device is None else str(device))
+def configure_similarity(
+    model: str | None = None, device: str | None = None, dtype: str | None = None
+) -> None:
+    """Choose the sentence encoder (None: bundled MiniLM), its device (e.g. the trainer's) and
+    dtype (None: float32; "bfloat16" is faster on CPUs with AMX, see similarity.py)."""
+    _similarity_settings.update(
+        model=model, device=None if device is None else str(device), dtype=dtype
+    )
 
 
 # --------------------------------------------------------------------------- inputs

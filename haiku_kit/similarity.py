@@ -59,7 +59,10 @@ class SimilarityScorer:
 
     `device` is a torch device string ("cpu", "cuda", "cuda:0"); None lets
     sentence-transformers pick. `cache_size` bounds the text -> embedding LRU cache; texts
-    are truncated to `max_seq_length` word pieces (None: the model's own limit).
+    are truncated to `max_seq_length` word pieces (None: the model's own limit). `dtype`
+    "bfloat16" runs the encoder in bf16: about 3x faster on CPUs with AMX, cosines within
+    ~0.005 of float32 (the default, which matches the reference's MiniLM); slower on CPUs
+    without native bf16.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class SimilarityScorer:
         batch_size: int = 64,
         cache_size: int = 8192,
         max_seq_length: int | None = 128,
+        dtype: str | None = None,
     ):
         self.model_name = resolve_model(model)
         folder = Path(self.model_name)
@@ -89,6 +93,11 @@ class SimilarityScorer:
                 f"cannot load sentence encoder {self.model_name!r}: {err}"
             ) from err
         self.model.eval()
+        if dtype and dtype != "float32":
+            import torch
+
+            self.model.to(getattr(torch, dtype))
+        self.dtype = dtype or "float32"
         if max_seq_length:  # a haiku is ~25 word pieces; rambling past 128 need not cost more
             self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length or 10**6)
         self.device = str(self.model.device)
@@ -144,12 +153,14 @@ class SimilarityScorer:
             self._cache.clear()
 
 
-_SCORERS: dict[tuple[str, str], SimilarityScorer] = {}
+_SCORERS: dict[tuple[str, str, str], SimilarityScorer] = {}
 _SCORERS_LOCK = threading.Lock()
 
 
-def get_scorer(model: str | None = None, device: str | None = None) -> SimilarityScorer:
-    """The process-wide scorer for (model, device), loaded on first use.
+def get_scorer(
+    model: str | None = None, device: str | None = None, dtype: str | None = None
+) -> SimilarityScorer:
+    """The process-wide scorer for (model, device, dtype), loaded on first use.
 
     device None means the GPU when there is one, else the CPU (as sentence-transformers picks).
     """
@@ -157,17 +168,21 @@ def get_scorer(model: str | None = None, device: str | None = None) -> Similarit
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    key = (resolve_model(model), str(device))
+    key = (resolve_model(model), str(device), dtype or "float32")
     with _SCORERS_LOCK:
         scorer = _SCORERS.get(key)
         if scorer is None:
             log.info("loading sentence encoder %s on %s", key[0], key[1])
-            scorer = _SCORERS[key] = SimilarityScorer(key[0], device=key[1])
+            scorer = _SCORERS[key] = SimilarityScorer(key[0], device=key[1], dtype=key[2])
         return scorer
 
 
 def cosine(
-    topics: Sequence[str], poems: Sequence[str], model: str | None = None, device: str | None = None
+    topics: Sequence[str],
+    poems: Sequence[str],
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> list[float]:
     """Cosine similarity of each (topic, poem) pair with the shared scorer."""
-    return get_scorer(model, device).cosine(topics, poems)
+    return get_scorer(model, device, dtype).cosine(topics, poems)

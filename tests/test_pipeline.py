@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from yaml import safe_load
 
 from haiku_kit import pipeline
 from haiku_kit.cli import main
@@ -15,6 +16,10 @@ from haiku_kit.errors import ConfigError
 from haiku_kit.pipeline import ARTIFACTS, STAGES, PipelineError, RunPaths, StageFailed
 
 SMOKE = "cpu-smoke"
+
+
+def load_yaml(path: Path) -> dict:
+    return safe_load(path.read_text()) or {}
 
 
 # ------------------------------------------------------------------- orchestration, no papermill
@@ -137,18 +142,25 @@ def test_resolve_config_points_output_dir_at_the_run(tmp_path):
 
 
 def test_demo_prints_the_table_and_where_the_report_is(tmp_path, monkeypatch, capsys):
+    from haiku_kit.config import save_config
+    from haiku_kit.evaluate import evaluate
+
     run = tmp_path / "demo"
 
     def fake_run(preset, overrides, out_dir, from_stage=None, log_output=False):
         assert preset == pipeline.DEMO_PRESET and overrides == ["eval.k=1"]
-        (run / "report").mkdir(parents=True)
-        (run / "report" / "table.md").write_text("| Model | Haiku |\n| base | 0.1 |\n")
+        save_config(pipeline.resolve_config(preset, overrides, run), run / "config.yaml")
+        for name in ("base", "sft", "grpo"):
+            poem = f"{name} pond\na frog jumps in\nthe water"
+            evaluate([poem], ["a frog"], similarity=False).save(run / "eval" / name)
         return run
 
     monkeypatch.setattr(pipeline, "run_pipeline", fake_run)
     assert main(["demo", "--out", str(run), "--set", "eval.k=1"]) == 0
     out = capsys.readouterr().out
-    assert "| base | 0.1 |" in out and str(run / "report") in out
+    assert "| Model | n | Haiku | Similarity | Total | Train overlap |" in out
+    assert all(f"| {name} | 1 |" in out for name in ("base", "sft", "grpo"))
+    assert str(run / "report" / "report.md") in out
 
 
 def test_result_helpers_build_markdown_and_display_it(tmp_path, monkeypatch):
@@ -260,6 +272,8 @@ def test_smoke_resume_from_report_reuses_artifacts(smoke_run):
         k: v for k, v in before.items() if k != "05_report.ipynb"
     }
     assert adapter.stat().st_mtime_ns == adapter_time
+    effective = load_yaml(smoke_run / "config.yaml").get("effective") or {}
+    assert {"sft", "grpo"} <= set(effective), "resume dropped the trainer's effective settings"
 
 
 def test_data_stage_copies_an_existing_splits_folder(tmp_path):

@@ -115,3 +115,14 @@ def test_loads_with_the_hub_offline(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "1.0"
+
+
+@pytest.mark.slow
+def test_bfloat16_option_stays_close_to_float32(scorer):
+    fast = S.get_scorer(device="cpu", dtype="bfloat16")
+    assert fast is not scorer and fast.dtype == "bfloat16"
+    topics = ["autumn leaves", "the ocean", "city at night"]
+    poems = ["red leaves drift and fall", "waves fold on the shore", "neon hums on wet streets"]
+    exact, approx = scorer.cosine(topics, poems), fast.cosine(topics, poems)
+    assert all(type(c) is float for c in approx)
+    assert approx == pytest.approx(exact, abs=0.02)
