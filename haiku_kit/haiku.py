@@ -48,19 +48,27 @@ class Extraction:
         return all(kind == "think" for kind in self.stripped)
 
 
+# Interjections only count as chat when punctuated ("Sure!", "Of course,"): unpunctuated they
+# start real poem lines ("of course my parents", "Alright I can see").
+_INTERJECTION = r"(?:sure|certainly|of course|absolutely|okay|ok|alright|great|gladly)"
 _PREAMBLE = re.compile(
-    r"^(sure|certainly|of course|absolutely|okay|ok|alright|great|happy to|gladly|here(?:'s| is| are)"
-    r"|below is|this is a haiku|i(?:'ve| have) written|i(?:'ll| will) write|a haiku about"
-    r"|haiku about|(?:my|your) haiku)\b",
+    rf"^({_INTERJECTION}(?:\s*[!,.:;]|\s*$)|happy to|here(?:'s| is| are)\b|below is"
+    r"|this is a haiku|i(?:'ve| have) written|i(?:'ll| will) write|a haiku about"
+    r"|haiku about|(?:my|your) haiku)",
     re.IGNORECASE,
 )
 _SIGNOFF = re.compile(
-    r"^(i hope|hope you|let me know|feel free|enjoy[!.]|enjoy (?:it|this|the poem|the haiku|your)"
+    r"^(i hope (?:you|this|that|it)\b|hope you|let me know|feel free|enjoy[!.]"
+    r"|enjoy (?:it|this|the poem|the haiku|your)"
     r"|this haiku|the haiku|in this haiku|this poem|would you like|if you(?:'d| would) like"
     r"|want me to|i can also|i could also|note:|explanation|syllables?[: ]|\(?\d+-\d+-\d+\)?"
     r"|\(\d+ syllables|-{3,}|\*{3,}|_{3,})",
     re.IGNORECASE,
 )
+# Talk about the poem itself: the one kind of chat line stripped even from a 3-line answer.
+_ABOUT_POEM = re.compile(r"\b(?:haikus?|poems?|syllables?)\b", re.IGNORECASE)
+VERSE_LINES = 3
+MAX_VERSE_WORDS = 12
 _BULLET = re.compile(r"^(?:[-*•+>]|\d{1,2}[.)]|line \d+:)\s+", re.IGNORECASE)
 _EMPHASIS = re.compile(r"(\*\*\*|\*\*|__|\*|_)(?=\S)(.+?)(?<=\S)\1")
 _TITLE_PREFIX = re.compile(r"^(?:title|haiku)\s*:\s*", re.IGNORECASE)
@@ -90,15 +98,51 @@ def _drop_fence(text: str, kinds: list[str]) -> str:
     return m.group(1)
 
 
+# Straight or curly single quotes are also apostrophes: "'tis", "goin'" are not wrapping quotes.
+_ELISION_START = re.compile(r"^(?:tis|twas|til|till|cause|cos|em|round|bout|n|s)\b", re.IGNORECASE)
+
+
+def _wrapped(text: str) -> str | None:
+    """text without the matching quote pair around all of it, or None when it has none."""
+    close = _QUOTE_PAIRS.get(text[:1])
+    if not close or len(text) < 2 or not text.endswith(close):
+        return None
+    inner = text[1 : -len(close)]
+    if text[0] in "'\u2018":
+        dropped_g = inner.lower().endswith("in")  # goin'
+        if _ELISION_START.match(inner) or dropped_g or "\u2018" in inner:
+            return None
+    elif text[0] in inner or close in inner:  # "a," she said, "b": two quotes, not one wrap
+        return None
+    return inner
+
+
 def _unquote(lines: list[str], kinds: list[str]) -> list[str]:
-    first, last = lines[0], lines[-1]
-    close = _QUOTE_PAIRS.get(first[:1])
-    if close and last.endswith(close) and (len(lines) > 1 or len(first) > 1):
-        inner = [first[1:]] + lines[1:]
-        inner[-1] = inner[-1][: -len(close)]
+    inner = _wrapped("\n".join(lines))
+    if inner is not None and inner.strip():
         kinds.append("quotes")
-        return [line.strip() for line in inner]
+        return [line.strip() for line in inner.splitlines()]
+    unwrapped = [_wrapped(line) for line in lines]
+    if len(lines) > 1 and all(x is not None and x.strip() for x in unwrapped):
+        kinds.append("quotes")
+        return [x.strip() for x in unwrapped]  # type: ignore[union-attr]
     return lines
+
+
+def _is_verse(raw: list[str]) -> bool:
+    """Exactly 3 short lines, none ending in ':' - the shape of a poem with nothing around it."""
+    lines = [line for line in raw if line]
+    return len(lines) == VERSE_LINES and all(
+        len(line.split()) <= MAX_VERSE_WORDS and not line.endswith(":") for line in lines
+    )
+
+
+def _chat(line: str, pattern: re.Pattern[str], verse: bool) -> bool:
+    """Is this line chat? In a bare 3-line verse only talk about the poem itself counts."""
+    plain = _plain(line)
+    if verse:
+        return bool(pattern.match(plain) and _ABOUT_POEM.search(plain))
+    return bool(pattern.match(plain) or (pattern is _PREAMBLE and line.endswith(":")))
 
 
 def _is_title(lines: list[str], blank_after_first: bool, first_bold: bool, others_bold: bool):
@@ -113,8 +157,9 @@ def extract_poem(completion: str) -> Extraction:
     kinds: list[str] = []
     text = _drop_fence(_drop_think(completion or "", kinds), kinds)
     raw = [line.strip() for line in text.strip().splitlines()]
+    verse = _is_verse(raw)
     # The poem starts at the first line that is not chat; chat after it ends the poem.
-    while raw and (not raw[0] or _PREAMBLE.match(_plain(raw[0])) or raw[0].endswith(":")):
+    while raw and (not raw[0] or _chat(raw[0], _PREAMBLE, verse)):
         line = raw.pop(0)
         if line:
             kinds.append("preamble")
@@ -123,7 +168,7 @@ def extract_poem(completion: str) -> Extraction:
                 raw.insert(0, after)
                 break
     for i, line in enumerate(raw):
-        if i and _SIGNOFF.match(_plain(line)):
+        if i and _chat(line, _SIGNOFF, verse):
             kinds.append("signoff")
             raw = raw[:i]
             break
@@ -145,11 +190,6 @@ def extract_poem(completion: str) -> Extraction:
         lines = lines[1:]
     if lines:
         lines = _unquote(lines, kinds)
-        if len(lines) > 1 and all(
-            _QUOTE_PAIRS.get(x[:1]) and x.endswith(_QUOTE_PAIRS[x[0]]) for x in lines if len(x) > 1
-        ):
-            kinds.append("quotes")
-            lines = [x[1:-1].strip() for x in lines]
     return Extraction("\n".join(x for x in lines if x), _unique(kinds))
 
 

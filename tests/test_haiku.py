@@ -192,6 +192,57 @@ def test_real_lines_are_kept():
     assert extract_poem(short_first).poem == short_first
 
 
+@pytest.mark.parametrize(
+    "poem",
+    [
+        # Reference answers from the gemma_haiku eval set that used to lose a line.
+        "of course my parents\n are fighting on christmas why\nam i not surprised",
+        "Alright I can see\n that I will have to teach you\nhow to be villains",
+        "the students from my\n future college seem so nice\ni hope i fit in",
+        "Love the Cover please\n let me know what you think of\nthe book I'm intrigued",
+    ],
+)
+def test_three_line_verse_keeps_chatty_looking_lines(poem):
+    result = extract_poem(poem)
+    assert result.poem == "\n".join(line.strip() for line in poem.splitlines())
+    assert result.stripped == ()
+    assert check(result.poem).is_haiku
+
+
+def test_chat_about_the_poem_still_stripped_from_three_lines():
+    two = "rain on the roof\nwind in the trees"
+    assert extract_poem(f"Sure! Here is a haiku about rain\n{two}").poem == two
+    assert extract_poem(f"{two}\nI hope you enjoy this haiku!").poem == two
+
+
+def test_unpunctuated_interjection_kept_in_longer_text():
+    text = f"Of course my parents\n{POEM}"
+    assert extract_poem(text).poem.startswith("Of course my parents")
+    assert extract_poem(f"Of course!\n\n{POEM}").poem == POEM
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x\ny",
+        "x",
+        '"\n"',
+        '"Stop," she said, "go"',
+        "'Tis the night\nrockin' round the tree\nwe keep goin'",
+        "\u201cone\u201d and \u201ctwo\u201d",
+    ],
+)
+def test_quotes_only_stripped_when_they_wrap_the_poem(text):
+    result = extract_poem(text)
+    assert "quotes" not in result.stripped
+    assert result.poem == "\n".join(line.strip() for line in text.splitlines())
+
+
+def test_quotes_around_each_line_and_single_quotes_with_apostrophes():
+    assert extract_poem('"a b"\n"c d"\n"e f"').poem == "a b\nc d\ne f"
+    assert extract_poem(f"'{POEM}'").poem == POEM  # "Autumn's" stays
+
+
 # --------------------------------------------------------------------------- CLI
 
 
