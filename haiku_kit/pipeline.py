@@ -378,7 +378,7 @@ def _require(path: Path, marker: str, what: str) -> Path:
 def build_data(run: Run) -> Path:
     """Stage 01: write the sft/rl/eval splits to RUN/data (from data.source, or a copy of
     data.splits_dir so the run folder holds everything it used)."""
-    from haiku_kit.data import build_splits, load_source
+    from haiku_kit.train import build_run_splits
 
     d, out = run.cfg.data, run.paths.data
     if out.exists():
@@ -387,8 +387,7 @@ def build_data(run: Run) -> Path:
         src = _require(Path(d.splits_dir).expanduser(), "manifest.json", "data.splits_dir")
         shutil.copytree(src, out)
     else:
-        rows = load_source(d.source)
-        build_splits(rows, out, seed=d.seed, min_similarity=d.min_similarity, sources=[d.source])
+        build_run_splits(run.cfg, out)
     return out
 
 

@@ -69,7 +69,7 @@ def resolve_device(cfg: RunConfig) -> str:
 
 def load_run_data(cfg: RunConfig):
     """The run's DatasetDict: data.splits_dir if set, else RUN/data (built from data.source if absent)."""
-    from haiku_kit.data import build_splits, load_source, load_splits
+    from haiku_kit.data import load_splits
 
     if cfg.data.splits_dir:
         folder = Path(cfg.data.splits_dir).expanduser()
@@ -81,15 +81,24 @@ def load_run_data(cfg: RunConfig):
         return load_splits(folder)
     folder = run_root(cfg) / "data"
     if not (folder / "manifest.json").is_file():
-        logger.info("building dataset splits from %s into %s", cfg.data.source, folder)
-        build_splits(
-            load_source(cfg.data.source),
-            folder,
-            fractions=tuple(cfg.data.fractions),
-            seed=cfg.data.seed,
-            min_similarity=cfg.data.min_similarity,
-        )
+        build_run_splits(cfg, folder)
     return load_splits(folder)
+
+
+def build_run_splits(cfg: RunConfig, folder: Path) -> Path:
+    """Build cfg.data.source into sft/rl/eval splits in `folder`, as the config says."""
+    from haiku_kit.data import build_splits, load_source
+
+    logger.info("building dataset splits from %s into %s", cfg.data.source, folder)
+    build_splits(
+        load_source(cfg.data.source),
+        folder,
+        fractions=tuple(cfg.data.fractions),
+        seed=cfg.data.seed,
+        min_similarity=cfg.data.min_similarity,
+        sources=[cfg.data.source],
+    )
+    return folder
 
 
 def _split(dataset, name: str):
