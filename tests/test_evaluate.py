@@ -354,10 +354,11 @@ def test_write_haiku_with_the_embedded_model(embedded):
 
 
 def test_a_raw_haiku_is_not_failed_by_the_extraction_heuristics():
-    # extract_poem reads "of course ..." as a preamble; the raw text is itself a 5-7-5 haiku
+    # a real reference answer whose first line looks like a preamble ("of course ...")
     text = "of course my parents\n are fighting on christmas why\nam i not surprised"
     record = ev.evaluate([text], ["family"], similarity=False).records[0]
-    assert record["is_haiku"] and record["lines"] == 3 and record["poem"] == text.strip()
+    assert record["is_haiku"] and record["lines"] == 3
+    assert record["poem"].splitlines() == [line.strip() for line in text.splitlines()]
 
 
 def test_evaluate_references_on_the_reference_eval_set(shared_dir):
