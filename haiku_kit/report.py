@@ -193,6 +193,22 @@ def _pyplot():
     return plt
 
 
+def _grouped_bars(ax, x, series: dict[str, list[float]], errors: dict | None = None) -> None:
+    """One bar per series at each x, side by side (optional symmetric-or-2xN error bars)."""
+    width = 0.8 / max(1, len(series))
+    for j, (name, heights) in enumerate(series.items()):
+        yerr = None if errors is None else errors[name]
+        ax.bar(x + (j - (len(series) - 1) / 2) * width, heights, width, yerr=yerr,
+               capsize=3 if yerr is not None else 0, label=name)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_metrics(results: dict[str, EvalResult], path: Path) -> Path:
     """Grouped bars per metric, one bar per model, with 95% CI whiskers."""
     import numpy as np
@@ -200,24 +216,21 @@ def plot_metrics(results: dict[str, EvalResult], path: Path) -> Path:
     plt = _pyplot()
     names = list(results)
     x = np.arange(len(BAR_METRICS))
-    width = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(BAR_METRICS) * max(1, len(names) / 2)), 4))
-    for j, name in enumerate(names):
+    series, errors = {}, {}
+    for name in names:
         result = results[name]
         values = np.array([result.metrics.get(m, math.nan) for m in BAR_METRICS], dtype=float)
         ci = np.array([result.ci.get(m, [math.nan, math.nan]) for m in BAR_METRICS], dtype=float)
-        err = np.abs(np.vstack([values - ci[:, 0], ci[:, 1] - values]))
-        ax.bar(x + (j - (len(names) - 1) / 2) * width, np.nan_to_num(values), width,
-               yerr=np.nan_to_num(err), capsize=3, label=name)
+        series[name] = np.nan_to_num(values)
+        errors[name] = np.nan_to_num(np.abs(np.vstack([values - ci[:, 0], ci[:, 1] - values])))
+    _grouped_bars(ax, x, series, errors)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, ["Haiku", "Haiku (pyphen)", "Similarity", "Total"])
     ax.set_ylabel("score (95% CI)")
     ax.set_title("Evaluation metrics")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_syllable_errors(results: dict[str, EvalResult], path: Path) -> Path:
@@ -234,23 +247,20 @@ def plot_syllable_errors(results: dict[str, EvalResult], path: Path) -> Path:
         # At least -3..+3 so models compare on one scale; the long tail is clipped at +-8.
         lo, hi = max(min(min(errors), -3), -8), min(max(max(errors), 3), 8)
         x = np.arange(lo, hi + 1)
-        width = 0.8 / len(hists)
-        for j, (name, hist) in enumerate(hists.items()):
+        series = {}
+        for name, hist in hists.items():
             total = sum(hist.values()) or 1
-            heights = [sum(c for e, c in hist.items()
-                           if e == v or (v == lo and e < lo) or (v == hi and e > hi)) / total
-                       for v in x]
-            ax.bar(x + (j - (len(hists) - 1) / 2) * width, heights, width, label=name)
+            series[name] = [sum(c for e, c in hist.items()
+                                if e == v or (v == lo and e < lo) or (v == hi and e > hi)) / total
+                            for v in x]
+        _grouped_bars(ax, x, series)
         ax.set_xticks(x, [f"<={v}" if v == lo and v == -8 else f">={v}" if v == hi and v == 8
                           else f"{v:+d}" for v in x])
         ax.set_title(f"line {i + 1} (target {PATTERN[i]})")
         ax.set_xlabel("syllables - target")
     np.atleast_1d(axes)[0].set_ylabel("share of 3-line outputs")
     np.atleast_1d(axes)[-1].legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_line_counts(results: dict[str, EvalResult], path: Path) -> Path:
@@ -262,20 +272,17 @@ def plot_line_counts(results: dict[str, EvalResult], path: Path) -> Path:
               for n, r in results.items()}
     keys = sorted({min(k, 8) for c in counts.values() for k in c}) or [0]
     x = np.arange(len(keys))
-    width = 0.8 / len(counts)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for j, (name, c) in enumerate(counts.items()):
-        total = sum(c.values()) or 1
-        heights = [sum(v for k, v in c.items() if min(k, 8) == key) / total for key in keys]
-        ax.bar(x + (j - (len(counts) - 1) / 2) * width, heights, width, label=name)
+    _grouped_bars(ax, x, {
+        name: [sum(v for k, v in c.items() if min(k, 8) == key) / (sum(c.values()) or 1)
+               for key in keys]
+        for name, c in counts.items()
+    })
     ax.set_xticks(x, [f"{k}+" if k == 8 else str(k) for k in keys])
     ax.set_xlabel("lines in the extracted poem")
     ax.set_ylabel("share of outputs")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------- report
