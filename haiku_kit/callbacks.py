@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from haiku_kit import rewards
 from haiku_kit.config import CollapseSettings, MonitorSettings
+from haiku_kit.rewards import prompt_text
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +40,11 @@ class Callback:
 
 
 def completion_text(completion: Any) -> str:
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
-    if isinstance(completion, dict):
-        return str(completion.get("content", ""))
-    return str(completion)
-
-
-def prompt_text(prompt: Any) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list):
-        return "\n".join(str(m.get("content", "")) for m in prompt if isinstance(m, dict))
-    return str(prompt)
+    """rewards.completion_text, but never raising: logs must show whatever came back."""
+    try:
+        return rewards.completion_text(completion)
+    except TypeError:
+        return str(completion)
 
 
 # --------------------------------------------------------------------------- reward capture

@@ -29,8 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import TrainerCallback
-
+from haiku_kit.callbacks import Callback
 from haiku_kit.errors import ConfigError
 from haiku_kit.rewards import RewardSpec
 
@@ -158,7 +157,7 @@ class RewardCurriculum:
         return [a + (b - a) * t for a, b in zip(values, target)]
 
 
-class CurriculumCallback(TrainerCallback):
+class CurriculumCallback(Callback):
     """Applies a RewardCurriculum to a GRPOTrainer's `reward_weights` at each step begin.
 
     Usage: `trainer.add_callback(CurriculumCallback(curriculum, spec).attach(trainer))`, where

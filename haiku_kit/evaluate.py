@@ -42,10 +42,10 @@ import numpy as np
 
 from haiku_kit import haiku as hk
 from haiku_kit.errors import DataError, HaikuKitError
+from haiku_kit.modeling import stop_token_ids
 from haiku_kit.rewards import copy_fraction, prompt_text
 
 PATTERN = (5, 7, 5)
-END_OF_TURN = "<end_of_turn>"
 NEAR_DUPLICATE_RATIO = 0.9
 COPY_THRESHOLD = 0.5
 N_BOOT = 1000
@@ -119,16 +119,6 @@ def _prompt_strings(tokenizer, prompts: Sequence[Any]) -> list[str]:
     return out
 
 
-def _stop_ids(model, tokenizer) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    for token in (END_OF_TURN, tokenizer.eos_token):
-        tid = tokenizer.convert_tokens_to_ids(token) if token else None
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid not in ids:
-            ids.append(tid)
-    return ids
-
-
 def encode(tokenizer, texts: list[str]):
     """Left-padded batch encoding with exactly one <bos> per prompt: chat templates already
     write it, plain strings get the tokenizer's usual special tokens."""
@@ -172,7 +162,7 @@ def generate(
     sampling = sampling or SamplingSettings()
     texts = _prompt_strings(tokenizer, prompts)
     items = [t for t in texts for _ in range(k)]  # k copies of each prompt, side by side
-    stop = _stop_ids(model, tokenizer)
+    stop = stop_token_ids(model, tokenizer)
     config = copy.deepcopy(model.generation_config)
     config.update(max_new_tokens=max_new_tokens, eos_token_id=stop,
                   pad_token_id=tokenizer.pad_token_id, **sampling.generate_kwargs())

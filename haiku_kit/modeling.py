@@ -123,6 +123,15 @@ def resolve_backend(backend: str = "auto") -> str:
     return choose_backend(backend, cuda=cuda_available(), unsloth=unsloth_installed())
 
 
+def import_backend(backend: str = "auto") -> str:
+    """Resolve `backend`; for Unsloth, import it now. Call this before anything that may import
+    transformers/trl (e.g. MiniLM in the data stage), because Unsloth must patch them first."""
+    resolved = resolve_backend(backend)
+    if resolved == "unsloth":
+        import unsloth  # noqa: F401
+    return resolved
+
+
 def unsloth_import_order_problem(loaded_modules: Iterable[str]) -> str | None:
     """Warning text when unsloth would be imported after modules it needs to patch."""
     loaded = set(loaded_modules)
@@ -217,6 +226,18 @@ def lora_from_adapter(adapter_dir: Path) -> LoraSettings:
 # --------------------------------------------------------------------------- tokenizer fixes
 
 
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Ids that end a completion: the model's eos ids, the tokenizer's eos and <end_of_turn>
+    when the vocabulary has it (Gemma: 1 and 106). Without 106, chat completions never end."""
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None)
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    end_id = tok.convert_tokens_to_ids(END_OF_TURN)
+    ids += [tok.eos_token_id, end_id if end_id != tok.unk_token_id else None]
+    return [i for i in dict.fromkeys(ids) if isinstance(i, int)]
+
+
 def prepare_tokenizer(model, tokenizer, max_seq_length: int | None = None):
     """Gemma 3 chat template, pad token and <end_of_turn> as a stop token."""
     from haiku_kit.gguf_tokenizer import GEMMA3_CHAT_TEMPLATE
@@ -245,12 +266,7 @@ def prepare_tokenizer(model, tokenizer, max_seq_length: int | None = None):
         tok.model_max_length = max_seq_length
     gen = getattr(model, "generation_config", None)
     if gen is not None:
-        eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        for token_id in (tok.eos_token_id, end_id if has_end else None):
-            if token_id is not None and token_id not in eos:
-                eos.append(token_id)
-        gen.eos_token_id = eos
+        gen.eos_token_id = stop_token_ids(model, tok)
         gen.pad_token_id = tok.pad_token_id
     return tokenizer
 

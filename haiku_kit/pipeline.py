@@ -360,10 +360,13 @@ class Run:
 def open_run(preset: str, overrides: list[str], run_dir: str | Path) -> Run:
     """Resolve the config for a stage notebook; writes RUN/config.yaml if it is not there."""
     from haiku_kit.config import save_config
+    from haiku_kit.modeling import import_backend
+    from haiku_kit.train import backend_for
 
     paths = RunPaths(Path(run_dir).resolve())
     paths.root.mkdir(parents=True, exist_ok=True)
     cfg = resolve_config(preset, overrides, paths.root)
+    import_backend(backend_for(cfg))  # Unsloth first, before any stage imports transformers
     if not paths.config.is_file():  # train adds the trainer's effective settings to it later
         save_config(cfg, paths.config)
     return Run(preset, list(overrides), cfg, paths)
@@ -418,13 +421,14 @@ def evaluate_rows(cfg, name: str, rows: list[dict], train_answers, adapter=None,
     config's eval settings; `settings` (k, max_new_tokens, ...) override those."""
     from haiku_kit.evaluate import SamplingSettings, run_eval
     from haiku_kit.modeling import load_model
+    from haiku_kit.train import backend_for
 
     e, m = cfg.eval, cfg.model
     if adapter is not None:
         adapter = str(_require(Path(adapter), "adapter_config.json", "LoRA adapter"))
     model, tokenizer = load_model(
         m.name,
-        backend=_backend(cfg),
+        backend=backend_for(cfg),
         load_in_4bit=m.load_in_4bit,
         lora=None,
         max_seq_length=m.max_seq_length,
@@ -451,14 +455,6 @@ def evaluate_rows(cfg, name: str, rows: list[dict], train_answers, adapter=None,
     return result
 
 
-def _backend(cfg) -> str:
-    from haiku_kit.train import resolve_device
-
-    if cfg.model.backend == "auto" and resolve_device(cfg) == "cpu":
-        return "hf"
-    return cfg.model.backend
-
-
 def train_sft(run: Run, data_dir: str | Path) -> Path | None:
     """Stage 03: LoRA SFT on the sft split -> RUN/sft/adapter (None when the preset has none)."""
     from haiku_kit.train import run_sft
@@ -474,7 +470,7 @@ def train_grpo(run: Run, data_dir: str | Path, sft_adapter: str | Path | None) -
 
     The first starts from `sft_adapter` when the preset has SFT (grpo.init auto/sft), else as
     grpo.init says; each later phase continues from the previous one."""
-    from haiku_kit.train import run_grpo
+    from haiku_kit.train import run_grpo_stages
 
     stages = grpo_stages(run.cfg)
     if not stages:
@@ -484,10 +480,7 @@ def train_grpo(run: Run, data_dir: str | Path, sft_adapter: str | Path | None) -
     previous = None
     if _grpo_starts_from_sft(run.cfg):
         previous = _require(Path(sft_adapter or ""), "adapter_config.json", "SFT adapter")
-    for stage in stages:
-        phase = stage.partition(":")[2] or None
-        previous = Path(run_grpo(run.cfg, dataset=dataset, phase=phase, previous=previous))
-    return previous
+    return run_grpo_stages(run.cfg, dataset, previous)
 
 
 def make_report(run: Run, results: dict[str, str | Path]) -> Path:

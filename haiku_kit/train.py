@@ -40,10 +40,10 @@ from haiku_kit.config import (
     stage_dir_name,
 )
 from haiku_kit.errors import ConfigError, DataError, HaikuKitError, ModelLoadError
+from haiku_kit.modeling import stop_token_ids
 
 logger = logging.getLogger(__name__)
 
-END_OF_TURN = "<end_of_turn>"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -118,6 +118,13 @@ def _cap(dataset, n: int | None):
     return dataset.select(range(min(n, len(dataset)))) if n else dataset
 
 
+def backend_for(cfg: RunConfig) -> str:
+    """cfg.model.backend, where "auto" on a CPU run means plain transformers + peft."""
+    if cfg.model.backend == "auto" and resolve_device(cfg) == "cpu":
+        return "hf"
+    return cfg.model.backend
+
+
 def _load(cfg: RunConfig, adapter: str | Path | None = None):
     """Model + tokenizer with a trainable LoRA (fresh, or the given adapter)."""
     from haiku_kit.modeling import LoraSettings, load_model
@@ -128,38 +135,18 @@ def _load(cfg: RunConfig, adapter: str | Path | None = None):
     )
     model, tokenizer = load_model(
         m.name,
-        backend="hf" if resolve_device(cfg) == "cpu" and m.backend == "auto" else m.backend,
+        backend=backend_for(cfg),
         load_in_4bit=m.load_in_4bit,
         lora=lora,
         max_seq_length=m.max_seq_length,
         adapter=str(adapter) if adapter else None,
         seed=cfg.seed,
     )
-    _ensure_stop_tokens(model, tokenizer)
     return model, tokenizer
 
 
 def _text_tokenizer(tokenizer):
     return getattr(tokenizer, "tokenizer", tokenizer)
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    tok = _text_tokenizer(tokenizer)
-    ids = [tok.eos_token_id]
-    end = tok.convert_tokens_to_ids(END_OF_TURN)
-    if end is not None and end != tok.unk_token_id:
-        ids.append(end)
-    return [i for i in dict.fromkeys(ids) if i is not None]
-
-
-def _ensure_stop_tokens(model, tokenizer) -> None:
-    """<end_of_turn> (id 106 on Gemma) must end a completion; TRL reads model.generation_config."""
-    gen = getattr(model, "generation_config", None)
-    if gen is None:
-        return
-    eos = gen.eos_token_id
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    gen.eos_token_id = list(dict.fromkeys([*eos, *stop_token_ids(tokenizer)]))
 
 
 def _precision(device: str, model) -> dict[str, Any]:
@@ -486,7 +473,7 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
 
     spec = _reward_spec(s)
     recorder = RewardRecorder(spec.names)
-    gen_kwargs = {"eos_token_id": stop_token_ids(tokenizer)}
+    gen_kwargs = {"eos_token_id": stop_token_ids(model, tokenizer)}
     try:
         args = GRPOConfig(
             **_common_args(cfg, s, stage_dir, device, model),
@@ -661,17 +648,13 @@ def _sft_answers(cfg: RunConfig) -> list[str]:
 # --------------------------------------------------------------------------- stages / CLI
 
 
-def run_stages(cfg: RunConfig, dataset=None) -> dict[str, Path]:
-    """Every stage of cfg.stages in order; each GRPO phase continues from the previous adapter."""
-    outputs: dict[str, Path] = {}
-    previous: Path | None = None
-    for stage in cfg.stages:
-        if stage == "sft":
-            previous = outputs[stage] = run_sft(cfg, dataset)
-        else:
-            phase = stage.partition(":")[2] or None
-            previous = outputs[stage] = run_grpo(cfg, dataset, phase=phase, previous=previous)
-    return outputs
+def run_grpo_stages(cfg: RunConfig, dataset=None, previous: Path | None = None) -> Path | None:
+    """Every GRPO stage of cfg.stages in order (plain "grpo" when none is listed); each phase
+    continues from the previous adapter (`previous`: where the first starts, None = grpo.init)."""
+    for stage in [st for st in cfg.stages if st.startswith("grpo")] or ["grpo"]:
+        phase = stage.partition(":")[2] or None
+        previous = Path(run_grpo(cfg, dataset, phase=phase, previous=previous))
+    return previous
 
 
 def cli_train(args) -> int:
@@ -684,11 +667,7 @@ def cli_train(args) -> int:
         if args.stage == "sft":
             out = run_sft(cfg)
         else:
-            grpo_stages = [st for st in cfg.stages if st.startswith("grpo")] or ["grpo"]
-            out = None
-            previous = None
-            for stage in grpo_stages:
-                out = previous = run_grpo(cfg, phase=stage.partition(":")[2] or None, previous=previous)
+            out = run_grpo_stages(cfg)
     except KeyboardInterrupt:
         print("interrupted; a checkpoint was saved (see above)", file=sys.stderr)
         return 130

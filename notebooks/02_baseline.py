@@ -31,11 +31,13 @@
 # %%
 # Install the kit where it is missing (Colab); with haiku-kit already installed this does nothing.
 import importlib.util
+import shutil
 import subprocess
 import sys
 
 if importlib.util.find_spec("haiku_kit") is None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "haiku-kit[gpu]"])
+    extra = "haiku-kit[gpu]" if shutil.which("nvidia-smi") else "haiku-kit"  # Unsloth needs a GPU
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", extra])
 
 # %% [markdown]
 # ## Parameters

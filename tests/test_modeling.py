@@ -107,8 +107,12 @@ def test_unsloth_import_order_warning():
 
 
 def test_import_does_not_pull_in_transformers_or_unsloth():
+    # With the Unsloth backend, `import unsloth` must come before transformers/trl: no kit module
+    # may import them at import time.
+    modules = ("modeling", "embedded", "config", "data", "rewards", "curriculum", "callbacks",
+               "train", "evaluate", "report", "pipeline", "haiku", "syllables", "cli")
     code = (
-        "import sys, haiku_kit.modeling, haiku_kit.embedded;"
+        f"import sys; [__import__('haiku_kit.' + m) for m in {modules!r}];"
         "print(sorted(m for m in ('transformers', 'trl', 'peft', 'unsloth') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -318,3 +322,12 @@ def test_unsloth_branch_wiring(fake_unsloth, tiny_model_dir, tmp_path):
     ids = torch.tensor([[2, 818, 3823]])
     with torch.no_grad():
         assert torch.allclose(again(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_import_backend_resolves_and_refuses_unsloth_without_a_gpu():
+    from haiku_kit.modeling import import_backend
+
+    assert import_backend("hf") == "hf"
+    if not (modeling.cuda_available() and modeling.unsloth_installed()):
+        with pytest.raises(ModelLoadError, match="unsloth|CUDA"):
+            import_backend("unsloth")

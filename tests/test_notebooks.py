@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -103,8 +104,11 @@ def test_install_cell_installs_only_when_the_kit_is_missing(py: Path, monkeypatc
         "find_spec",
         lambda name, *a: None if name == "haiku_kit" else real_find_spec(name, *a),
     )
-    exec(compile(source, py.name, "exec"), {})  # noqa: S102 - the cell is ours, run as is
-    assert len(calls) == 1 and "haiku-kit[gpu]" in calls[0] and "pip" in calls[0]
+    for nvidia_smi, package in (("/usr/bin/nvidia-smi", "haiku-kit[gpu]"), (None, "haiku-kit")):
+        calls.clear()
+        monkeypatch.setattr(shutil, "which", lambda name, *a, _p=nvidia_smi: _p)
+        exec(compile(source, py.name, "exec"), {})  # noqa: S102 - the cell is ours, run as is
+        assert len(calls) == 1 and "pip" in calls[0] and calls[0][-1] == package
 
 
 class _PipelineCalls(ast.NodeVisitor):
