@@ -420,21 +420,12 @@ def evaluate_rows(cfg, name: str, rows: list[dict], train_answers, adapter=None,
     """Load the config's model (+ adapter) and score it on rows ({topic, prompt}) with the
     config's eval settings; `settings` (k, max_new_tokens, ...) override those."""
     from haiku_kit.evaluate import SamplingSettings, run_eval
-    from haiku_kit.modeling import load_model
-    from haiku_kit.train import backend_for
+    from haiku_kit.train import load_for
 
-    e, m = cfg.eval, cfg.model
+    e = cfg.eval
     if adapter is not None:
         adapter = str(_require(Path(adapter), "adapter_config.json", "LoRA adapter"))
-    model, tokenizer = load_model(
-        m.name,
-        backend=backend_for(cfg),
-        load_in_4bit=m.load_in_4bit,
-        lora=None,
-        max_seq_length=m.max_seq_length,
-        adapter=adapter,
-        seed=cfg.seed,
-    )
+    model, tokenizer = load_for(cfg, adapter, trainable=False)
     args = {
         "k": e.k,
         "seed": e.seed,
@@ -451,7 +442,7 @@ def evaluate_rows(cfg, name: str, rows: list[dict], train_answers, adapter=None,
         name=name,
         **args,
     )
-    result.meta.update(model=m.name, adapter=adapter)
+    result.meta.update(model=cfg.model.name, adapter=adapter)
     return result
 
 

@@ -125,24 +125,27 @@ def backend_for(cfg: RunConfig) -> str:
     return cfg.model.backend
 
 
-def _load(cfg: RunConfig, adapter: str | Path | None = None):
-    """Model + tokenizer with a trainable LoRA (fresh, or the given adapter)."""
+def load_for(cfg: RunConfig, adapter: str | Path | None = None, trainable: bool = True):
+    """The config's model + tokenizer: with a trainable LoRA (fresh, or `adapter`) for training,
+    or with `adapter` only (or none) for evaluation."""
     from haiku_kit.modeling import LoraSettings, load_model
 
     m = cfg.model
     lora = LoraSettings(
         r=m.lora.r, alpha=m.lora.alpha, dropout=m.lora.dropout, target_modules=tuple(m.lora.target_modules)
     )
-    model, tokenizer = load_model(
+    return load_model(
         m.name,
         backend=backend_for(cfg),
         load_in_4bit=m.load_in_4bit,
-        lora=lora,
+        lora=lora if trainable else None,
         max_seq_length=m.max_seq_length,
         adapter=str(adapter) if adapter else None,
         seed=cfg.seed,
     )
-    return model, tokenizer
+
+
+
 
 
 def _text_tokenizer(tokenizer):
@@ -392,7 +395,7 @@ def run_sft(cfg: RunConfig, dataset=None, resume_from_checkpoint=None, callbacks
 
     stage_dir = run_root(cfg) / "sft"
     device = resolve_device(cfg)
-    model, tokenizer = _load(cfg)
+    model, tokenizer = load_for(cfg)
     # Data after the model: building splits may import transformers (unsloth must come first).
     data = _cap(_split(dataset if dataset is not None else load_run_data(cfg), "sft"), cfg.data.max_sft_rows)
     resume = resolve_resume(resume_from_checkpoint, stage_dir)
@@ -611,7 +614,7 @@ def run_grpo(
     resume = resolve_resume(resume_from_checkpoint, stage_dir)
     init = resolve_init_adapter(cfg, s, init_adapter, previous)
     logger.info("GRPO %s starts from %s", stage, init or "the base model")
-    model, tokenizer = _load(cfg, adapter=init)
+    model, tokenizer = load_for(cfg, adapter=init)
     data = _cap(grpo_examples(_split(dataset if dataset is not None else load_run_data(cfg), "rl")),
                 cfg.data.max_rl_rows)
     _fresh_stage_dir(stage_dir, resume)

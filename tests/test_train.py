@@ -63,7 +63,7 @@ def test_sft_text_ends_with_the_poem_and_trains_only_the_answer(tiny_model_dir, 
     from haiku_kit import train
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, f"sft.loss_mask={mode}")
-    model, tok = train._load(cfg)
+    model, tok = train.load_for(cfg)
     trainer = train.build_sft_trainer(cfg, model, tok, dataset, tmp_path / "sft", "cpu")
     example = trainer.train_dataset[0]
     text = tok.decode(example["input_ids"])
@@ -78,7 +78,7 @@ def test_sft_text_ends_with_the_poem_and_trains_only_the_answer(tiny_model_dir, 
 def test_auto_loss_mask_picks_assistant_masking_for_the_gemma_template(tiny_model_dir, tmp_path):
     from haiku_kit import train
 
-    _, tok = train._load(tiny_cfg(tiny_model_dir, tmp_path))
+    _, tok = train.load_for(tiny_cfg(tiny_model_dir, tmp_path))
     assert train.choose_loss_mask(tok, "auto") == "assistant"
 
 
@@ -145,7 +145,7 @@ def test_grpo_continues_from_a_grpo_checkpoint(tiny_model_dir, tmp_path, dataset
     from peft import get_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
-    from haiku_kit.train import _load, run_grpo
+    from haiku_kit.train import load_for, run_grpo
 
     first = tiny_cfg(tiny_model_dir, tmp_path / "a", "grpo.init=base", FAST_REWARDS, "grpo.max_steps=1")
     run_grpo(first, dataset)
@@ -156,7 +156,7 @@ def test_grpo_continues_from_a_grpo_checkpoint(tiny_model_dir, tmp_path, dataset
     save_file(marked, str(ckpt / "adapter_model.safetensors"))
 
     second = tiny_cfg(tiny_model_dir, tmp_path / "b", FAST_REWARDS, "grpo.max_steps=1", f"grpo.init={ckpt}")
-    model, _ = _load(second, adapter=ckpt)
+    model, _ = load_for(second, adapter=ckpt)
     loaded = get_peft_model_state_dict(model)
     b_name = next(k for k in marked if "lora_B" in k)
     assert loaded[b_name].float().sub(marked[b_name].float()).abs().max() < 1e-6
@@ -223,7 +223,7 @@ def test_trl_batch_error_is_translated(tiny_model_dir, tmp_path, dataset):
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, FAST_REWARDS)
     cfg.grpo.num_generations = 3  # bypasses apply_overrides' validation
-    model, tok = train._load(cfg)
+    model, tok = train.load_for(cfg)
     with pytest.raises(ConfigError, match="multiple of grpo.num_generations=3"):
         train.build_grpo_trainer(cfg, cfg.grpo, model, tok, dataset, tmp_path / "grpo", "cpu")
 
