@@ -461,3 +461,9 @@ def load_config(path: str | Path) -> RunConfig:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     data.pop("effective", None)
     return RunConfig.from_dict(data)
+
+
+def resolve_config(preset: str, overrides: list[str], run_dir: str | Path) -> RunConfig:
+    """The preset with the overrides applied and output_dir pointing at the run folder."""
+    cfg = apply_overrides(load_preset(preset), list(overrides))
+    return dataclasses.replace(cfg, output_dir=str(Path(run_dir).resolve()))

@@ -7,7 +7,6 @@ the artifacts of earlier stages by path, which is what makes `--from STAGE` poss
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from haiku_kit.config import resolve_config
 from haiku_kit.errors import HaikuKitError
 
 STAGES = ("data", "baseline", "sft", "grpo", "report")
@@ -299,14 +299,6 @@ def run_pipeline(
 
 # ---------------------------------------------------------------------------------------------
 # Config and stage helpers the notebooks call
-
-
-def resolve_config(preset: str, overrides: list[str], run_dir: str | Path):
-    """The preset with the overrides applied and output_dir pointing at the run folder."""
-    from haiku_kit.config import apply_overrides, load_preset
-
-    cfg = apply_overrides(load_preset(preset), list(overrides))
-    return dataclasses.replace(cfg, output_dir=str(Path(run_dir).resolve()))
 
 
 def has_sft(cfg) -> bool:

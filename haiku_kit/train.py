@@ -11,7 +11,6 @@ and for GRPO samples.jsonl. RUN/config.yaml gets the effective config.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import shutil
@@ -33,9 +32,8 @@ from haiku_kit.callbacks import (
 from haiku_kit.config import (
     GRPOSettings,
     RunConfig,
-    apply_overrides,
     grpo_phase_settings,
-    load_preset,
+    resolve_config,
     save_config,
     stage_dir_name,
 )
@@ -67,19 +65,23 @@ def resolve_device(cfg: RunConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def run_data_dir(cfg: RunConfig) -> Path:
+    """Where the run's splits are: data.splits_dir if set, else RUN/data."""
+    return Path(cfg.data.splits_dir).expanduser() if cfg.data.splits_dir else run_root(cfg) / "data"
+
+
 def load_run_data(cfg: RunConfig):
     """The run's DatasetDict: data.splits_dir if set, else RUN/data (built from data.source if absent)."""
     from haiku_kit.data import load_splits
 
+    folder = run_data_dir(cfg)
     if cfg.data.splits_dir:
-        folder = Path(cfg.data.splits_dir).expanduser()
         if not (folder / "manifest.json").is_file():
             raise DataError(
                 f"data.splits_dir={folder} holds no dataset splits (no manifest.json); build them with "
                 f"`haiku-kit data build --out {folder}` or unset data.splits_dir to build into RUN/data"
             )
         return load_splits(folder)
-    folder = run_root(cfg) / "data"
     if not (folder / "manifest.json").is_file():
         build_run_splits(cfg, folder)
     return load_splits(folder)
@@ -636,7 +638,7 @@ def run_grpo(
 
 def _sft_answers(cfg: RunConfig) -> list[str]:
     """The SFT split's answers, for the train-overlap share (when the run's data is on disk)."""
-    folder = Path(cfg.data.splits_dir).expanduser() if cfg.data.splits_dir else run_root(cfg) / "data"
+    folder = run_data_dir(cfg)
     if not (folder / "manifest.json").is_file():
         return []
     try:
@@ -664,8 +666,7 @@ def cli_train(args) -> int:
     """`haiku-kit train {sft,grpo} --preset P --set k=v --out RUN`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = apply_overrides(load_preset(args.preset), list(args.overrides or []))
-        cfg = dataclasses.replace(cfg, output_dir=str(Path(args.out).resolve()))
+        cfg = resolve_config(args.preset, list(args.overrides or []), args.out)
         save_config(cfg, run_root(cfg) / "config.yaml")
         if args.stage == "sft":
             out = run_sft(cfg)

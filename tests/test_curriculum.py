@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from transformers import TrainerControl, TrainerState
 
@@ -104,88 +102,6 @@ def test_attach_checks_the_trainer():
 # --------------------------------------------------------------------------- real GRPOTrainer
 
 
-def _build_tiny_model(folder: Path) -> Path:
-    """A tiny random Gemma 3 with a word-level tokenizer, made locally (no hub)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
-
-    special = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-    words = [
-        *[
-            "user",
-            "model",
-            "generate",
-            "a",
-            "haiku",
-            "about",
-            "the",
-            "following",
-            "topic",
-            "autumn",
-            "leaves",
-            "red",
-            "fall",
-        ],
-        *[
-            "wind",
-            "moon",
-            "rain",
-            "quiet",
-            "pond",
-            "old",
-            "frog",
-            "jumps",
-            "in",
-            "sound",
-            "of",
-            "water",
-            ":",
-            ".",
-            ",",
-        ],
-        "\n",
-    ]
-    vocab = {t: i for i, t in enumerate(special + words)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-    )
-    tokenizer.chat_template = (
-        "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }} {{ m['content'] }}"
-        "<end_of_turn>{% endfor %}{% if add_generation_prompt %}<start_of_turn>model {% endif %}"
-    )
-    config = Gemma3TextConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=128,
-        sliding_window=32,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-    )
-    Gemma3ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
-def tiny_dir(request, tmp_path) -> Path:
-    try:  # the shared fixture from tests/conftest.py, when there is one
-        return Path(request.getfixturevalue("tiny_model_dir"))
-    except pytest.FixtureLookupError:
-        return _build_tiny_model(tmp_path / "tiny")
-
-
 @pytest.fixture
 def cpu_logprob(monkeypatch):
     """TRL 1.15 computes log-probs with a Triton kernel, absent on CPU: use the kit's fallback."""
@@ -198,7 +114,7 @@ def cpu_logprob(monkeypatch):
 
 
 @pytest.mark.slow
-def test_grpo_step_logs_every_reward_and_applies_the_curriculum(tiny_dir, tmp_path, cpu_logprob):
+def test_grpo_step_logs_every_reward_and_applies_the_curriculum(tiny_model_dir, tmp_path, cpu_logprob):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -220,8 +136,8 @@ def test_grpo_step_logs_every_reward_and_applies_the_curriculum(tiny_dir, tmp_pa
             for t in topics
         ]
     )
-    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     args = GRPOConfig(
         output_dir=str(tmp_path / "out"),
         use_cpu=True,
