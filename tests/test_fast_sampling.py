@@ -172,3 +172,38 @@ def test_same_seed_same_tokens_on_the_real_model(embedded):
     assert not torch.equal(want[0], want[1])  # sampling really samples
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+
+
+def test_trl_grpo_rollouts_use_the_fused_warper(tiny_model_dir, tmp_path, monkeypatch):
+    """TRL builds its own GenerationConfig and calls model.generate: the patch must reach it."""
+    import trl.trainer.utils as trl_utils
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is None:  # Triton-less CPU torch
+        from haiku_kit.train import TorchChunkedLogProb
+
+        monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", TorchChunkedLogProb)
+    calls = []
+    original_call = TopKTopPLogitsWarper.__call__
+
+    def counting_call(self, input_ids, scores):
+        calls.append(scores.shape)
+        return original_call(self, input_ids, scores)
+
+    monkeypatch.setattr(TopKTopPLogitsWarper, "__call__", counting_call)
+    prompts = [[{"role": "user", "content": f"Generate a haiku about {t}"}] for t in ("rain", "moss")]
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=4,
+                      num_generations=2, max_completion_length=4, max_steps=1, report_to="none",
+                      top_k=64, top_p=0.95, temperature=1.0, save_strategy="no", log_completions=False)
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                          reward_funcs=lambda completions, **kw: [float(len(str(c))) for c in completions],
+                          args=args, train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+                          processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    install_fast_topk_topp()
+    try:
+        trainer.train()
+    finally:
+        uninstall_fast_topk_topp()
+    assert calls and all(shape[0] == 4 for shape in calls)  # one generate call for the step's 4 rollouts
