@@ -4,13 +4,16 @@ Prints, in one run on the same cores (all ratios are side by side, so machine no
   1. tok/s at batch 8/16/32 for greedy, sampled with transformers' warpers (old) and sampled with the
      fused top-k/top-p warper (new); 32 new tokens, no early stop; median of --repeats interleaved runs;
   2. GRPO with the cpu-demo preset's settings: today (8 completions per generate call, old sampling),
-     batched (generation_batch_size=32, new sampling) and batched with num_iterations=2: completions
-     per second and s/step, split into generation / log-prob / backward / rewards / other;
+     batched (generation_batch_size=32: one generate call for 4 optimizer steps, new sampling),
+     batched with num_iterations=2, and accum4 (gradient_accumulation_steps=4: one generate call and
+     one optimizer step for 32 completions): completions per second and s/step, split into
+     generation / log-prob / backward / rewards / other;
   3. achieved GFLOP/s of greedy generation against a plain fp32 matmul on the same threads;
   4. the tied LM head's share of a batch-32 greedy step.
 Targets: sampled >= 0.9x greedy at batch 32; GRPO completions/s >= 4x today's.
 
-    python benchmarks/rollout.py [--sections gen,grpo,flops,head] [--repeats 2] [--grpo-steps 4]
+    python benchmarks/rollout.py [--sections gen,grpo,flops,head] [--repeats 2] [--threads 1]
+                                 [--variants today,batched,batched+iter2,accum4] [--batches 8,16,32]
 """
 
 from __future__ import annotations
@@ -64,25 +67,24 @@ def time_generate(model, tokenizer, batch: int, mode: str) -> float:
     return elapsed
 
 
-def bench_generation(model, tokenizer, repeats: int) -> dict:
+def bench_generation(model, tokenizer, repeats: int, batches=BATCHES) -> dict:
     from haiku_kit.fast_sampling import uninstall_fast_topk_topp
 
     modes = ("greedy", "sampled-old", "sampled-new")
     time_generate(model, tokenizer, 4, "greedy")  # warm-up
     rates: dict = {}
-    for batch in BATCHES:
+    print(f"\n## Generation, {NEW_TOKENS} new tokens, tok/s (median of {repeats}), top_k 64 / top_p 0.95")
+    print("| batch | greedy | sampled old | sampled new | old/greedy | new/greedy | new/old |")
+    print("|---|---|---|---|---|---|---|")
+    for batch in batches:
         runs = {m: [] for m in modes}
         for _ in range(repeats):  # interleaved, so drifting load hits every mode alike
             for m in modes:
                 runs[m].append(batch * NEW_TOKENS / time_generate(model, tokenizer, batch, m))
-        rates[batch] = {m: statistics.median(v) for m, v in runs.items()}
-    uninstall_fast_topk_topp()
-    print(f"\n## Generation, {NEW_TOKENS} new tokens, tok/s (median of {repeats}), top_k 64 / top_p 0.95")
-    print("| batch | greedy | sampled old | sampled new | old/greedy | new/greedy | new/old |")
-    print("|---|---|---|---|---|---|---|")
-    for batch, r in rates.items():
+        r = rates[batch] = {m: statistics.median(v) for m, v in runs.items()}
         g, o, n = r["greedy"], r["sampled-old"], r["sampled-new"]
         print(f"| {batch} | {g:.1f} | {o:.1f} | {n:.1f} | {o / g:.2f}x | {n / g:.2f}x | {n / o:.2f}x |")
+    uninstall_fast_topk_topp()
     return rates
 
 
@@ -114,10 +116,12 @@ def bench_warpers(batch: int = 32, vocab: int = 262144, repeats: int = 5) -> Non
 # --------------------------------------------------------------------------- GRPO
 
 
+# name: (preset overrides, fused sampling, optimizer steps per 32 generated completions)
 GRPO_VARIANTS = {
-    "today": ({}, False),
-    "batched": ({"grpo.generation_batch_size": 32}, True),
-    "batched+iter2": ({"grpo.generation_batch_size": 32, "grpo.num_iterations": 2}, True),
+    "today": ({}, False, 4),
+    "batched": ({"grpo.generation_batch_size": 32}, True, 4),
+    "batched+iter2": ({"grpo.generation_batch_size": 32, "grpo.num_iterations": 2}, True, 8),
+    "accum4": ({"grpo.gradient_accumulation_steps": 4}, True, 1),
 }
 
 
@@ -142,17 +146,19 @@ class PhaseTimer:
         setattr(owner, name, timed)
 
 
-def run_grpo_variant(name: str, steps: int, tmp: str) -> dict:
+def run_grpo_variant(name: str, rounds: int, tmp: str) -> dict:
     from datasets import Dataset
 
     from haiku_kit.config import load_preset
     from haiku_kit.data import build_prompt, load_embedded
     from haiku_kit.fast_sampling import install_fast_topk_topp, uninstall_fast_topk_topp
+    from haiku_kit.similarity import get_scorer
     from haiku_kit.train import build_grpo_trainer, load_for
 
-    overrides, fast = GRPO_VARIANTS[name]
-    iterations = overrides.get("grpo.num_iterations", 1)
-    steps = steps * iterations  # the same number of generated completions in every variant
+    get_scorer(device="cpu")  # loaded once per process: not a per-step cost
+
+    overrides, fast, steps_per_round = GRPO_VARIANTS[name]
+    steps = rounds * steps_per_round  # the same number of generated completions in every variant
     cfg = load_preset("cpu-demo", [f"output_dir={tmp}/{name}", f"grpo.max_steps={steps}", "grpo.save_steps=1000",
                                    *(f"{k}={v}" for k, v in overrides.items())])
     (install_fast_topk_topp if fast else uninstall_fast_topk_topp)()
@@ -173,27 +179,28 @@ def run_grpo_variant(name: str, steps: int, tmp: str) -> dict:
     phases = {p: timer.seconds.get(p, 0.0) for p in ("generation", "log-prob", "backward", "rewards")}
     phases["other"] = total - sum(phases.values())
     return {"steps": steps, "total": total, "generated": generated, "phases": phases,
-            "per_step_trained": trainer.args.per_device_train_batch_size, "gen_calls": timer.calls.get("generation")}
+            "per_step": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps,
+            "gen_calls": timer.calls.get("generation")}
 
 
-def bench_grpo(steps: int, variants: list[str]) -> dict:
+def bench_grpo(rounds: int, variants: list[str]) -> dict:
     import tempfile
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in variants:
-            results[name] = run_grpo_variant(name, steps, tmp)
+            results[name] = run_grpo_variant(name, rounds, tmp)
             print(f"{name}: done, load average {os.getloadavg()[0]:.1f}")
     base = results.get("today")
-    print("\n## GRPO, cpu-demo settings (8 completions per optimizer step, 40 new tokens max)")
-    print("| variant | steps | generate calls | completions/s | s/step | generation | log-prob | backward "
+    print("\n## GRPO, cpu-demo settings (4 generations per prompt, 40 new tokens max)")
+    print("| variant | steps | completions/step | generate calls | completions/s | s/step | generation | log-prob | backward "
           "| rewards | other | completions/s vs today |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         rate = r["generated"] / r["total"]
         ph = {p: s / r["steps"] for p, s in r["phases"].items()}
         ratio = f"{rate / (base['generated'] / base['total']):.2f}x" if base else "-"
-        print(f"| {name} | {r['steps']} | {r['gen_calls']} | {rate:.2f} | {r['total'] / r['steps']:.1f} | "
+        print(f"| {name} | {r['steps']} | {r['per_step']} | {r['gen_calls']} | {rate:.2f} | {r['total'] / r['steps']:.1f} | "
               f"{ph['generation']:.1f} | {ph['log-prob']:.1f} | {ph['backward']:.1f} | {ph['rewards']:.2f} | "
               f"{ph['other']:.1f} | {ratio} |")
     print("Phases are seconds per optimizer step; completions/s counts generated completions "
@@ -255,7 +262,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="gen,grpo,flops,head")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--grpo-steps", type=int, default=4, help="optimizer steps per variant (x num_iterations)")
+    parser.add_argument("--grpo-rounds", type=int, default=1, help="rounds of 32 generated completions per variant")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="generation batch sizes")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads; 1 avoids thread-barrier stalls when other jobs share the cores")
     parser.add_argument("--variants", default=",".join(GRPO_VARIANTS))
@@ -273,12 +281,12 @@ def main() -> None:
         model, tokenizer = load_embedded_model()
         if "gen" in sections:
             bench_warpers()
-            rates = bench_generation(model, tokenizer, args.repeats)
+            rates = bench_generation(model, tokenizer, args.repeats, [int(b) for b in args.batches.split(",")])
         if sections & {"flops", "head"}:
             bench_flops_and_head(model, tokenizer, rates)
         del model
     if "grpo" in sections:
-        bench_grpo(args.grpo_steps, args.variants.split(","))
+        bench_grpo(args.grpo_rounds, args.variants.split(","))
 
 
 if __name__ == "__main__":
