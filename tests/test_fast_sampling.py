@@ -6,14 +6,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from transformers.generation.logits_process import (  # noqa: E402
+from transformers.generation.logits_process import (
     LogitsProcessorList,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
-from haiku_kit.fast_sampling import (  # noqa: E402
+from haiku_kit.fast_sampling import (
     TopKTopPLogitsWarper,
     fuse_topk_topp,
     install_fast_topk_topp,
