@@ -151,12 +151,12 @@ def run_grpo_variant(name: str, rounds: int, tmp: str) -> dict:
     from datasets import Dataset
 
     from haiku_kit.config import load_preset
-    from haiku_kit.loaders import load_embedded
-    from haiku_kit.text import build_prompt
     from haiku_kit.fast_sampling import install_fast_topk_topp, uninstall_fast_topk_topp
-    from haiku_kit.similarity import get_scorer
     from haiku_kit.grpo import build_grpo_trainer
+    from haiku_kit.loaders import load_embedded
     from haiku_kit.modeling import load_from_config
+    from haiku_kit.similarity import get_scorer
+    from haiku_kit.text import build_prompt
 
     get_scorer(device="cpu")  # loaded once per process: not a per-step cost
 
