@@ -10,7 +10,7 @@ import pytest
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("notebook_cells", REPO / "scripts" / "notebook_cells.py")
+spec = importlib.util.spec_from_file_location("sync_notebooks", REPO / "scripts" / "sync_notebooks.py")
 cells = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(cells)
 
@@ -76,16 +76,3 @@ def test_install_cell_does_nothing_when_the_kit_is_importable(monkeypatch):
     monkeypatch.setattr(subprocess, "check_call", lambda cmd, **kw: calls.append(cmd))
     exec(compile(cells.install_cell(URL), "install-cell", "exec"), {})  # noqa: S102 - our own cell
     assert calls == []
-
-
-@pytest.mark.parametrize("py", sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")), ids=lambda p: p.stem)
-def test_render_replaces_only_the_badge_and_install_cell(py):
-    text = py.read_text()
-    url = "https://github.com/someone/fork"
-    new = cells.render(text, py.with_suffix(".ipynb").name, url)
-    assert cells.colab_badge(url, py.with_suffix(".ipynb").name) in new
-    assert cells.install_cell(url) in new
-    assert cells.render(new, py.with_suffix(".ipynb").name, url) == new
-    assert new.count("# %%") == text.count("# %%")
-    untouched = [c for c in cells._cells(text) if "find_spec" not in c and "colab-badge" not in c]
-    assert all(c in new for c in untouched)

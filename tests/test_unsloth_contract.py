@@ -14,7 +14,8 @@ import pytest
 from kit_calls import CallSite, call_sites
 from unsloth_source import RegistryUnreachable, SourceTree, download_wheel, pinned_version
 
-from haiku_kit import modeling, precision
+from haiku_kit import backends, precision
+from haiku_kit.settings import LoraSettings
 
 # Kit call site (callee, receiver) -> how Unsloth provides it: ("method", class) or ("bound", attr).
 UNSLOTH_CALLS = {
@@ -80,9 +81,10 @@ def test_every_unsloth_keyword_the_kit_passes_exists(unsloth_tree):
 def test_kit_keywords_are_read_from_its_own_builders():
     # Guards the reader itself: the builders' keys must come through the ** splats.
     (load,) = kit_sites("from_pretrained", "FastModel")
-    assert set(modeling.unsloth_load_kwargs("m", 512, False)) <= load.keywords
+    everything = backends.unsloth_load_kwargs("m", 512, False, fast_inference=True)
+    assert {"fast_inference", "gpu_memory_utilization", "max_lora_rank"} <= set(everything) <= load.keywords
     peft_sites = kit_sites("get_peft_model", "FastModel")
-    assert all(set(modeling.unsloth_peft_kwargs(modeling.LoraSettings(), 0)) <= s.keywords for s in peft_sites)
+    assert all(set(backends.unsloth_peft_kwargs(LoraSettings(), 0)) <= s.keywords for s in peft_sites)
 
 
 def test_kit_follows_unsloths_float32_list(unsloth_tree):
@@ -91,7 +93,7 @@ def test_kit_follows_unsloths_float32_list(unsloth_tree):
 
 def test_kit_knows_which_modules_unsloth_must_precede(unsloth_tree):
     critical = unsloth_tree.literal("unsloth/_gpu_init.py", "critical_modules")
-    assert set(critical) <= set(modeling.UNSLOTH_PATCHED_MODULES)
+    assert set(critical) <= set(backends.UNSLOTH_PATCHED_MODULES)
 
 
 # --------------------------------------------------------------------------- doctored copies
