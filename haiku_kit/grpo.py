@@ -27,6 +27,7 @@ from haiku_kit.chat_format import stop_token_ids
 from haiku_kit.curriculum import CurriculumCallback
 from haiku_kit.data import load_run_data, sft_answers
 from haiku_kit.errors import ConfigError, DataError, ModelLoadError
+from haiku_kit.fast_inference import grpo_generation_args
 from haiku_kit.fast_sampling import install_fast_topk_topp
 from haiku_kit.modeling import check_adapter_dir, load_from_config, save_adapter
 from haiku_kit.rewards import RewardSpec
@@ -45,6 +46,7 @@ from haiku_kit.trainer_utils import (
     resolve_resume,
     select_split,
     train_stage,
+    training_precision,
     write_logs,
 )
 
@@ -93,7 +95,8 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
 
     spec = RewardSpec.from_dict(s.rewards)
     recorder = RewardRecorder(spec.names)
-    gen_kwargs = {"eos_token_id": stop_token_ids(model, tokenizer)}
+    fast = bool(cfg.model.fast_inference)
+    generation = grpo_generation_args(fast, cfg.model.gpu_memory_utilization, stop_token_ids(model, tokenizer))
     try:
         args = GRPOConfig(
             **common_args(cfg, s, stage_dir, device, model),
@@ -105,10 +108,11 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
             top_k=s.top_k,
             min_p=s.min_p,
             repetition_penalty=s.repetition_penalty,
-            generation_kwargs=gen_kwargs,
+            **generation,
             loss_type=s.loss_type,
             beta=s.beta,
             epsilon=s.epsilon,
+            epsilon_high=s.epsilon if s.epsilon_high is None else s.epsilon_high,
             num_iterations=s.num_iterations,
             scale_rewards=s.scale_rewards,
             mask_truncated_completions=s.mask_truncated_completions,
@@ -157,6 +161,7 @@ def grpo_effective(trainer) -> dict:
         "loss_type": a.loss_type,
         "beta": a.beta,
         "epsilon": a.epsilon,
+        "epsilon_high": a.epsilon_high,
         "scale_rewards": a.scale_rewards,
         "mask_truncated_completions": a.mask_truncated_completions,
         "num_generations": a.num_generations,
@@ -170,16 +175,20 @@ def grpo_effective(trainer) -> dict:
         "top_p": a.top_p,
         "top_k": a.top_k,
         "stop_token_ids": list(getattr(trainer, "eos_token_ids", [])),
+        "use_vllm": a.use_vllm,
+        "generation_kwargs": dict(a.generation_kwargs or {}),
         "learning_rate": a.learning_rate,
         "lr_scheduler_type": enum_value(a.lr_scheduler_type),
         "max_grad_norm": a.max_grad_norm,
         "optim": enum_value(a.optim),
         "max_steps": a.max_steps,
         "precision": precision_name(a),
+        "precision_reason": training_precision(device, trainer.model).reason,
         "device": device,
     }
     wanted = {
         "loss_type": s.loss_type, "beta": s.beta, "num_generations": s.num_generations,
+        "epsilon_high": s.epsilon if s.epsilon_high is None else s.epsilon_high,
         "mask_truncated_completions": s.mask_truncated_completions,
         "per_device_train_batch_size": s.per_device_train_batch_size,
         "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,

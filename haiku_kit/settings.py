@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from haiku_kit.errors import ConfigError
+from haiku_kit.fast_inference import fast_inference_problem
 
 # Named reward weightings a config may use (grpo.rewards, or a "grpo:NAME" stage); RewardSpec
 # builds TRL's reward_funcs/reward_weights from them. The reference (axeld5/gemma_haiku,
@@ -54,12 +55,12 @@ class LoraSettings:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    # Module names, or one regex string (peft's meaning of a string; Unsloth saves adapters so).
+    target_modules: list[str] | str = field(default_factory=lambda: list(LORA_TARGETS))
 
     def __post_init__(self) -> None:
-        if isinstance(self.target_modules, str):
-            self.target_modules = [self.target_modules]
-        self.target_modules = list(self.target_modules)
+        if not isinstance(self.target_modules, str):
+            self.target_modules = list(self.target_modules)
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ConfigError(f"model.lora.r must be a positive integer, got {self.r!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -86,6 +87,8 @@ class ModelSettings:
     max_seq_length: int = 512
     device: str = "auto"  # auto | cpu | cuda
     lora: LoraSettings = field(default_factory=LoraSettings)
+    fast_inference: bool = False  # GPU: Unsloth loads vLLM and GRPO generates through it
+    gpu_memory_utilization: float = 0.5  # vLLM's share of GPU memory (fast_inference)
 
 
 @dataclass
@@ -167,6 +170,9 @@ class GRPOSettings:
     loss_type: str = "dapo"
     beta: float = 0.0
     epsilon: float = 0.2
+    # None: the same as epsilon. Passed explicitly either way: given none, Unsloth sets 0.28 for
+    # an explicit loss_type="dapo" while TRL keeps epsilon, so the backends would differ.
+    epsilon_high: float | None = None
     num_iterations: int = 1
     scale_rewards: str = "group"
     # Truncated completions keep their (low) reward: masking them would hide rambling.
@@ -336,6 +342,10 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"stages: unknown stage {stage!r}; use sft, grpo or grpo:PHASE")
     for phase in cfg.grpo_phases:
         grpo_phase_settings(cfg, phase)  # unknown keys in a phase fail at load time
+    m = cfg.model
+    problem = fast_inference_problem(m.fast_inference, m.backend, m.device, m.gpu_memory_utilization)
+    if problem:
+        raise ConfigError(problem)
     g = cfg.grpo
     if g.num_generations < 2:
         raise ConfigError(f"grpo.num_generations={g.num_generations}: GRPO needs at least 2")

@@ -34,6 +34,7 @@ from haiku_kit.trainer_utils import (
     resolve_resume,
     select_split,
     train_stage,
+    training_precision,
     write_logs,
 )
 
@@ -133,6 +134,7 @@ def sft_effective(trainer) -> dict:
         "max_length": a.max_length,
         "optim": enum_value(a.optim),
         "precision": precision_name(a),
+        "precision_reason": training_precision(kit.device, trainer.model).reason,
         "device": kit.device,
         "train_rows": kit.rows,
     }

@@ -26,6 +26,7 @@ from haiku_kit import grpo, report, sft
 from haiku_kit.backends import backend_for, import_backend
 from haiku_kit.config import load_config, resolve_config, save_config
 from haiku_kit.data import build_run_splits, load_eval_data, load_splits
+from haiku_kit.env_info import write_env_json
 from haiku_kit.errors import HaikuKitError
 from haiku_kit.evaluate import EvalResult, run_eval
 from haiku_kit.generate import SamplingSettings
@@ -74,6 +75,7 @@ def open_run(preset: str, overrides: list[str], run_dir: str | Path) -> Run:
     paths.root.mkdir(parents=True, exist_ok=True)
     cfg = resolve_config(preset, overrides, paths.root)
     import_backend(backend_for(cfg))  # Unsloth first, before any stage imports transformers
+    write_env_json(paths.root)  # RUN/env.json: the versions and GPU this stage runs with
     if not paths.config.is_file():  # training adds the trainer's effective settings to it later
         save_config(cfg, paths.config)
     return Run(preset, list(overrides), cfg, paths)

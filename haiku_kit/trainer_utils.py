@@ -20,7 +20,9 @@ import yaml
 
 from haiku_kit.callbacks import plot_training, write_csv
 from haiku_kit.config import save_config
+from haiku_kit.env_info import write_env_json
 from haiku_kit.errors import DataError, ModelLoadError
+from haiku_kit.precision import Precision, choose_precision, gpu_capabilities
 from haiku_kit.runs import run_root
 from haiku_kit.settings import RunConfig
 
@@ -66,13 +68,16 @@ def cap_rows(dataset, n: int | None):
 # --------------------------------------------------------------------------- arguments
 
 
-def _precision(device: str, model) -> dict[str, Any]:
+def training_precision(device: str, model) -> Precision:
+    """bf16 only at compute capability >= 8.0; Gemma 3 in float32 below that (as Unsloth)."""
     if device == "cpu":
-        return {"use_cpu": True, "bf16": False, "fp16": False}
-    import torch
+        return choose_precision("cpu")
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return choose_precision("cuda", gpu_capabilities(), model_type)
 
-    bf16 = torch.cuda.is_bf16_supported()
-    return {"use_cpu": False, "bf16": bf16, "fp16": not bf16}
+
+def _precision(device: str, model) -> dict[str, Any]:
+    return {"use_cpu": device == "cpu", **training_precision(device, model).trainer_flags()}
 
 
 def common_args(cfg: RunConfig, s, out: Path, device: str, model) -> dict[str, Any]:
@@ -179,6 +184,7 @@ def record_effective(cfg: RunConfig, stage: str, stage_dir: Path, values: dict) 
     for key, value in values.items():
         logger.info("%s effective %s = %r", stage, key, value)
     (stage_dir / "effective.yaml").write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    write_env_json(run_root(cfg))  # RUN/env.json: the versions and GPU this training ran with
     config_path = run_root(cfg) / "config.yaml"
     effective = {}
     if config_path.is_file():
