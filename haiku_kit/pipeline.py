@@ -475,7 +475,10 @@ def make_report(run: Run, results: dict[str, str | Path]) -> Path:
         name: EvalResult.load(_require(Path(results[name]), "result.json", f"'{name}' eval"))
         for name in expected_evals(run.cfg)
     }
-    write_report(loaded, run.paths.report)
+    from haiku_kit.report import learning_curve
+
+    samples = run.paths.stage_dir("grpo") / "samples.jsonl"
+    write_report(loaded, run.paths.report, curve=learning_curve(samples) if samples.is_file() else None)
     return run.paths.report
 
 
@@ -651,7 +654,13 @@ def cli_demo(args) -> int:
         return 1
     paths = RunPaths(run_dir)
     print()
-    print(summary_table(load_results(run_dir)))
+    results = load_results(run_dir)
+    print(summary_table(results))
+    from haiku_kit.report import verdict
+
+    line = verdict(results)
+    if line:
+        print(line)
     print(f"report: {paths.report / 'report.md'} (full table: {paths.report / 'table.md'})")
     print(f"executed notebooks: {paths.notebooks}")
     print(f"demo finished in {(time.perf_counter() - began) / 60:.1f} min")

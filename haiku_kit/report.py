@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from haiku_kit import haiku as hk
 from haiku_kit.evaluate import PATTERN, EvalResult
 
 # (column title, metric key, shown as percent)
@@ -285,12 +286,74 @@ def plot_line_counts(results: dict[str, EvalResult], path: Path) -> Path:
     return _save(fig, path)
 
 
+# --------------------------------------------------------------------------- GRPO learning curve
+
+
+def learning_curve(samples_path: str | Path) -> list[dict]:
+    """Per GRPO step, from the rollouts in samples.jsonl (every completion of the step): the
+    valid-haiku share and the mean syllable distance, judged like the eval (extract_poem +
+    check)."""
+    import json
+
+    path = Path(samples_path)
+    by_step: dict[int, list[str]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                by_step.setdefault(int(row["step"]), []).append(str(row["completion"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line of an interrupted run
+    curve = []
+    for step, texts in sorted(by_step.items()):
+        checks = [hk.check(hk.extract_poem(t).poem) for t in texts]
+        curve.append({"step": step, "n": len(checks),
+                      "valid": sum(c.is_haiku for c in checks) / len(checks),
+                      "distance": sum(c.distance for c in checks) / len(checks)})
+    return curve
+
+
+def plot_learning_curve(curve: list[dict], path: Path) -> Path | None:
+    """Valid-haiku share and mean syllable distance of the rollouts, per GRPO step."""
+    if not curve:
+        return None
+    plt = _pyplot()
+    steps = [c["step"] for c in curve]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    top.plot(steps, [c["valid"] for c in curve], marker=".")
+    top.set_ylabel("valid haiku (rollouts)")
+    top.set_ylim(0, 1)
+    bottom.plot(steps, [c["distance"] for c in curve], marker=".", color="tab:red")
+    bottom.set_ylabel("mean syllable distance")
+    bottom.set_xlabel("GRPO step")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.suptitle("GRPO learning curve")
+    return _save(fig, path)
+
+
+def verdict(results: dict[str, EvalResult], before: str = "sft", after: str = "grpo",
+            metric: str = "haiku") -> str | None:
+    """One line: how far `after` moved `metric` from `before`, and whether their 95% CIs overlap."""
+    if before not in results or after not in results:
+        return None
+    a, b = results[before], results[after]
+    lo_a, hi_a = a.ci.get(metric, [math.nan, math.nan])
+    lo_b, hi_b = b.ci.get(metric, [math.nan, math.nan])
+    diff = 100 * (b.metrics[metric] - a.metrics[metric])
+    overlap = not (lo_b > hi_a or hi_b < lo_a)
+    return (f"{after.upper()} vs {before.upper()}: {diff:+.1f} points of {metric}, "
+            f"95% CIs {'overlap' if overlap else 'do not overlap'}")
+
+
 # --------------------------------------------------------------------------- report
 
 
-def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: int = 5) -> Path:
+def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: int = 5,
+                 curve: list[dict] | None = None) -> Path:
     """Write table.md, table.csv, metrics.png, syllable_errors.png, line_counts.png,
-    samples.md and failures.md into out_dir; return the path of report.md linking them."""
+    samples.md and failures.md into out_dir (and learning_curve.png/json for a GRPO `curve`,
+    see learning_curve); return the path of report.md linking them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = compare(results)
@@ -303,6 +366,18 @@ def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: i
     (out / "failures.md").write_text(failure_analysis(results), encoding="utf-8")
 
     parts = ["# Evaluation report\n", table.markdown()]
+    line = verdict(results)
+    if line:
+        parts.append(line + "\n")
+    if curve:
+        import json
+
+        (out / "learning_curve.json").write_text(json.dumps(curve, indent=1), encoding="utf-8")
+        plot_learning_curve(curve, out / "learning_curve.png")
+        rows = ["| step | rollouts | valid haiku | mean distance |", "|---|---|---|---|"]
+        rows += [f"| {c['step']} | {c['n']} | {c['valid']:.3f} | {c['distance']:.2f} |" for c in curve]
+        parts += ["## GRPO learning curve (the rollouts of each step)\n", "\n".join(rows) + "\n",
+                  "![GRPO learning curve](learning_curve.png)\n"]
     pass_k = table.pass_at_k_markdown()
     if pass_k:
         parts += ["## Valid haiku with k samples (pass@k, unbiased estimator)\n", pass_k]
