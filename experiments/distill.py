@@ -20,10 +20,10 @@ import harness as H
 
 def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_new_tokens: int):
     from haiku_kit import haiku as hk
-    from haiku_kit.data import build_prompt
-    from haiku_kit.evaluate import SamplingSettings, generate
+    from haiku_kit.generate import SamplingSettings, generate
+    from haiku_kit.text import build_prompt
     from haiku_kit.similarity import get_scorer
-    from haiku_kit.train import load_for
+    from haiku_kit.modeling import load_from_config as load_for
 
     model, tok = load_for(cfg, adapter, trainable=False)
     gens = generate(model, tok, [build_prompt(t) for t in topics], k=k, seed=1,
@@ -72,8 +72,10 @@ def main() -> None:
     (out / "self_poems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     data = H.with_extra_sft(splits, kept)
+    from haiku_kit.backends import resolve_device
+    from haiku_kit.modeling import load_from_config as load_for
     from haiku_kit.modeling import save_adapter
-    from haiku_kit.train import build_sft_trainer, load_for, resolve_device
+    from haiku_kit.sft import build_sft_trainer
 
     began = time.perf_counter()
     model, tok = load_for(cfg, args.init, trainable=True)

@@ -17,7 +17,8 @@ import re
 
 import harness as H
 
-from haiku_kit.data import embedded_path, load_embedded, near_key
+from haiku_kit.data import near_key
+from haiku_kit.loaders import embedded_path, load_embedded
 
 
 def line_key(line: str) -> str:
@@ -32,7 +33,7 @@ def main() -> None:
     existing = load_embedded()
     ref_topics: list[str] = []
     if H.REF_EVAL.is_file():
-        from haiku_kit.evaluate import load_eval_data
+        from haiku_kit.data import load_eval_data
 
         ref_topics = [r["topic"] for r in load_eval_data(str(H.REF_EVAL))[0]]
     staged = H.staged_rows()

@@ -1,5 +1,5 @@
-"""One GRPO experiment from a given SFT adapter: cpu-demo preset + overrides, optional per-line
-exact-count reward, then the fixed measurement and the learning curve from the trainer's log.
+"""One GRPO experiment from a given SFT adapter: cpu-demo preset + overrides, reward weights
+(line_exact_reward is a kit reward), then the fixed measurement and the learning curve from the trainer's log.
 
     python experiments/grpo.py --name G1 --init runs/exp/E0-demo-sft/sft/adapter \
         --set grpo.max_steps=40 --set grpo.learning_rate=2e-4 --set grpo.max_grad_norm=1.0 \
@@ -14,22 +14,8 @@ from pathlib import Path
 
 import harness as H
 
-from haiku_kit import rewards as R
 
 
-@R.reward(floor=0.0)
-def line_exact_reward(prompts, completions, **kwargs) -> list[float]:
-    """Share of the 3 lines whose syllable count is exactly on target (0 unless 3 lines)."""
-    out = []
-    for a in R._analyses(completions):
-        if a is None or len(a.check.lines) != 3:
-            out.append(0.0)
-        else:
-            out.append(sum(1 for e in a.check.line_errors if e == 0) / 3)
-    return out
-
-
-R.REGISTRY["line_exact_reward"] = line_exact_reward
 
 
 def curve(stage_dir: Path) -> list[dict]:
@@ -89,7 +75,8 @@ def main() -> None:
         splits = datasets.DatasetDict(dict(splits))
         sft_rl = splits["sft"].remove_columns(["messages"]).cast(splits["rl"].features)
         splits["rl"] = datasets.concatenate_datasets([splits["rl"], sft_rl]).shuffle(seed=0)
-    from haiku_kit.train import load_for, run_grpo
+    from haiku_kit.grpo import run_grpo
+    from haiku_kit.modeling import load_from_config as load_for
 
     adapter, grpo_s = H.timed(run_grpo, cfg, splits, init_adapter=args.init)
     stage_dir = Path(cfg.output_dir) / "grpo"

@@ -42,7 +42,7 @@ def config(name: str, overrides: list[str] = ()):
 def base_splits():
     """The cpu-demo splits of the embedded set (built once)."""
     from haiku_kit.data import load_splits
-    from haiku_kit.train import build_run_splits
+    from haiku_kit.data import build_run_splits
 
     if not (SPLITS / "manifest.json").is_file():
         cfg = resolve_config("cpu-demo", [], RUNS / "_tmp")
@@ -51,7 +51,7 @@ def base_splits():
 
 
 def eval_sets(n_ref: int = 64, n_demo: int = 64) -> dict[str, list[dict]]:
-    from haiku_kit.evaluate import load_eval_data
+    from haiku_kit.data import load_eval_data
 
     base_splits()
     demo, _ = load_eval_data(str(SPLITS))
@@ -83,7 +83,8 @@ def clean_extra(rows: list[dict], forbidden_topics: list[str], max_topic_cos: fl
     near (MiniLM cosine >= max_topic_cos) to a forbidden (eval) topic."""
     import numpy as np
 
-    from haiku_kit.data import filter_rows, normalize_poem
+    from haiku_kit.data import filter_rows
+    from haiku_kit.loaders import normalize_poem
     from haiku_kit.similarity import get_scorer
 
     report = {"loaded": len(rows)}
@@ -109,7 +110,7 @@ def with_extra_sft(splits, extra: list[dict]):
     """The splits with `extra` rows appended to sft (messages built like the kit's)."""
     import datasets
 
-    from haiku_kit.data import build_prompt
+    from haiku_kit.text import build_prompt
 
     known = set(splits["sft"]["haiku"]) | set(splits["rl"]["haiku"]) | set(splits["eval"]["haiku"])
     recs = []
@@ -135,8 +136,9 @@ def measure(cfg, adapter, label: str, sets: dict[str, list[dict]], train_answers
             sampling: dict | None = None, max_new_tokens: int = 48, batch_size: int = 32,
             model_tok=None) -> dict:
     """Evaluate one model on every set; returns {set: summary} and appends to results.jsonl."""
-    from haiku_kit.evaluate import SamplingSettings, run_eval
-    from haiku_kit.train import load_for
+    from haiku_kit.evaluate import run_eval
+    from haiku_kit.generate import SamplingSettings
+    from haiku_kit.modeling import load_from_config as load_for
 
     model, tok = model_tok or load_for(cfg, adapter, trainable=False)
     sampling = SamplingSettings(**(sampling or REF_SAMPLING)) if sampling != "greedy" \

@@ -30,9 +30,9 @@ def main() -> None:
 
     import torch
 
-    from haiku_kit.data import load_embedded
+    from haiku_kit.loaders import load_embedded
     from haiku_kit.syllables import analyze_line
-    from haiku_kit.train import load_for
+    from haiku_kit.modeling import load_from_config as load_for
 
     freq = Counter()
     gold = {}

@@ -78,12 +78,12 @@ def main() -> None:
     settings["sft_rows"] = len(splits["sft"])
     print(f"SFT rows: {len(splits['sft'])}", flush=True)
 
-    from haiku_kit.train import run_sft
+    from haiku_kit.sft import run_sft
 
     adapter, sft_s = H.timed(run_sft, cfg, splits)
     sets = H.eval_sets(args.n_ref, args.n_demo)
     train_answers = list(splits["sft"]["haiku"]) + list(splits["rl"]["haiku"])
-    from haiku_kit.train import load_for
+    from haiku_kit.modeling import load_from_config as load_for
 
     mt = load_for(cfg, adapter, trainable=False)
     res = H.measure(cfg, adapter, f"{args.name}/sft", sets, train_answers,

@@ -13,8 +13,9 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from haiku_kit import haiku as hk
+from haiku_kit.curve import plot_learning_curve
 from haiku_kit.evaluate import PATTERN, EvalResult
 
 # (column title, metric key, shown as percent)
@@ -103,6 +104,34 @@ def compare(results: dict[str, EvalResult]) -> ComparisonTable:
     if not results:
         raise ValueError("compare: no results given")
     return ComparisonTable(list(results), list(results.values()))
+
+
+# --------------------------------------------------------------------------- the terminal summary
+
+
+SUMMARY_COLUMNS = (
+    ("Haiku", "haiku", ""),
+    ("Similarity", "similarity", ""),
+    ("Total", "total", ""),
+    ("Train overlap", "train_overlap", "%"),
+)
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """The headline metrics (the reference's columns) with 95% CIs, narrow enough for a
+    terminal; RUN/report/table.md has every column."""
+
+    def cell(result, key: str, unit: str) -> str:
+        scale = 100 if unit else 1
+        value, (lo, hi) = result.metrics[key], result.ci[key]
+        return f"{value * scale:.3f}{unit} [{lo * scale:.3f}{unit}, {hi * scale:.3f}{unit}]"
+
+    head = ["Model", "n", *(title for title, _, _ in SUMMARY_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        cells = [name, str(len(r.records)), *(cell(r, k, u) for _, k, u in SUMMARY_COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- failures
@@ -286,50 +315,7 @@ def plot_line_counts(results: dict[str, EvalResult], path: Path) -> Path:
     return _save(fig, path)
 
 
-# --------------------------------------------------------------------------- GRPO learning curve
-
-
-def learning_curve(samples_path: str | Path) -> list[dict]:
-    """Per GRPO step, from the rollouts in samples.jsonl (every completion of the step): the
-    valid-haiku share and the mean syllable distance, judged like the eval (extract_poem +
-    check)."""
-    import json
-
-    path = Path(samples_path)
-    by_step: dict[int, list[str]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-                by_step.setdefault(int(row["step"]), []).append(str(row["completion"]))
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line of an interrupted run
-    curve = []
-    for step, texts in sorted(by_step.items()):
-        checks = [hk.check(hk.extract_poem(t).poem) for t in texts]
-        curve.append({"step": step, "n": len(checks),
-                      "valid": sum(c.is_haiku for c in checks) / len(checks),
-                      "distance": sum(c.distance for c in checks) / len(checks)})
-    return curve
-
-
-def plot_learning_curve(curve: list[dict], path: Path) -> Path | None:
-    """Valid-haiku share and mean syllable distance of the rollouts, per GRPO step."""
-    if not curve:
-        return None
-    plt = _pyplot()
-    steps = [c["step"] for c in curve]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    top.plot(steps, [c["valid"] for c in curve], marker=".")
-    top.set_ylabel("valid haiku (rollouts)")
-    top.set_ylim(0, 1)
-    bottom.plot(steps, [c["distance"] for c in curve], marker=".", color="tab:red")
-    bottom.set_ylabel("mean syllable distance")
-    bottom.set_xlabel("GRPO step")
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-    fig.suptitle("GRPO learning curve")
-    return _save(fig, path)
+# --------------------------------------------------------------------------- verdict
 
 
 def verdict(results: dict[str, EvalResult], before: str = "sft", after: str = "grpo",
