@@ -184,7 +184,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The cpu-demo preset end to end, then the headline table and where the report is."""
     from haiku_kit.pipeline import DEMO_PRESET, run_pipeline
-    from haiku_kit.report import summary_table
+    from haiku_kit.report import summary_table, verdict
     from haiku_kit.runs import RunPaths
     from haiku_kit.stages import load_results
 
@@ -195,7 +195,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_dir = run_pipeline(DEMO_PRESET, args.overrides, args.out, log_output=True)
     paths = RunPaths(run_dir)
     print()
-    print(summary_table(load_results(run_dir)))
+    results = load_results(run_dir)
+    print(summary_table(results))
+    line = verdict(results)
+    if line:
+        print(line)
     print(f"report: {paths.report / 'report.md'} (full table: {paths.report / 'table.md'})")
     print(f"executed notebooks: {paths.notebooks}")
     print(f"demo finished in {(time.perf_counter() - began) / 60:.1f} min")

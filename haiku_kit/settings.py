@@ -42,6 +42,17 @@ REWARD_PRESETS: dict[str, dict[str, float]] = {
         "format_penalty": 0.25,
         "length_penalty": 0.5,
     },
+    # shaped plus per-line exact counts: the CPU presets' choice (docs/experiments.efficacy.md).
+    "counting": {
+        "haiku_reward": 1.0,
+        "line_exact_reward": 1.0,
+        "syllable_reward": 0.5,
+        "line_count_penalty": 0.5,
+        "gated_similarity": 0.5,
+        "prompt_copy_penalty": 1.0,
+        "format_penalty": 0.25,
+        "length_penalty": 0.5,
+    },
 }
 
 

@@ -59,8 +59,12 @@ def test_cpu_presets_are_small():
     assert smoke.sft.max_steps == 3 and smoke.grpo.max_steps == 2 and smoke.eval.n_prompts <= 4
     demo = load_preset("cpu-demo")
     assert demo.model.name == "embedded" and demo.model.device == "cpu"
-    assert demo.grpo.num_generations == 4 and demo.grpo.max_completion_length <= 64
+    assert demo.grpo.num_generations == 8 and demo.grpo.max_completion_length <= 64
     assert (demo.grpo.temperature, demo.grpo.top_p, demo.grpo.top_k) == (1.0, 0.95, 64)
+    assert demo.eval.n_prompts >= 64 and demo.eval.k == 1  # CIs that mean something
+    full = load_preset("cpu-full")
+    assert full.model.name == "embedded" and full.eval.n_prompts >= 128
+    assert full.sft.max_steps > demo.sft.max_steps and full.grpo.max_steps > demo.grpo.max_steps
 
 
 def test_overrides_parse_yaml_scalars_and_dotted_paths():
