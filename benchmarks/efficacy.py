@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from haiku_kit import pipeline
+from haiku_kit import pipeline, runs, stages
 from haiku_kit.config import load_config
-from haiku_kit.evaluate import load_eval_data
-from haiku_kit.report import write_report
+from haiku_kit.data import load_eval_data
+from haiku_kit.report import summary_table, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DATA = REPO.parent / "shared" / "data" / "gemma_haiku" / "eval_data.json"
@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         settings["max_new_tokens"] = args.max_new_tokens
 
     results, eval_times = {}, {}
-    for name in pipeline.expected_evals(cfg):
+    for name in runs.expected_evals(cfg):
         adapter = run / ADAPTERS[name] if ADAPTERS[name] else None
         began = time.perf_counter()
-        result = pipeline.evaluate_rows(cfg, name, rows, train_answers, adapter, **settings)
+        result = stages.evaluate_rows(cfg, name, rows, train_answers, adapter, **settings)
         eval_times[name] = time.perf_counter() - began
         result.save(run / "efficacy" / name)
         results[LABELS[name]] = result
@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nEfficacy on the first {len(rows)} prompts of {eval_data.name} (k={args.k}), "
           f"run {run}:\n")  # fmt: skip
-    print(pipeline.summary_table(results))
+    print(summary_table(results))
     print("\nValues: mean [95% bootstrap CI]. Reference (Gemma 3 1B, 1 sample/prompt): base "
           "0.037/-0.100/-0.063, SFT 0.135/0.110/0.245, SFT+GRPO 0.088/0.371/0.459.")  # fmt: skip
     print("\nWall time per stage (pipeline run):")
-    for stage in pipeline.STAGES:
+    for stage in runs.STAGES:
         if stage in timings:
             print(f"  {stage:9s} {timings[stage]:8.1f} s")
     print(f"  {'total':9s} {sum(timings.values()):8.1f} s")

@@ -43,13 +43,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from haiku_kit import evaluate as ev
+    from haiku_kit.data import load_eval_data
+    from haiku_kit.generate import SamplingSettings
+    from haiku_kit.metrics import best_of_k_rate
     from haiku_kit.modeling import load_model
     from haiku_kit.report import compare, write_report
 
-    rows, train = ev.load_eval_data(args.data, args.train if Path(args.train).is_file() else None)
+    rows, train = load_eval_data(args.data, args.train if Path(args.train).is_file() else None)
     rows = rows[: args.n]
     model, tokenizer = load_model(args.model, lora=None, adapter=args.adapter)
-    sampling = ev.SamplingSettings(temperature=1.0, top_p=0.95, top_k=64)
+    sampling = SamplingSettings(temperature=1.0, top_p=0.95, top_k=64)
     name = f"base {args.model}" if args.adapter is None else Path(args.adapter).name
 
     start = time.perf_counter()
@@ -78,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                             k=args.best_of, seed=args.seed, sampling=sampling,
                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                             name=f"{name} k={args.best_of}")
-        print(f"valid haiku on {len(few)} prompts: k=1 {ev.best_of_k_rate(multi, 1):.3f}, "
-              f"k={args.best_of} {ev.best_of_k_rate(multi, args.best_of):.3f} "
+        print(f"valid haiku on {len(few)} prompts: k=1 {best_of_k_rate(multi, 1):.3f}, "
+              f"k={args.best_of} {best_of_k_rate(multi, args.best_of):.3f} "
               f"(best_of_k_rate; pass@k {multi.pass_at_k})")
         results[f"{name} k={args.best_of}"] = multi
 

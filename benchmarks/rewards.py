@@ -38,7 +38,7 @@ TEMPLATES = [
 
 def load_rows() -> list[dict]:
     try:
-        from haiku_kit.data import load_embedded
+        from haiku_kit.loaders import load_embedded
 
         rows = load_embedded()
     except Exception:  # noqa: BLE001 - the benchmark only needs some topics and poems

@@ -15,7 +15,6 @@ import functools
 import json
 import logging
 import math
-import re
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -23,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from haiku_kit import rewards
-from haiku_kit.config import CollapseSettings, MonitorSettings
-from haiku_kit.rewards import prompt_text
+from haiku_kit.haiku import extract_poem
+from haiku_kit.settings import CollapseSettings, MonitorSettings
+from haiku_kit.text import completion_text, copies_prompt, normalize, prompt_text
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +36,6 @@ class Callback:
         if name.startswith("on_"):
             return lambda *args, **kwargs: None
         raise AttributeError(name)
-
-
-def completion_text(completion: Any) -> str:
-    """rewards.completion_text, but never raising: logs must show whatever came back."""
-    try:
-        return rewards.completion_text(completion)
-    except TypeError:
-        return str(completion)
 
 
 # --------------------------------------------------------------------------- reward capture
@@ -79,7 +70,7 @@ class RewardBatch:
                 "step": self.step,
                 "topic": self.topics[i] if i < len(self.topics) else None,
                 "prompt": prompt_text(self.prompts[i]),
-                "completion": completion_text(self.completions[i]),
+                "completion": _text(self.completions[i]),
                 "rewards": {n: _num(v[i]) for n, v in self.components.items()},
                 "total": totals[i],
             }
@@ -158,58 +149,41 @@ class SampleLogger:
 
 # --------------------------------------------------------------------------- hacking monitor
 
-_WORD = re.compile(r"[a-z']+")
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def _norm(text: str) -> str:
-    return " ".join(_words(text))
-
-
-def copies_prompt(completion: str, prompt: str) -> bool:
-    """The completion repeats the prompt, or is made (>= 80%) of the prompt's words."""
-    comp, prom = _norm(completion), _norm(prompt)
-    if not comp:
-        return False
-    if prom and prom in comp:
-        return True
-    words = _words(completion)
-    if len(words) < 3:
-        return comp in prom
-    prompt_words = set(_words(prompt))
-    return sum(w in prompt_words for w in words) / len(words) >= 0.8
-
-
 def _poem(text: str) -> str:
     try:
-        from haiku_kit.haiku import extract_poem
-
         return extract_poem(text).poem
-    except Exception:  # noqa: BLE001 - the verifier is optional here: fall back to the raw text
+    except Exception:  # noqa: BLE001 - a monitor never stops training: fall back to the raw text
         return text
 
 
+def _text(completion: Any) -> str:
+    """Whatever came back, as text: logs must show it even when it is not a completion."""
+    return completion_text(completion, strict=False)
+
+
 class HackingMonitor(Callback):
-    """Share of completions that copy the prompt or reproduce an SFT answer, plus TRL's
-    frac_reward_zero_std and clipped-completion ratio; warns loudly past a threshold."""
+    """Share of completions that copy the prompt (text.copies_prompt, the eval's measure) or
+    reproduce an SFT answer, plus TRL's frac_reward_zero_std and clipped-completion ratio;
+    warns loudly past a threshold."""
 
     def __init__(self, settings: MonitorSettings | None = None, train_answers: Iterable[str] = ()):
         self.settings = settings or MonitorSettings()
-        self.train_answers = {_norm(a) for a in train_answers if _norm(a)}
+        self.train_answers = {normalize(a) for a in train_answers if normalize(a)}
         self.latest: dict[str, float] = {}
         self.warnings: list[str] = []
 
     def __call__(self, batch: RewardBatch) -> None:
-        texts = [completion_text(c) for c in batch.completions]
+        texts = [_text(c) for c in batch.completions]
+        poems = [_poem(t) for t in texts]
+        topics = [str(t or "") for t in batch.topics] or [""] * len(texts)
         n = max(1, len(texts))
-        self.latest["monitor/copy_prompt_share"] = (
-            sum(copies_prompt(t, prompt_text(p)) for t, p in zip(texts, batch.prompts)) / n
-        )
+        # Raw text, not the extracted poem: an instruction echoed back can look like a preamble.
+        self.latest["monitor/copy_prompt_share"] = sum(
+            copies_prompt(t, prompt_text(p), topic)
+            for t, p, topic in zip(texts, batch.prompts, topics)
+        ) / n
         self.latest["monitor/train_overlap_share"] = (
-            sum(_norm(_poem(t)) in self.train_answers for t in texts) / n if self.train_answers else 0.0
+            sum(normalize(p) in self.train_answers for p in poems) / n if self.train_answers else 0.0
         )
         self.latest["monitor/empty_share"] = sum(not t.strip() for t in texts) / n
 
@@ -279,7 +253,7 @@ class CollapseDetector:
 
 class CollapseCallback(Callback):
     """Feeds the detector from reward batches; stops training when it fires. The rollback
-    itself (final adapter = last checkpoint saved before the collapse) happens in train.py."""
+    itself (final adapter = last checkpoint saved before the collapse) happens in grpo.py."""
 
     def __init__(self, settings: CollapseSettings | None = None):
         self.detector = CollapseDetector(settings)
@@ -292,7 +266,7 @@ class CollapseCallback(Callback):
         if not totals:
             return
         value = max(totals) if self.settings.metric == "max" else sum(totals) / len(totals)
-        empty = sum(not completion_text(c).strip() for c in batch.completions) / len(totals)
+        empty = sum(not _text(c).strip() for c in batch.completions) / len(totals)
         self._pending = (batch.step, value, empty)
 
     def on_step_end(self, args, state, control, **kwargs):

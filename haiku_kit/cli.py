@@ -1,31 +1,209 @@
-"""`haiku-kit` command line: a thin dispatcher; each command's logic lives in its module."""
+"""`haiku-kit` command line: the argument parser and every command's handler.
+
+One error rule for every command: bad input (a preset, file, row, key or argument) prints one
+line naming it on stderr, `haiku-kit COMMAND: error: ...`, and exits 2. `check` and `write`
+exit 1 for a text that is not a haiku; Ctrl-C exits 130.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
+import logging
+import os
 import sys
+import time
+from pathlib import Path
+
+from haiku_kit.errors import HaikuKitError
+
+DEFAULT_PRESET = "cpu-demo"
 
 
-def _handler(module: str, func: str):
-    def run(args: argparse.Namespace) -> int:
-        return getattr(importlib.import_module(f"haiku_kit.{module}"), func)(args)
+# --------------------------------------------------------------------------- handlers
 
-    return run
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Each line with its syllable count(s), then the verdict. 0 = haiku, 1 = not."""
+    from haiku_kit.haiku import check, parse_pattern
+
+    pattern = parse_pattern(args.pattern)
+    if args.file in (None, "-"):
+        text = sys.stdin.read()
+    else:
+        text = Path(args.file).read_text(encoding="utf-8")
+    result = check(text, pattern, strict=args.strict)
+    for i, (line, c) in enumerate(zip(result.lines, result.counts)):
+        target = f"/{pattern[i]}" if i < len(pattern) else "/-"
+        shown = "|".join(str(n) for n in sorted(c))
+        print(f"{shown:>6}{target:<4} {line}")
+    if result.symbols:
+        print(f"symbols (0 syllables): {' '.join(result.symbols)}")
+    name = "-".join(map(str, pattern))
+    print(f"haiku ({name})" if result.is_haiku else f"not a haiku ({name}): {result.reason}")
+    return 0 if result.is_haiku else 1
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    """Load, filter and split a source; print the rows left after each filter step."""
+    from haiku_kit.data import build_splits
+    from haiku_kit.loaders import FilterReport, load_source
+
+    report = FilterReport()
+    try:
+        rows = load_source(args.source, args.topic_col, args.haiku_col,
+                           on_bad_row=args.on_bad_row, report=report)
+        dd = build_splits(rows, args.out, seed=args.seed, min_similarity=args.min_similarity,
+                          report=report, sources=[args.source])
+    except (HaikuKitError, OSError):
+        if report.steps:
+            print(report, file=sys.stderr)
+        raise
+    print(report)
+    print(f"wrote {', '.join(f'{k}={len(v)}' for k, v in dd.items())} to {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """`haiku-kit train {sft,grpo} --preset P --set k=v --out RUN`."""
+    from haiku_kit.config import resolve_config, save_config
+    from haiku_kit.runs import RunPaths
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = resolve_config(args.preset, list(args.overrides or []), args.out)
+    save_config(cfg, RunPaths.of(cfg).config)
+    if args.stage == "sft":
+        from haiku_kit.sft import run_sft
+
+        out = run_sft(cfg)
+    else:
+        from haiku_kit.grpo import run_grpo_stages
+
+        out = run_grpo_stages(cfg)
+    print(f"adapter saved to {out}")
+    return 0
+
+
+def model_config(args: argparse.Namespace):
+    """The RunConfig whose model `eval` and `write` load: --preset (+ --set) when given, else
+    the defaults; --model names the model, else an --adapter's own base model."""
+    from haiku_kit.config import apply_overrides, load_preset
+    from haiku_kit.modeling import adapter_base_model
+    from haiku_kit.settings import RunConfig
+
+    if args.preset or args.overrides:
+        cfg = apply_overrides(load_preset(args.preset or DEFAULT_PRESET), list(args.overrides))
+    else:
+        cfg = RunConfig()
+    name = args.model
+    if name is None and args.adapter and not args.preset:
+        name = adapter_base_model(args.adapter)
+    if name is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=name))
+    return cfg
+
+
+def cmd_write(args: argparse.Namespace) -> int:
+    """The poem, its per-line counts and the verdict. 0 = valid haiku, 1 = not."""
+    from haiku_kit.generate import write_haiku
+    from haiku_kit.modeling import load_from_config
+
+    model, tokenizer = load_from_config(model_config(args), args.adapter, trainable=False)
+    result = write_haiku(args.topic, model=model, tokenizer=tokenizer, k=args.k, seed=args.seed,
+                         max_new_tokens=args.max_new_tokens)
+    print(result.poem)
+    print()
+    print(result.diagnosis())
+    print(f"similarity to topic: {result.similarity:+.3f} (cos - 0.5); best of {args.k}")
+    return 0 if result.is_haiku else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Generate on the eval prompts, score, write JSONL + table + plots."""
+    from haiku_kit.data import load_eval_data
+    from haiku_kit.errors import DataError
+    from haiku_kit.evaluate import run_eval
+    from haiku_kit.generate import SamplingSettings
+    from haiku_kit.modeling import load_from_config
+    from haiku_kit.report import write_report
+
+    out = Path(args.out)
+    rows, train = load_eval_data(args.data, args.train)  # bad data fails before a model loads
+    if args.n is not None:
+        rows = rows[: args.n]
+    if not rows:
+        raise DataError(f"--data {args.data}: no eval prompts")
+    cfg = model_config(args)
+    name = args.name or Path(args.adapter or cfg.model.name).name or "model"
+    model, tokenizer = load_from_config(cfg, args.adapter, trainable=False)
+    result = run_eval(model, rows, tokenizer=tokenizer, adapter=args.adapter, train_answers=train,
+                      k=args.k, seed=args.seed, name=name,
+                      sampling=SamplingSettings.greedy() if args.greedy else None,
+                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    result.meta["model"] = cfg.model.name
+    result.save(out)
+    report = write_report({name: result}, out)
+    print(f"wrote {out / 'generations.jsonl'}, {out / 'result.json'} and {report}")
+    print((out / "table.md").read_text())
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from haiku_kit.pipeline import run_pipeline
+
+    run_dir = run_pipeline(args.preset, args.overrides, args.out, from_stage=args.from_stage,
+                           log_output=True)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The cpu-demo preset end to end, then the headline table and where the report is."""
+    from haiku_kit.pipeline import DEMO_PRESET, run_pipeline
+    from haiku_kit.report import summary_table
+    from haiku_kit.runs import RunPaths
+    from haiku_kit.stages import load_results
+
+    # The demo uses only the embedded model and MiniLM: make any hub access fail fast.
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    began = time.perf_counter()
+    run_dir = run_pipeline(DEMO_PRESET, args.overrides, args.out, log_output=True)
+    paths = RunPaths(run_dir)
+    print()
+    print(summary_table(load_results(run_dir)))
+    print(f"report: {paths.report / 'report.md'} (full table: {paths.report / 'table.md'})")
+    print(f"executed notebooks: {paths.notebooks}")
+    print(f"demo finished in {(time.perf_counter() - began) / 60:.1f} min")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_config_args(p: argparse.ArgumentParser, preset_default: str | None, what: str) -> None:
+    p.add_argument("--preset", default=preset_default, help=what)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. model.load_in_4bit=true (repeatable)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p, None, "load the model as this preset does (name, backend, 4-bit)")
+    p.add_argument("--model", default=None,
+                   help="model name/path (default: the --adapter's base model, else embedded)")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="haiku-kit", description=__doc__)
+    parser = argparse.ArgumentParser(prog="haiku-kit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    # --- check (verifier) ---
     p = sub.add_parser("check", help="check whether a text is a 5-7-5 haiku")
     p.add_argument("file", nargs="?", default="-", help="text file, or - for stdin")
     p.add_argument("--pattern", default="5-7-5", help="syllable pattern, e.g. 3-5-3")
     p.add_argument("--strict", action="store_true", help="most common pronunciation only")
-    p.set_defaults(func=_handler("haiku", "cli_check"))
+    p.set_defaults(func=cmd_check)
 
-    # --- data (data) ---
     p = sub.add_parser("data", help="dataset commands")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     b = data_sub.add_parser("build", help="build SFT/RL/eval splits from a source")
@@ -37,20 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-similarity", type=lambda s: None if s.lower() == "none" else float(s),
                    default=0.5, help="topic-poem cosine threshold; none disables")
     b.add_argument("--on-bad-row", choices=["skip", "raise"], default="skip")
-    b.set_defaults(func=_handler("data", "cli_data_build"))
+    b.set_defaults(func=cmd_data_build)
 
-    # --- train (train) ---
     p = sub.add_parser("train", help="run SFT or GRPO from a preset")
     p.add_argument("stage", choices=["sft", "grpo"])
-    p.add_argument("--preset", default="cpu-demo")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_config_args(p, DEFAULT_PRESET, "preset name or YAML file")
     p.add_argument("--out", required=True, help="run folder")
-    p.set_defaults(func=_handler("train", "cli_train"))
+    p.set_defaults(func=cmd_train)
 
-    # --- eval / write (eval) ---
     p = sub.add_parser("eval", help="evaluate a model on prompts; writes JSONL, table, plots")
-    p.add_argument("--model", default="embedded", help="model name/path")
-    p.add_argument("--adapter", default=None, help="LoRA adapter folder")
+    _add_model_args(p)
     p.add_argument("--data", default=None,
                    help="splits folder, jsonl, or chat json (default: bundled eval split)")
     p.add_argument("--k", type=int, default=1)
@@ -62,35 +236,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    p.set_defaults(func=_handler("evaluate", "cli_eval"))
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("write", help="write a verified haiku about a topic")
     p.add_argument("topic")
-    p.add_argument("--model", default="embedded")
-    p.add_argument("--adapter", default=None)
+    _add_model_args(p)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.set_defaults(func=_handler("evaluate", "cli_write"))
+    p.set_defaults(func=cmd_write)
 
-    # --- pipeline / demo (pipeline) ---
     p = sub.add_parser("pipeline", help="run the notebooks end to end with papermill")
-    p.add_argument("--preset", default="cpu-demo")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_config_args(p, DEFAULT_PRESET, "preset name or YAML file")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--from", dest="from_stage", default=None, help="resume from this stage")
-    p.set_defaults(func=_handler("pipeline", "cli_pipeline"))
+    p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("demo", help="the CPU end-to-end demo (cpu-demo preset)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.set_defaults(func=_handler("pipeline", "cli_demo"))
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        saved = "; a checkpoint was saved (see above)" if args.command == "train" else ""
+        print(f"haiku-kit {args.command}: interrupted{saved}", file=sys.stderr)
+        return 130
+    except (HaikuKitError, OSError, ValueError) as err:
+        print(f"haiku-kit {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

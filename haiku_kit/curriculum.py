@@ -5,13 +5,13 @@ cheapest way to avoid a penalty is to say nothing), after which every completion
 scores the same and GRPO has no gradient. A curriculum starts with soft penalties (or none)
 while the model learns the form, then hardens them.
 
-A curriculum is a list of stages, each `{until_step, weights | scales, ramp}`:
-- `until_step`: the stage holds for global steps < until_step; the last stage may leave it out
+A curriculum is a list of segments, each `{until_step, weights | scales, ramp}`:
+- `until_step`: the segment holds for global steps < until_step; the last segment may leave it out
   (None: forever).
 - `weights`: {reward name: weight} replacing the RewardSpec's weight; `scales`: {reward name:
   factor} multiplying it. Names left out keep the spec's weight.
-- `ramp`: "step" (default) holds the stage's values; "linear" moves them linearly to the next
-  stage's values by `until_step`.
+- `ramp`: "step" (default) holds the segment's values; "linear" moves them linearly to the next
+  segment's values by `until_step`.
 
 Example, penalties from 10% to full strength over the first 50 steps:
     [{"until_step": 50, "scales": {"length_penalty": 0.1, "prompt_copy_penalty": 0.1},
@@ -37,7 +37,7 @@ RAMPS = ("step", "linear")
 
 
 @dataclass
-class Stage:
+class Segment:
     until_step: int | None = None
     weights: dict[str, float] = field(default_factory=dict)
     scales: dict[str, float] = field(default_factory=dict)
@@ -54,9 +54,9 @@ class Stage:
         return out
 
 
-def _stage(data: Any, i: int) -> Stage:
-    where = f"curriculum stage {i}"
-    if isinstance(data, Stage):
+def _segment(data: Any, i: int) -> Segment:
+    where = f"curriculum segment {i}"
+    if isinstance(data, Segment):
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {data!r}")
@@ -80,80 +80,80 @@ def _stage(data: Any, i: int) -> Stage:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{where}: {key}.{name} must be a number, got {value!r}")
         tables[key] = {str(k): float(v) for k, v in table.items()}
-    return Stage(until, tables["weights"], tables["scales"], ramp)
+    return Segment(until, tables["weights"], tables["scales"], ramp)
 
 
 class RewardCurriculum:
     """Reward weights as a function of the global step (see the module docstring)."""
 
-    def __init__(self, stages: list[dict | Stage]):
-        if not stages:
-            raise ConfigError("a curriculum needs at least one stage")
-        self.stages = [_stage(s, i) for i, s in enumerate(stages)]
+    def __init__(self, segments: list[dict | Segment]):
+        if not segments:
+            raise ConfigError("a curriculum needs at least one segment")
+        self.segments = [_segment(s, i) for i, s in enumerate(segments)]
         previous = -1
-        for i, stage in enumerate(self.stages):
-            if stage.until_step is None:
-                if i != len(self.stages) - 1:
+        for i, segment in enumerate(self.segments):
+            if segment.until_step is None:
+                if i != len(self.segments) - 1:
                     raise ConfigError(
-                        f"curriculum stage {i}: only the last stage may omit until_step"
+                        f"curriculum segment {i}: only the last segment may omit until_step"
                     )
                 continue
-            if stage.until_step <= previous:
+            if segment.until_step <= previous:
                 raise ConfigError(
-                    f"curriculum stage {i}: until_step {stage.until_step} must be greater than "
-                    f"the previous stage's ({previous})"
+                    f"curriculum segment {i}: until_step {segment.until_step} must be greater than "
+                    f"the previous segment's ({previous})"
                 )
-            previous = stage.until_step
-        if self.stages[-1].ramp == "linear":
-            raise ConfigError("curriculum: the last stage cannot ramp (there is no next stage)")
+            previous = segment.until_step
+        if self.segments[-1].ramp == "linear":
+            raise ConfigError("curriculum: the last segment cannot ramp (there is no next segment)")
 
     @classmethod
     def from_dict(cls, data: Any) -> RewardCurriculum:
-        """From a list of stages or {"stages": [...]}."""
+        """From a list of segments or {"segments": [...]}."""
         if isinstance(data, RewardCurriculum):
             return data
         if isinstance(data, dict):
-            data = data.get("stages")
+            data = data.get("segments", data.get("stages"))  # "stages": the old key
         if not isinstance(data, list):
-            raise ConfigError(f"a curriculum is a list of stages, got {data!r}")
+            raise ConfigError(f"a curriculum is a list of segments, got {data!r}")
         return cls(data)
 
     def to_dict(self) -> list[dict[str, Any]]:
-        return [s.to_dict() for s in self.stages]
+        return [s.to_dict() for s in self.segments]
 
     def validate(self, spec: RewardSpec) -> None:
-        """Every reward a stage names must be in the spec."""
-        for i, stage in enumerate(self.stages):
-            for name in [*stage.weights, *stage.scales]:
+        """Every reward a segment names must be in the spec."""
+        for i, segment in enumerate(self.segments):
+            for name in [*segment.weights, *segment.scales]:
                 if name not in spec.names:
                     raise ConfigError(
-                        f"curriculum stage {i} names reward {name!r}, which the reward spec "
+                        f"curriculum segment {i} names reward {name!r}, which the reward spec "
                         f"does not use ({', '.join(spec.names)})"
                     )
 
-    def _values(self, stage: Stage, spec: RewardSpec) -> list[float]:
+    def _values(self, segment: Segment, spec: RewardSpec) -> list[float]:
         return [
-            stage.weights.get(name, base) * stage.scales.get(name, 1.0)
+            segment.weights.get(name, base) * segment.scales.get(name, 1.0)
             for name, base in zip(spec.names, spec.weights)
         ]
 
-    def stage_index(self, step: int) -> int:
-        for i, stage in enumerate(self.stages):
-            if stage.until_step is None or step < stage.until_step:
+    def segment_index(self, step: int) -> int:
+        for i, segment in enumerate(self.segments):
+            if segment.until_step is None or step < segment.until_step:
                 return i
-        return len(self.stages) - 1  # past every until_step: the last stage holds
+        return len(self.segments) - 1  # past every until_step: the last segment holds
 
     def weights_at(self, step: int, spec: RewardSpec) -> list[float]:
         """The reward weights (in spec order) for this global step."""
         self.validate(spec)
-        i = self.stage_index(step)
-        stage = self.stages[i]
-        values = self._values(stage, spec)
-        if stage.ramp != "linear" or step >= (stage.until_step or 0):
+        i = self.segment_index(step)
+        segment = self.segments[i]
+        values = self._values(segment, spec)
+        if segment.ramp != "linear" or step >= (segment.until_step or 0):
             return values
-        start = self.stages[i - 1].until_step if i > 0 else 0
-        target = self._values(self.stages[i + 1], spec)
-        t = (step - start) / max(1, stage.until_step - start)
+        start = self.segments[i - 1].until_step if i > 0 else 0
+        target = self._values(self.segments[i + 1], spec)
+        t = (step - start) / max(1, segment.until_step - start)
         return [a + (b - a) * t for a, b in zip(values, target)]
 
 

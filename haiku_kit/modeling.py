@@ -1,9 +1,10 @@
-"""Load a causal LM + tokenizer ready for TRL (SFT/GRPO), with LoRA, on Unsloth or plain HF.
+"""The one path from a config to a model + tokenizer ready for TRL (SFT/GRPO) or generation,
+and saving what was trained.
 
-``backend="auto"`` uses Unsloth only when CUDA is available and unsloth is installed, else
-transformers + peft. Both apply the same LoRA settings. Nothing heavy is imported at module
-import time: Unsloth must be imported before transformers/trl to patch them, so the Unsloth
-branch imports it first thing, and transformers is only imported inside functions here.
+`load_from_config(cfg, adapter, trainable)` is what training, evaluation, `haiku-kit eval` and
+`haiku-kit write` use; `load_model(...)` is the same loader with explicit arguments. Both
+backends (backends.py) apply the same LoRA settings. Nothing heavy is imported at module import
+time: the Unsloth branch imports unsloth first thing, transformers only inside functions.
 """
 
 from __future__ import annotations
@@ -15,166 +16,36 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from haiku_kit.backends import (
+    GPU_INSTALL_HINT,
+    backend_for,
+    resolve_backend,
+    unsloth_import_order_problem,
+    unsloth_load_kwargs,
+    unsloth_peft_kwargs,
+)
+from haiku_kit.chat_format import prepare_tokenizer
 from haiku_kit.errors import ModelLoadError
+from haiku_kit.settings import LoraSettings, RunConfig
 
 log = logging.getLogger(__name__)
 
-END_OF_TURN = "<end_of_turn>"
-BACKENDS = ("auto", "unsloth", "hf")
-GPU_INSTALL_HINT = 'pip install "haiku-kit[gpu]"'
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-# Modules Unsloth must be imported before in order to patch them.
-UNSLOTH_PATCHED_MODULES = ("transformers", "trl", "peft")
 META_FILE = "haiku_kit_model.json"
+EMBEDDED = "embedded"
+EMBEDDED_FOLDER_PREFIX = "gemma-3-270m-base-v"  # embedded.MODEL_FOLDER without its version
 
 
-@dataclass
-class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = field(
-        default=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    )
+def peft_lora_config(lora: LoraSettings):
+    """The LoRA settings as peft's LoraConfig (the hf backend; Unsloth: unsloth_peft_kwargs)."""
+    from peft import LoraConfig
 
-    def __post_init__(self) -> None:
-        if isinstance(self.target_modules, str):
-            self.target_modules = (self.target_modules,)
-        self.target_modules = tuple(self.target_modules)
-        if not isinstance(self.r, int) or self.r <= 0:
-            raise ValueError(f"LoraSettings.r must be a positive integer, got {self.r!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoraSettings.dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.target_modules:
-            raise ValueError("LoraSettings.target_modules must not be empty")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LoraSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown LoRA setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**dict(data))
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["target_modules"] = list(self.target_modules)
-        return out
-
-    def peft_config(self):
-        from peft import LoraConfig
-
-        return LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=list(self.target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-
-
-# --------------------------------------------------------------------------- backend choice
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is required in practice
-        return False
-    return torch.cuda.is_available()
-
-
-def unsloth_installed() -> bool:
-    # find_spec does not import unsloth (importing it has side effects on transformers).
-    return importlib.util.find_spec("unsloth") is not None
-
-
-def choose_backend(backend: str, cuda: bool, unsloth: bool) -> str:
-    """Pure backend resolution: "unsloth" or "hf", or ModelLoadError saying what is missing."""
-    if backend not in BACKENDS:
-        raise ModelLoadError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "hf":
-        return "hf"
-    if backend == "auto":
-        return "unsloth" if cuda and unsloth else "hf"
-    if not cuda:
-        raise ModelLoadError(
-            "backend='unsloth' needs a CUDA GPU, and none is available here; "
-            "use backend='hf' (or 'auto') on CPU"
-        )
-    if not unsloth:
-        raise ModelLoadError(
-            f"backend='unsloth' needs the unsloth package, which is not installed; "
-            f"install it with: {GPU_INSTALL_HINT}  (or use backend='hf')"
-        )
-    return "unsloth"
-
-
-def resolve_backend(backend: str = "auto") -> str:
-    """The backend to use on this machine: "unsloth" or "hf"."""
-    if backend not in BACKENDS:  # fail before probing CUDA
-        raise ModelLoadError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return choose_backend(backend, cuda=cuda_available(), unsloth=unsloth_installed())
-
-
-def import_backend(backend: str = "auto") -> str:
-    """Resolve `backend`; for Unsloth, import it now. Call this before anything that may import
-    transformers/trl (e.g. MiniLM in the data stage), because Unsloth must patch them first."""
-    resolved = resolve_backend(backend)
-    if resolved == "unsloth":
-        import unsloth  # noqa: F401
-    return resolved
-
-
-def unsloth_import_order_problem(loaded_modules: Iterable[str]) -> str | None:
-    """Warning text when unsloth would be imported after modules it needs to patch."""
-    loaded = set(loaded_modules)
-    if "unsloth" in loaded:
-        return None
-    early = [name for name in UNSLOTH_PATCHED_MODULES if name in loaded]
-    if not early:
-        return None
-    return (
-        f"{', '.join(early)} imported before unsloth: Unsloth cannot patch them, so training "
-        "may be slower or use more memory. Call haiku_kit.modeling.load_model (or "
-        "`import unsloth`) before importing transformers/trl/peft."
-    )
-
-
-def unsloth_load_kwargs(
-    model_name: str, max_seq_length: int, load_in_4bit: bool, dtype: Any = None
-) -> dict[str, Any]:
-    """Arguments for unsloth.FastModel.from_pretrained (Gemma 3 GRPO notebook style)."""
-    return {
-        "model_name": model_name,
-        "max_seq_length": max_seq_length,
-        "dtype": dtype,
-        "load_in_4bit": load_in_4bit,
-        "load_in_8bit": False,
-        "full_finetuning": False,
-    }
-
-
-def unsloth_peft_kwargs(lora: LoraSettings, seed: int) -> dict[str, Any]:
-    """Arguments for unsloth.FastModel.get_peft_model, the same LoRA as the hf backend."""
-    return {
-        "finetune_vision_layers": False,
-        "finetune_language_layers": True,
-        "finetune_attention_modules": True,
-        "finetune_mlp_modules": True,
-        "target_modules": list(lora.target_modules),
-        "r": lora.r,
-        "lora_alpha": lora.alpha,
-        "lora_dropout": lora.dropout,
-        "bias": "none",
-        "random_state": seed,
-    }
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
 # --------------------------------------------------------------------------- sources
@@ -183,7 +54,7 @@ def unsloth_peft_kwargs(lora: LoraSettings, seed: int) -> dict[str, Any]:
 def resolve_model_source(model: str | os.PathLike) -> str:
     """Local folder (embedded cache or a user path) or a hub name, as a string."""
     model = os.fspath(model)
-    if model == "embedded":
+    if model == EMBEDDED:
         from haiku_kit.embedded import embedded_model_dir
 
         return str(embedded_model_dir())
@@ -219,56 +90,22 @@ def lora_from_adapter(adapter_dir: Path) -> LoraSettings:
         r=int(cfg["r"]),
         alpha=int(cfg["lora_alpha"]),
         dropout=float(cfg.get("lora_dropout", 0.0)),
-        target_modules=tuple(sorted(targets)),
+        target_modules=sorted(targets),
     )
 
 
-# --------------------------------------------------------------------------- tokenizer fixes
+def adapter_base_model(adapter: str | os.PathLike) -> str:
+    """The base model a saved adapter was trained on: "embedded", a local folder or a hub id.
 
-
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """Ids that end a completion: the model's eos ids, the tokenizer's eos and <end_of_turn>
-    when the vocabulary has it (Gemma: 1 and 106). Without 106, chat completions never end."""
-    tok = getattr(tokenizer, "tokenizer", tokenizer)
-    gen = getattr(model, "generation_config", None)
-    eos = getattr(gen, "eos_token_id", None)
-    ids = [eos] if isinstance(eos, int) else list(eos or [])
-    end_id = tok.convert_tokens_to_ids(END_OF_TURN)
-    ids += [tok.eos_token_id, end_id if end_id != tok.unk_token_id else None]
-    return [i for i in dict.fromkeys(ids) if isinstance(i, int)]
-
-
-def prepare_tokenizer(model, tokenizer, max_seq_length: int | None = None):
-    """Gemma 3 chat template, pad token and <end_of_turn> as a stop token."""
-    from haiku_kit.gguf_tokenizer import GEMMA3_CHAT_TEMPLATE
-
-    tok = getattr(tokenizer, "tokenizer", tokenizer)  # Unsloth may hand back a processor
-    model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
-    end_id = tok.convert_tokens_to_ids(END_OF_TURN)
-    has_end = end_id is not None and end_id != tok.unk_token_id
-    template = getattr(tok, "chat_template", None)
-    if template is None or (model_type.startswith("gemma3") and "generation" not in template):
-        if not has_end:
-            raise ModelLoadError(
-                f"tokenizer of {model_type or 'this model'} has no chat template and no "
-                f"{END_OF_TURN} token to build one with"
-            )
-        tok.chat_template = GEMMA3_CHAT_TEMPLATE
-        if tok is not tokenizer and hasattr(tokenizer, "chat_template"):
-            tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
-    if tok.pad_token is None:
-        tok.pad_token = (
-            "<pad>"
-            if tok.convert_tokens_to_ids("<pad>") not in (None, tok.unk_token_id)
-            else tok.eos_token
-        )
-    if max_seq_length:
-        tok.model_max_length = max_seq_length
-    gen = getattr(model, "generation_config", None)
-    if gen is not None:
-        gen.eos_token_id = stop_token_ids(model, tok)
-        gen.pad_token_id = tok.pad_token_id
-    return tokenizer
+    Read from the adapter's own adapter_config.json (base_model_name_or_path); the embedded
+    model's cache folder (any build version, any cache root) reads as "embedded", and so does an
+    adapter that names no base model, since the kit trains the embedded model by default."""
+    path = check_adapter_dir(adapter)
+    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    base = str(config.get("base_model_name_or_path") or "").strip()
+    if not base or base == EMBEDDED or Path(base).name.startswith(EMBEDDED_FOLDER_PREFIX):
+        return EMBEDDED
+    return base
 
 
 # --------------------------------------------------------------------------- loading
@@ -383,7 +220,7 @@ def _wrap_hf(model, lora: LoraSettings | None, adapter: Path | None, seed: int, 
     if adapter is not None:
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     torch.manual_seed(seed)
-    return get_peft_model(model, lora.peft_config())
+    return get_peft_model(model, peft_lora_config(lora))
 
 
 def _load_unsloth(source, load_in_4bit, dtype, max_seq_length, lora, adapter, seed):
@@ -447,6 +284,21 @@ def load_model(
     net._haiku_kit_backend = chosen
     net._haiku_kit_source = os.fspath(model)
     return net, tokenizer
+
+
+def load_from_config(cfg: RunConfig, adapter: str | Path | None = None, trainable: bool = True):
+    """The config's model + tokenizer: with a trainable LoRA (fresh, or `adapter`) for training,
+    or with `adapter` only (or none) for evaluation and writing."""
+    m = cfg.model
+    return load_model(
+        m.name,
+        backend=backend_for(cfg),
+        load_in_4bit=m.load_in_4bit,
+        lora=m.lora if trainable else None,
+        max_seq_length=m.max_seq_length,
+        adapter=str(adapter) if adapter else None,
+        seed=cfg.seed,
+    )
 
 
 # --------------------------------------------------------------------------- saving

@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from haiku_kit.evaluate import PATTERN, EvalResult
 
@@ -102,6 +103,34 @@ def compare(results: dict[str, EvalResult]) -> ComparisonTable:
     if not results:
         raise ValueError("compare: no results given")
     return ComparisonTable(list(results), list(results.values()))
+
+
+# --------------------------------------------------------------------------- the terminal summary
+
+
+SUMMARY_COLUMNS = (
+    ("Haiku", "haiku", ""),
+    ("Similarity", "similarity", ""),
+    ("Total", "total", ""),
+    ("Train overlap", "train_overlap", "%"),
+)
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """The headline metrics (the reference's columns) with 95% CIs, narrow enough for a
+    terminal; RUN/report/table.md has every column."""
+
+    def cell(result, key: str, unit: str) -> str:
+        scale = 100 if unit else 1
+        value, (lo, hi) = result.metrics[key], result.ci[key]
+        return f"{value * scale:.3f}{unit} [{lo * scale:.3f}{unit}, {hi * scale:.3f}{unit}]"
+
+    head = ["Model", "n", *(title for title, _, _ in SUMMARY_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        cells = [name, str(len(r.records)), *(cell(r, k, u) for _, k, u in SUMMARY_COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- failures

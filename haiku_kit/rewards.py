@@ -9,7 +9,7 @@ and the name TRL logs as `rewards/<name>/mean`.
 Each reward scores the poem that `haiku.extract_poem` finds in the completion (think blocks,
 preambles, fences... stripped), checked with our syllable verifier.
 
-Robustness (one decorator, `reward`): a reward never raises into the trainer. Completions that
+Robustness (one decorator, `safe_reward.reward`): a reward never raises into the trainer. Completions that
 are not text (None, ints, dicts), empty, longer than MAX_COMPLETION_CHARS, or garbage (no
 letter or digit in the poem) get the reward's documented `floor` (`f.floor`). An internal
 error is logged once per reward function (logging.warning, with the offending sample
@@ -33,14 +33,15 @@ from typing import Any
 
 from haiku_kit import haiku as hk
 from haiku_kit.errors import ConfigError
+from haiku_kit.safe_reward import ERROR_COUNTS, reset_error_log, reward  # noqa: F401 - public here
+from haiku_kit.settings import REWARD_PRESETS
+from haiku_kit.text import PATTERN, completion_text, copy_fraction, prompt_text, words
 
 log = logging.getLogger(__name__)
 
-PATTERN = (5, 7, 5)
 PATTERN_SYLLABLES = sum(PATTERN)  # 17
 MAX_COMPLETION_CHARS = 10_000  # longer completions are runaway generations: scored as floor
 SYLLABLE_DISTANCE_CAP = 2 * PATTERN_SYLLABLES  # the raw distance reward never goes below -34
-COPY_NGRAM = 3  # word n-grams compared by the prompt-copy penalty
 MAX_POEM_WORDS = PATTERN_SYLLABLES  # a 5-7-5 poem cannot have more words than syllables
 MAX_POEM_CHARS = 150
 FORMAT_PENALTY_PER_KIND = 0.5  # per kind of wrapping stripped (preamble, fence, title...)
@@ -59,46 +60,6 @@ def configure_similarity(
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def completion_text(completion: Any) -> str:
-    """The text of one completion: a string, or the assistant content of a message list.
-
-    Raises TypeError for anything else (None, numbers, dicts without content...).
-    """
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict) and "content" in completion:
-        return _content_text(completion["content"])
-    if isinstance(completion, (list, tuple)) and all(isinstance(m, dict) for m in completion):
-        if not completion:
-            return ""
-        parts = [
-            _content_text(m.get("content"))
-            for m in completion
-            if m.get("role", "assistant") == "assistant"
-        ]
-        return "\n".join(p for p in parts if p)
-    raise TypeError(f"a completion must be text or chat messages, got {type(completion).__name__}")
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # multimodal parts: [{"type": "text", "text": ...}]
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    raise TypeError(f"message content must be text, got {type(content).__name__}")
-
-
-def prompt_text(prompt: Any) -> str:
-    """All text of a prompt (string, or every message's content joined)."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, (list, tuple)):
-        return "\n".join(_content_text(m.get("content")) for m in prompt if isinstance(m, dict))
-    return ""
 
 
 @dataclass(frozen=True)
@@ -152,99 +113,6 @@ def _topics(kwargs: dict, n: int) -> list[str]:
     if len(topics) != n:
         raise ValueError(f"got {len(topics)} topics for {n} completions")
     return ["" if t is None else str(t) for t in topics]
-
-
-# --------------------------------------------------------------------------- the decorator
-
-_warned: set[str] = set()
-ERROR_COUNTS: dict[str, int] = {}
-
-
-def reset_error_log() -> None:
-    """Forget which rewards already logged an error (tests; a new training run)."""
-    _warned.clear()
-    ERROR_COUNTS.clear()
-
-
-def _truncate(value: Any, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
-
-
-def _as_float(value: Any, floor: float) -> float:
-    if hasattr(value, "item"):  # torch / numpy scalars
-        value = value.item()
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return floor
-    return value + 0.0 if math.isfinite(value) else floor  # + 0.0 turns -0.0 into 0.0
-
-
-def reward(floor: float) -> Callable[[Callable], Callable]:
-    """Make a batch scoring function a safe TRL reward with this floor value.
-
-    The wrapped function may raise; the wrapper then re-scores sample by sample so only the
-    offending samples get the floor, logs the first failure of this reward once, and always
-    returns one plain float per completion.
-    """
-
-    def decorate(fn: Callable) -> Callable:
-        name = fn.__name__
-
-        def score(prompts, completions, kwargs) -> list[float]:
-            out = fn(prompts, completions, **kwargs)
-            if len(out) != len(completions):
-                raise ValueError(f"returned {len(out)} scores for {len(completions)} completions")
-            return [_as_float(v, floor) for v in out]
-
-        @functools.wraps(fn)
-        def wrapper(prompts=None, completions=None, **kwargs) -> list[float]:
-            completions = list(completions or [])
-            n = len(completions)
-            prompts = list(prompts) if prompts is not None else [""] * n
-            try:
-                return score(prompts, completions, kwargs)
-            except Exception:
-                log.debug(
-                    "reward %s: batch failed, re-scoring sample by sample", name, exc_info=True
-                )
-            results = []
-            for i in range(n):
-                one = {k: _slice(v, i, n) for k, v in kwargs.items()}
-                try:
-                    results.append(score(prompts[i : i + 1], completions[i : i + 1], one)[0])
-                except Exception as err:  # noqa: BLE001 - a reward never raises into the trainer
-                    _report(name, completions[i], err, floor)
-                    results.append(floor)
-            return results
-
-        wrapper.floor = floor
-        return wrapper
-
-    return decorate
-
-
-def _slice(value: Any, i: int, n: int) -> Any:
-    if isinstance(value, (list, tuple)) and len(value) == n:
-        return value[i : i + 1]
-    return value
-
-
-def _report(name: str, sample: Any, err: Exception, floor: float) -> None:
-    ERROR_COUNTS[name] = ERROR_COUNTS.get(name, 0) + 1
-    if name in _warned:
-        return
-    _warned.add(name)
-    log.warning(
-        "reward %s failed (%s: %s) on completion %s; scored as its floor %s "
-        "(later errors of this reward are counted in rewards.ERROR_COUNTS, not logged)",
-        name,
-        type(err).__name__,
-        err,
-        _truncate(sample),
-        floor,
-    )
 
 
 # --------------------------------------------------------------------------- rewards
@@ -334,33 +202,6 @@ def gated_similarity(prompts, completions, **kwargs) -> list[float]:
     return out
 
 
-_WORD = re.compile(r"[a-z0-9']+")
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-
-
-def copy_fraction(poem: str, prompt: str, topic: str = "", n: int = COPY_NGRAM) -> float:
-    """Share of the poem's word n-grams that also occur in the prompt, in [0, 1].
-
-    Prompt n-grams made only of topic words are ignored: using the topic is the task, copying
-    the instruction around it is the hack. Poems shorter than n words use their length as n.
-    """
-    words = _words(poem)
-    if not words:
-        return 0.0
-    n = min(n, len(words))
-    topic_words = set(_words(topic))
-    prompt_grams = {g for g in _ngrams(_words(prompt), n) if not set(g) <= topic_words}
-    grams = _ngrams(words, n)
-    return sum(g in prompt_grams for g in grams) / len(grams)
-
-
 @reward(floor=-1.0)
 def prompt_copy_penalty(prompts, completions, **kwargs) -> list[float]:
     """-(share of the poem's word trigrams found in the prompt), in [-1, 0]. Floor -1.0.
@@ -403,7 +244,7 @@ def length_penalty(prompts, completions, **kwargs) -> list[float]:
         if a is None:
             out.append(-1.0)
             continue
-        extra_words = max(0, len(_words(a.poem)) - MAX_POEM_WORDS) / MAX_POEM_WORDS
+        extra_words = max(0, len(words(a.poem)) - MAX_POEM_WORDS) / MAX_POEM_WORDS
         extra_chars = max(0, len(a.poem) - MAX_POEM_CHARS) / MAX_POEM_CHARS
         out.append(-min(1.0, max(extra_words, extra_chars)))
     return out
@@ -437,26 +278,8 @@ def get_reward(name: str) -> Callable[..., list[float]]:
 
 # --------------------------------------------------------------------------- RewardSpec
 
-# The reference (axeld5/gemma_haiku, rewards.py) scores each completion as
-#   dense:  reward_three_lines + reward_haiku + reward_similarity
-#   sparse: s = reward_three_lines + reward_haiku; s += reward_similarity only when s == 1
-# with reward_three_lines = -1 unless 3 lines else 0, reward_haiku = 1/0 (5-7-5) and
-# reward_similarity = cos - 0.5. TRL's weighted sum of these functions with weight 1 gives the
-# same numbers: s == 1 exactly when the poem is a haiku (a haiku has 3 lines).
-PRESETS: dict[str, dict[str, float]] = {
-    "dense": {"line_count_penalty": 1.0, "haiku_reward": 1.0, "similarity_reward": 1.0},
-    "sparse": {"line_count_penalty": 1.0, "haiku_reward": 1.0, "gated_similarity": 1.0},
-    # Ours: a dense syllable signal (non-zero variance early on) plus the anti-hacking penalties.
-    "shaped": {
-        "haiku_reward": 1.0,
-        "syllable_reward": 0.5,
-        "line_count_penalty": 0.5,
-        "gated_similarity": 1.0,
-        "prompt_copy_penalty": 1.0,
-        "format_penalty": 0.25,
-        "length_penalty": 0.5,
-    },
-}
+# Named weightings (dense and sparse reproduce the reference exactly): settings.REWARD_PRESETS.
+PRESETS = REWARD_PRESETS
 
 
 @dataclass

@@ -46,48 +46,70 @@ overrides = []
 run_dir = "runs/quickstart"
 
 # %%
-from haiku_kit import pipeline
+from haiku_kit import stages
 
-run = pipeline.open_run(preset, overrides, run_dir)
+run = stages.open_run(preset, overrides, run_dir)
 print(f"run folder: {run.paths.root}\nstages: {run.cfg.stages}")
 
 # %% [markdown]
 # ## 1 · Data
 
 # %%
-data_dir = pipeline.build_data(run)
-pipeline.show_data(data_dir)
+data_dir = stages.build_data(run)
+stages.show_data(data_dir)
 
 # %% [markdown]
 # ## 2 · The base model
 
 # %%
-base = pipeline.evaluate_model(run, "base", data_dir)
-pipeline.show_result(base, "base model")
-pipeline.show_samples(base, "base model", n=3)
+base = stages.evaluate_model(run, "base", data_dir)
+stages.show_result(base, "base model")
+stages.show_samples(base, "base model", n=3)
 
 # %% [markdown]
 # ## 3 · SFT
 
+# %% [markdown]
+# The real objects: `model, tokenizer` (transformers + peft, or Unsloth on a GPU) and TRL's own
+# `SFTTrainer`. Change `trainer.args` before training if you like. (A preset without SFT, such as
+# `ref-rl-only-sparse`, skips this section: go on to GRPO.)
+
 # %%
-sft_adapter = pipeline.train_sft(run, data_dir)
-pipeline.show_training(run.paths.stage_dir("sft"))
-sft = pipeline.evaluate_model(run, "sft", data_dir, adapter=sft_adapter)
-pipeline.show_result(sft, "SFT")
+model, tokenizer = stages.load_model(run)
+trainer = stages.sft_trainer(run, model, tokenizer, data_dir)
+stages.show_args(trainer)
+
+# %%
+trainer.train()
+
+# %%
+sft_adapter = stages.save_sft(run, trainer)
+stages.show_training(run.paths.stage_dir("sft"))
+sft = stages.evaluate_model(run, "sft", data_dir, adapter=sft_adapter)
+stages.show_result(sft, "SFT")
 
 # %% [markdown]
 # ## 4 · GRPO
 
 # %%
-grpo_adapter = pipeline.train_grpo(run, data_dir, sft_adapter)
-pipeline.show_training(run.paths.stage_dir("grpo"))
-grpo = pipeline.evaluate_model(run, "grpo", data_dir, adapter=grpo_adapter)
-pipeline.show_result(grpo, "SFT→GRPO")
+start = stages.grpo_start(run, run.paths.sft_adapter)
+model, tokenizer = stages.load_model(run, adapter=start)
+trainer = stages.grpo_trainer(run, model, tokenizer, data_dir, start)
+stages.show_args(trainer)
+
+# %%
+trainer.train()
+
+# %%
+grpo_adapter = stages.save_grpo(run, trainer, data_dir)
+stages.show_training(run.paths.stage_dir("grpo"))
+grpo = stages.evaluate_model(run, "grpo", data_dir, adapter=grpo_adapter)
+stages.show_result(grpo, "SFT→GRPO")
 
 # %% [markdown]
 # ## 5 · Compare
 
 # %%
 results = {name: run.paths.eval_dir(name) for name in ("base", "sft", "grpo")}
-report_dir = pipeline.make_report(run, results)
-pipeline.show_report(report_dir)
+report_dir = stages.make_report(run, results)
+stages.show_report(report_dir)

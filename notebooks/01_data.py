@@ -51,17 +51,17 @@ overrides = []
 run_dir = "runs/demo"
 
 # %%
-from haiku_kit import pipeline
+from haiku_kit import stages
 
-run = pipeline.open_run(preset, overrides, run_dir)
+run = stages.open_run(preset, overrides, run_dir)
 print(f"run folder: {run.paths.root}\nsource: {run.cfg.data.source}")
 
 # %% [markdown]
 # ## Build the splits
 
 # %%
-data_dir = pipeline.build_data(run)
-pipeline.show_data(data_dir)
+data_dir = stages.build_data(run)
+stages.show_data(data_dir)
 
 # %%
-print(pipeline.elapsed(run))
+print(stages.elapsed(run))

@@ -50,23 +50,23 @@ run_dir = "runs/demo"
 data_dir = ""
 
 # %%
-from haiku_kit import pipeline
+from haiku_kit import stages
 
-run = pipeline.open_run(preset, overrides, run_dir)
+run = stages.open_run(preset, overrides, run_dir)
 data_dir = run.path("data_dir", data_dir)
 
 # %% [markdown]
 # ## Generate and score
 
 # %%
-base = pipeline.evaluate_model(run, "base", data_dir)
-pipeline.show_result(base, "base model")
+base = stages.evaluate_model(run, "base", data_dir)
+stages.show_result(base, "base model")
 
 # %% [markdown]
 # ## A few of its poems
 
 # %%
-pipeline.show_samples(base, "base model")
+stages.show_samples(base, "base model")
 
 # %%
-print(pipeline.elapsed(run))
+print(stages.elapsed(run))

@@ -47,27 +47,47 @@ run_dir = "runs/demo"
 data_dir = ""
 
 # %%
-from haiku_kit import pipeline
+from haiku_kit import stages
 
-run = pipeline.open_run(preset, overrides, run_dir)
+run = stages.open_run(preset, overrides, run_dir)
 data_dir = run.path("data_dir", data_dir)
+
+# %% [markdown]
+# ## The model and the trainer
+# `model, tokenizer` are the real transformers + peft objects (Unsloth's on a GPU preset): the
+# preset's model with a fresh LoRA adapter. `trainer` is TRL's own `SFTTrainer`, built with the
+# preset's settings; its key arguments are listed below and all of them are in `trainer.args`.
+# Change any before training, e.g. `trainer.args.max_steps = 20`.
+
+# %%
+model, tokenizer = stages.load_model(run)
+trainer = stages.sft_trainer(run, model, tokenizer, data_dir)
+stages.show_args(trainer)
 
 # %% [markdown]
 # ## Train
 
 # %%
-sft_adapter = pipeline.train_sft(run, data_dir)
-pipeline.show_training(run.paths.stage_dir("sft"))
+trainer.train()
+
+# %% [markdown]
+# ## Save the adapter
+# `RUN/sft/adapter/` (LoRA, safetensors), the training log and curves, and the settings the
+# trainer really used (`RUN/sft/effective.yaml`).
+
+# %%
+sft_adapter = stages.save_sft(run, trainer)
+stages.show_training(run.paths.stage_dir("sft"))
 
 # %% [markdown]
 # ## Evaluate the SFT model
 
 # %%
-sft = pipeline.evaluate_model(run, "sft", data_dir, adapter=sft_adapter)
-pipeline.show_result(sft, "SFT")
+sft = stages.evaluate_model(run, "sft", data_dir, adapter=sft_adapter)
+stages.show_result(sft, "SFT")
 
 # %%
-pipeline.show_samples(sft, "SFT")
+stages.show_samples(sft, "SFT")
 
 # %%
-print(pipeline.elapsed(run))
+print(stages.elapsed(run))

@@ -49,28 +49,50 @@ data_dir = ""
 sft_adapter = ""
 
 # %%
-from haiku_kit import pipeline
+from haiku_kit import stages
 
-run = pipeline.open_run(preset, overrides, run_dir)
+run = stages.open_run(preset, overrides, run_dir)
 data_dir = run.path("data_dir", data_dir)
 sft_adapter = run.path("sft_adapter", sft_adapter)
+
+# %% [markdown]
+# ## The model and the trainer
+# GRPO starts from the SFT adapter (or, as the preset's `grpo.init` says, from the base model:
+# `start` is then None). `trainer` is TRL's own `GRPOTrainer` with the kit's reward functions,
+# monitors and collapse detector; its key arguments are listed below and all of them are in
+# `trainer.args`. Change any before training, e.g. `trainer.args.max_steps = 5`.
+
+# %%
+start = stages.grpo_start(run, sft_adapter)
+model, tokenizer = stages.load_model(run, adapter=start)
+trainer = stages.grpo_trainer(run, model, tokenizer, data_dir, start)
+stages.show_args(trainer)
 
 # %% [markdown]
 # ## Train
 
 # %%
-grpo_adapter = pipeline.train_grpo(run, data_dir, sft_adapter)
-pipeline.show_training(run.paths.stage_dir("grpo"))
+trainer.train()
+
+# %% [markdown]
+# ## Save the adapter
+# `RUN/grpo/adapter/`, the log, sampled completions with every reward, and the curves. A preset
+# with several GRPO stages (e.g. `ref-full`: sparse, then dense rewards) trains the later ones
+# here, each from the previous adapter.
+
+# %%
+grpo_adapter = stages.save_grpo(run, trainer, data_dir)
+stages.show_training(run.paths.stage_dir("grpo"))
 
 # %% [markdown]
 # ## Evaluate the SFT→GRPO model
 
 # %%
-grpo = pipeline.evaluate_model(run, "grpo", data_dir, adapter=grpo_adapter)
-pipeline.show_result(grpo, "SFT→GRPO")
+grpo = stages.evaluate_model(run, "grpo", data_dir, adapter=grpo_adapter)
+stages.show_result(grpo, "SFT→GRPO")
 
 # %%
-pipeline.show_samples(grpo, "SFT→GRPO")
+stages.show_samples(grpo, "SFT→GRPO")
 
 # %%
-print(pipeline.elapsed(run))
+print(stages.elapsed(run))

@@ -45,9 +45,9 @@ sft_result = ""
 grpo_result = ""
 
 # %%
-from haiku_kit import pipeline
+from haiku_kit import stages
 
-run = pipeline.open_run(preset, overrides, run_dir)
+run = stages.open_run(preset, overrides, run_dir)
 results = {
     "base": run.path("base_result", base_result),
     "sft": run.path("sft_result", sft_result),
@@ -58,8 +58,8 @@ results = {
 # ## Compare
 
 # %%
-report_dir = pipeline.make_report(run, results)
-pipeline.show_report(report_dir)
+report_dir = stages.make_report(run, results)
+stages.show_report(report_dir)
 
 # %%
 print(f"report written to {report_dir}")

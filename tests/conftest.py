@@ -73,3 +73,38 @@ def tiny_model_dir(tmp_path_factory, embedded_dir) -> Path:
         if (embedded_dir / name).is_file():
             shutil.copy2(embedded_dir / name, out / name)
     return out
+
+
+# --------------------------------------------------------------------------- the pipeline, without papermill
+
+
+def _write_outputs(stage: str, run_dir: Path, cfg) -> None:
+    from haiku_kit.runs import ARTIFACTS, RunPaths, stage_outputs
+
+    for param in stage_outputs(stage, cfg):
+        folder = RunPaths(run_dir).artifact(param)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ARTIFACTS[param].marker).write_text("{}")
+
+
+@pytest.fixture
+def fake_notebooks(monkeypatch):
+    """Replace papermill with a stand-in that records calls and writes each stage's outputs."""
+    from haiku_kit import pipeline
+    from haiku_kit.config import resolve_config
+
+    calls: list[tuple[str, dict]] = []
+    fail_at: dict[str, str] = {}
+
+    def fake(src, out, parameters, stage, log_output=False):
+        calls.append((stage, parameters))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+        if fail_at.get(stage) == "raise":
+            raise pipeline.StageFailed(stage, out, "ValueError", "boom", cell=3, source="x = 1 / 0")
+        if fail_at.get(stage) != "silent":
+            cfg = resolve_config(parameters["preset"], parameters["overrides"], parameters["run_dir"])
+            _write_outputs(stage, Path(parameters["run_dir"]), cfg)
+
+    monkeypatch.setattr(pipeline, "execute_notebook", fake)
+    return calls, fail_at

@@ -13,12 +13,11 @@ from haiku_kit.callbacks import (
     JsonlLogger,
     RewardRecorder,
     SampleLogger,
-    copies_prompt,
     plot_training,
     read_jsonl,
     write_csv,
 )
-from haiku_kit.config import CollapseSettings, MonitorSettings
+from haiku_kit.settings import CollapseSettings, MonitorSettings
 
 
 def healthy_series(n=60, seed=0):
@@ -104,14 +103,6 @@ def test_sample_logger_respects_every(tmp_path):
         completions = [f"c{step}"]
         batch_call(recorder, step, completions, ["p"], ["t"], {"a": [0.0]})
     assert sorted({r["step"] for r in read_jsonl(tmp_path / "s.jsonl")}) == [1, 3, 6]
-
-
-def test_copies_prompt():
-    prompt = "Generate a haiku about the following topic: autumn rain"
-    assert copies_prompt("Generate a haiku about the following topic: autumn rain", prompt)
-    assert copies_prompt("the following topic autumn rain", prompt)
-    assert not copies_prompt("autumn rain taps slow\non the roof of the tool shed\nrust blooms on the rake", prompt)
-    assert not copies_prompt("", prompt)
 
 
 def test_hacking_monitor_measures_shares_and_warns(capsys):

@@ -1,4 +1,4 @@
-"""Run configuration: presets, inheritance, overrides and their errors."""
+"""config.py and settings.py: presets, inheritance, overrides, the schema and their errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from haiku_kit.config import (
     load_config,
     load_preset,
     save_config,
-    stage_dir_name,
 )
 from haiku_kit.errors import ConfigError
 
@@ -47,7 +46,6 @@ def test_grpo_phases_resolve_to_reward_specs():
     cfg = load_preset("ref-full")
     assert grpo_phase_settings(cfg, "sparse").rewards == "sparse"
     assert grpo_phase_settings(cfg, "dense").rewards == "dense"
-    assert [stage_dir_name(cfg, s) for s in cfg.stages] == ["sft", "grpo-sparse", "grpo"]
     # a phase not listed in grpo_phases but named like a reward preset means {rewards: NAME}
     dense = load_preset("ref-sft-grpo-dense")
     assert grpo_phase_settings(dense, "dense").rewards == "dense"
@@ -154,3 +152,13 @@ def test_config_round_trips_through_yaml(tmp_path):
     # a later save without extra keeps what training recorded
     save_config(cfg, path)
     assert "effective" in path.read_text()
+
+
+def test_one_lora_settings_class_checks_its_values():
+    from haiku_kit.config import LoraSettings
+
+    assert load_preset("cpu-demo").model.lora == LoraSettings()
+    with pytest.raises(ConfigError, match="model.lora.r must be a positive integer"):
+        apply_overrides(load_preset("cpu-demo"), ["model.lora.r=0"])
+    with pytest.raises(ConfigError, match="dropout"):
+        LoraSettings(dropout=1.5)

@@ -48,15 +48,15 @@ def test_round_trip():
 @pytest.mark.parametrize(
     "stages, message",
     [
-        ([], "at least one stage"),
+        ([], "at least one segment"),
         ([{"until_step": 5}, {"until_step": 5}], "greater than"),
-        ([{"until_step": None}, {"until_step": 5}], "only the last stage"),
+        ([{"until_step": None}, {"until_step": 5}], "only the last segment"),
         ([{"until_step": 5, "ramp": "cosine"}], "ramp must be one of"),
-        ([{"until_step": 5, "ramp": "linear"}], "last stage cannot ramp"),
+        ([{"until_step": 5, "ramp": "linear"}], "last segment cannot ramp"),
         ([{"until_step": -1}], "until_step"),
         ([{"until_step": 5, "weigths": {}}], "unknown keys"),
         ([{"until_step": 5, "scales": {"length_penalty": "big"}}], "must be a number"),
-        ("stages", "list of stages"),
+        ("stages", "list of segments"),
     ],
 )
 def test_bad_curricula(stages, message):
@@ -108,7 +108,7 @@ def cpu_logprob(monkeypatch):
     import trl.trainer.utils as trl_utils
 
     if getattr(trl_utils, "_ChunkedLogProbFunction", None) is None:
-        from haiku_kit.train import TorchChunkedLogProb
+        from haiku_kit.trainer_utils import TorchChunkedLogProb
 
         monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", TorchChunkedLogProb)
 

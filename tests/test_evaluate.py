@@ -1,18 +1,18 @@
-"""haiku_kit.evaluate: metric definitions, CIs, pass@k, save/load, generation, write_haiku."""
+"""evaluate.py and metrics.py: metric definitions, CIs, pass@k, save/load, references."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-from argparse import Namespace
 from itertools import combinations
 
 import numpy as np
 import pytest
 
 from haiku_kit import evaluate as ev
-from haiku_kit import haiku as hk
+from haiku_kit import metrics
+from haiku_kit.data import load_eval_data
 from haiku_kit.errors import DataError
 
 PROMPT = [{"role": "user", "content": "Generate a haiku about the following topic: frogs"}]
@@ -104,16 +104,16 @@ def test_per_line_error_histogram():
 
 def test_pyphen_counter_matches_the_reference_definition():
     # hyphenation pieces per word, blank lines dropped, exactly 3 lines
-    assert ev.pyphen_counts("An old silent pond\n\nA frog jumps into the pond") == [5, 7]
-    assert not ev.pyphen_is_haiku(HAIKU_A + "\nextra line")
-    assert ev.pyphen_is_haiku("  " + HAIKU_A + "\n\n")
+    assert metrics.pyphen_counts("An old silent pond\n\nA frog jumps into the pond") == [5, 7]
+    assert not metrics.pyphen_is_haiku(HAIKU_A + "\nextra line")
+    assert metrics.pyphen_is_haiku("  " + HAIKU_A + "\n\n")
 
 
 def test_pyphen_counter_passes_the_reference_filtered_train_set(shared_dir):
     # train_haiku.csv was filtered by the reference with pyphen 5-7-5: all rows must pass.
     with open(shared_dir / "data/gemma_haiku/train_haiku.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    failing = [r["haiku"] for r in rows if not ev.pyphen_is_haiku(r["haiku"])]
+    failing = [r["haiku"] for r in rows if not metrics.pyphen_is_haiku(r["haiku"])]
     assert not failing, failing[:3]
 
 
@@ -122,7 +122,7 @@ def test_cis_narrow_as_n_grows():
     widths = []
     for n in (20, 200, 2000):
         x = rng.random(n) < 0.3
-        lo, hi = ev.bootstrap_ci(x, seed=0)
+        lo, hi = metrics.bootstrap_ci(x, seed=0)
         assert lo <= x.mean() <= hi
         widths.append(hi - lo)
     assert widths[0] > widths[1] > widths[2] > 0
@@ -130,11 +130,11 @@ def test_cis_narrow_as_n_grows():
 
 def test_bootstrap_is_seeded_and_resamples_prompts():
     x = [1, 1, 0, 0, 1, 0]
-    assert ev.bootstrap_ci(x, seed=3) == ev.bootstrap_ci(x, seed=3)
+    assert metrics.bootstrap_ci(x, seed=3) == metrics.bootstrap_ci(x, seed=3)
     # identical samples within a prompt: grouping must not shrink the interval below the
     # interval of the per-prompt means
-    grouped = ev.bootstrap_ci([1, 1, 1, 0, 0, 0], groups=[0, 0, 0, 1, 1, 1], seed=0)
-    assert grouped == ev.bootstrap_ci([1, 0], seed=0)
+    grouped = metrics.bootstrap_ci([1, 1, 1, 0, 0, 0], groups=[0, 0, 0, 1, 1, 1], seed=0)
+    assert grouped == metrics.bootstrap_ci([1, 0], seed=0)
 
 
 def _brute_pass_at_k(n, c, k):
@@ -146,7 +146,7 @@ def _brute_pass_at_k(n, c, k):
 @pytest.mark.parametrize("n,c,k", [(1, 0, 1), (1, 1, 1), (4, 1, 1), (4, 1, 2), (8, 2, 4),
                                    (8, 0, 8), (8, 1, 8), (5, 3, 3)])
 def test_pass_at_k_is_the_unbiased_estimator(n, c, k):
-    assert ev.pass_at_k(n, c, k) == pytest.approx(_brute_pass_at_k(n, c, k))
+    assert metrics.pass_at_k(n, c, k) == pytest.approx(_brute_pass_at_k(n, c, k))
 
 
 def test_pass_at_k_and_best_of_k_with_k_samples():
@@ -155,10 +155,10 @@ def test_pass_at_k_and_best_of_k_with_k_samples():
     result = ev.evaluate(groups, ["frogs", "moon"], similarity=False)
     assert result.meta["k"] == 4 and len(result.records) == 8
     assert result.pass_at_k == pytest.approx({1: 0.125, 2: 0.25, 4: 0.5})
-    assert ev.best_of_k_rate(result, 1) == pytest.approx(result.metrics["haiku"])
-    assert ev.best_of_k_rate(result, 4) == pytest.approx(0.5)
+    assert metrics.best_of_k_rate(result, 1) == pytest.approx(result.metrics["haiku"])
+    assert metrics.best_of_k_rate(result, 4) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="pass@8"):
-        ev.best_of_k_rate(result, 8)
+        metrics.best_of_k_rate(result, 8)
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -183,13 +183,6 @@ def test_bad_input_names_the_problem():
         ev.evaluate_references([{"topic": "x"}], similarity=False)
 
 
-def test_pick_best_prefers_valid_then_distance_then_similarity():
-    checks = [hk.check(TWO_LINES), hk.check(HAIKU_A), hk.check(HAIKU_B)]
-    assert ev.pick_best(checks, [0.9, 0.1, 0.2]) == 2
-    off = [hk.check("a\nb\nc"), hk.check(TWO_LINES)]
-    assert ev.pick_best(off, [0.9, 0.1]) == int(off[1].distance < off[0].distance)
-
-
 def test_evaluate_references_on_the_embedded_set_scores_haiku_one():
     from haiku_kit.data import load_embedded
 
@@ -197,124 +190,6 @@ def test_evaluate_references_on_the_embedded_set_scores_haiku_one():
     assert result.metrics["haiku"] == 1.0
     assert result.metrics["three_lines"] == 1.0
     assert result.metrics["train_overlap"] == 0.0
-
-
-def test_load_eval_data_reads_the_reference_chat_json(shared_dir):
-    path = shared_dir / "data/gemma_haiku/eval_data.json"
-    rows, train = ev.load_eval_data(str(path), str(shared_dir / "data/gemma_haiku/sft_data.json"))
-    assert len(rows) == 592 and len(train) == 591
-    assert rows[0]["topic"] == "A lament for Mac Miller's final album and his passing."
-    assert rows[0]["prompt"][0]["content"].endswith("passing.\n")  # verbatim, as the reference
-
-
-def test_load_eval_data_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--data"):
-        ev.load_eval_data(str(tmp_path / "missing.jsonl"))
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"topic": "ok"}\n{"title": "no topic"}\n')
-    with pytest.raises(DataError, match="line 2"):
-        ev.load_eval_data(str(bad))
-
-
-# --------------------------------------------------------------------------- generation
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from haiku_kit.modeling import load_model
-
-    return load_model(str(tiny_model_dir), backend="hf", lora=None)
-
-
-def scripted_head(scripts, vocab):
-    """An lm_head replacement: on generation step s, row r gets token scripts[r][s] (the last
-    one repeated), so the test knows exactly what generate() must produce."""
-    import torch
-
-    class ScriptedHead(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.step = 0
-
-        def forward(self, hidden):
-            logits = torch.zeros(hidden.shape[0], hidden.shape[1], vocab)
-            for r in range(hidden.shape[0]):
-                script = scripts[r]
-                logits[r, :, script[min(self.step, len(script) - 1)]] = 100.0
-            self.step += 1
-            return logits
-
-    return ScriptedHead()
-
-
-def test_generate_stops_at_end_of_turn_and_reports_the_limit(tiny):
-    model, tokenizer = tiny
-    eot = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-    assert eot == 106
-    frog, pond = (tokenizer.encode(w, add_special_tokens=False)[0] for w in ("frog", " pond"))
-    real_head = model.lm_head
-    model.lm_head = scripted_head([[frog, pond, eot, frog], [frog]], model.config.vocab_size)
-    try:
-        gens = ev.generate(model, tokenizer, [PROMPT, "plain text prompt"], k=1, batch_size=2,
-                           max_new_tokens=6, sampling=ev.SamplingSettings.greedy(),
-                           progress=False)
-    finally:
-        model.lm_head = real_head
-    assert gens.texts == [["frog pond"], ["frog" * 6]]
-    assert gens.hit_limit == [[False], [True]]
-    assert gens.num_tokens == [[3], [6]]
-    assert gens.hit_limit_share == 0.5
-    result = ev.evaluate(gens, ["frogs", "frogs"], similarity=False)
-    assert result.metrics["hit_limit"] == 0.5 and result.metrics["tokens"] == 4.5
-
-
-def test_encode_gives_one_bos_and_left_padding(tiny):
-    _, tokenizer = tiny
-    chat = ev._prompt_strings(tokenizer, [PROMPT])[0]
-    assert chat.startswith(tokenizer.bos_token)
-    enc = ev.encode(tokenizer, [chat, "plain"])
-    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
-    for row, mask in zip(enc["input_ids"].tolist(), enc["attention_mask"].tolist()):
-        real = [t for t, m in zip(row, mask) if m]
-        assert real[0] == bos and real.count(bos) == 1
-    assert enc["input_ids"][1, 0].item() == pad  # the short prompt is padded on the left
-
-
-def test_generate_k_samples_is_seeded(tiny):
-    model, tokenizer = tiny
-    side = tokenizer.padding_side
-    run = {"k": 3, "batch_size": 4, "max_new_tokens": 4, "progress": False}
-    a = ev.generate(model, tokenizer, [PROMPT, PROMPT], seed=1, **run)
-    b = ev.generate(model, tokenizer, [PROMPT, PROMPT], seed=1, **run)
-    c = ev.generate(model, tokenizer, [PROMPT, PROMPT], seed=2, **run)
-    assert [len(t) for t in a.texts] == [3, 3]
-    assert a.texts == b.texts
-    assert a.texts != c.texts
-    assert tokenizer.padding_side == side
-    with pytest.raises(DataError, match="prompt 0"):
-        ev.generate(model, tokenizer, [42], progress=False)
-
-
-def test_cli_eval_writes_the_run_folder(tiny_model_dir, tmp_path, monkeypatch):
-    data = tmp_path / "topics.jsonl"
-    data.write_text('{"topic": "frogs"}\n{"topic": "moon"}\n{"topic": "rain"}\n')
-    args = Namespace(model=str(tiny_model_dir), adapter=None, data=str(data), k=2, n=2,
-                     out=str(tmp_path / "out"), seed=0, train=None, name="tiny",
-                     max_new_tokens=3, batch_size=4, greedy=False)
-    monkeypatch.setattr("haiku_kit.similarity.get_scorer", lambda *a, **k: FakeCosine())
-    assert ev.cli_eval(args) == 0
-    out = tmp_path / "out"
-    for name in ("generations.jsonl", "result.json", "table.md", "table.csv", "metrics.png",
-                 "report.md", "failures.md", "samples.md"):
-        assert (out / name).is_file(), name
-    loaded = ev.EvalResult.load(out)
-    assert loaded.meta["n_prompts"] == 2 and loaded.meta["k"] == 2
-    assert len(loaded.records) == 4 and "tiny" in (out / "table.md").read_text()
-
-
-class FakeCosine:
-    def cosine(self, topics, poems):
-        return [0.5] * len(topics)
 
 
 # --------------------------------------------------------------------------- real models
@@ -341,18 +216,6 @@ def test_evaluate_references_with_minilm():
     assert result.metrics["similarity"] > 0.0  # the bundled topics describe their poems
 
 
-@pytest.mark.slow
-def test_write_haiku_with_the_embedded_model(embedded):
-    model, tokenizer = embedded
-    written = ev.write_haiku("autumn rain", model=model, tokenizer=tokenizer, k=2,
-                             max_new_tokens=24, seed=0)
-    assert isinstance(written.poem, str) and len(written.candidates) == 2
-    assert written.reason and written.diagnosis().startswith("syllables per line")
-    best = ev.pick_best([hk.check(c["poem"]) for c in written.candidates],
-                        [c["similarity"] for c in written.candidates])
-    assert written.poem == written.candidates[best]["poem"]
-
-
 def test_a_raw_haiku_is_not_failed_by_the_extraction_heuristics():
     # a real reference answer whose first line looks like a preamble ("of course ...")
     text = "of course my parents\n are fighting on christmas why\nam i not surprised"
@@ -363,16 +226,8 @@ def test_a_raw_haiku_is_not_failed_by_the_extraction_heuristics():
 
 def test_evaluate_references_on_the_reference_eval_set(shared_dir):
     folder = shared_dir / "data/gemma_haiku"
-    rows, train = ev.load_eval_data(str(folder / "eval_data.json"), str(folder / "sft_data.json"))
+    rows, train = load_eval_data(str(folder / "eval_data.json"), str(folder / "sft_data.json"))
     result = ev.evaluate_references(rows, train_answers=train, similarity=False)
     assert result.metrics["pyphen_haiku"] == 1.0  # the reference filtered them with pyphen
     assert result.metrics["haiku"] >= 0.99  # our verifier disagrees on very few
     assert result.metrics["train_overlap"] == 0.0  # the reference's "train overlap 0%"
-
-
-def test_cli_eval_reports_bad_data_without_loading_a_model(tmp_path, capsys):
-    args = Namespace(model="embedded", adapter=None, data=str(tmp_path / "nope.json"), k=1,
-                     n=None, out=str(tmp_path / "out"), seed=0)
-    assert ev.cli_eval(args) == 2
-    assert "--data" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from haiku_kit.cli import main
 from haiku_kit.haiku import LINE_COUNT_PENALTY, check, extract_poem, split_lines
 
 POEM = "Golden leaves descend,\nCar turns, a sudden, swift shift,\nAutumn's quiet grace."
@@ -241,33 +240,3 @@ def test_quotes_only_stripped_when_they_wrap_the_poem(text):
 def test_quotes_around_each_line_and_single_quotes_with_apostrophes():
     assert extract_poem('"a b"\n"c d"\n"e f"').poem == "a b\nc d\ne f"
     assert extract_poem(f"'{POEM}'").poem == POEM  # "Autumn's" stays
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def test_cli_check_haiku(tmp_path, capsys):
-    path = tmp_path / "poem.txt"
-    path.write_text(POEM, encoding="utf-8")
-    assert main(["check", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "Golden leaves descend" in out and "haiku (5-7-5)" in out
-    assert "7/7" in out
-
-
-def test_cli_check_not_haiku(tmp_path, capsys):
-    path = tmp_path / "poem.txt"
-    path.write_text("one line only\n", encoding="utf-8")
-    assert main(["check", str(path)]) == 1
-    assert "not a haiku" in capsys.readouterr().out
-    assert main(["check", str(path), "--pattern", "4"]) == 0
-    assert main(["check", str(tmp_path / "missing.txt")]) == 2
-    assert "missing.txt" in capsys.readouterr().err
-    assert main(["check", str(path), "--pattern", "five"]) == 2
-
-
-def test_cli_check_stdin_strict(monkeypatch, capsys):
-    import io
-
-    monkeypatch.setattr("sys.stdin", io.StringIO(POEM))
-    assert main(["check", "-", "--strict"]) == 0

@@ -1,136 +1,34 @@
-"""load_model: backend choice, Unsloth argument building, errors, LoRA, saving and reloading."""
+"""modeling.py: loading (both backends), errors, LoRA, saving and reloading, an adapter's base."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from typing import ClassVar
 
 import pytest
 import torch
 
-from haiku_kit import modeling
+from haiku_kit import backends
+from haiku_kit.backends import unsloth_load_kwargs, unsloth_peft_kwargs
 from haiku_kit.errors import ModelLoadError
-from haiku_kit.modeling import (
-    LoraSettings,
-    choose_backend,
-    load_model,
-    save_adapter,
-    save_gguf,
-    save_merged,
-    unsloth_import_order_problem,
-    unsloth_load_kwargs,
-    unsloth_peft_kwargs,
-)
-
-# --------------------------------------------------------------------------- backend (fast)
-
-
-@pytest.mark.parametrize(
-    ("backend", "cuda", "unsloth", "expected"),
-    [
-        ("auto", True, True, "unsloth"),
-        ("auto", True, False, "hf"),
-        ("auto", False, True, "hf"),
-        ("auto", False, False, "hf"),
-        ("hf", True, True, "hf"),
-        ("unsloth", True, True, "unsloth"),
-    ],
-)
-def test_choose_backend(backend, cuda, unsloth, expected):
-    assert choose_backend(backend, cuda=cuda, unsloth=unsloth) == expected
-
-
-def test_unsloth_without_cuda_says_so():
-    with pytest.raises(ModelLoadError, match="CUDA"):
-        choose_backend("unsloth", cuda=False, unsloth=True)
-
-
-def test_unsloth_not_installed_says_how_to_install():
-    with pytest.raises(ModelLoadError, match=r'pip install "haiku-kit\[gpu\]"'):
-        choose_backend("unsloth", cuda=True, unsloth=False)
-
-
-@pytest.mark.parametrize("bad", ["torch", "Unsloth", "", "vllm"])
-def test_wrong_backend_string(bad):
-    with pytest.raises(ModelLoadError, match="backend must be one of"):
-        modeling.resolve_backend(bad)
-
-
-def test_resolve_backend_on_this_machine():
-    expected = "unsloth" if modeling.cuda_available() and modeling.unsloth_installed() else "hf"
-    assert modeling.resolve_backend("auto") == expected
-    assert modeling.resolve_backend("hf") == "hf"
-    if not modeling.cuda_available():
-        with pytest.raises(ModelLoadError, match="CUDA"):
-            load_model("embedded", backend="unsloth")
-
-
-def test_unsloth_load_kwargs():
-    kwargs = unsloth_load_kwargs("/m", max_seq_length=384, load_in_4bit=True)
-    assert kwargs == {
-        "model_name": "/m",
-        "max_seq_length": 384,
-        "dtype": None,
-        "load_in_4bit": True,
-        "load_in_8bit": False,
-        "full_finetuning": False,
-    }
-
-
-def test_unsloth_peft_kwargs_match_hf_lora():
-    lora = LoraSettings(r=8, alpha=16, dropout=0.05, target_modules=("q_proj", "v_proj"))
-    kwargs = unsloth_peft_kwargs(lora, seed=7)
-    assert kwargs == {
-        "finetune_vision_layers": False,
-        "finetune_language_layers": True,
-        "finetune_attention_modules": True,
-        "finetune_mlp_modules": True,
-        "target_modules": ["q_proj", "v_proj"],
-        "r": 8,
-        "lora_alpha": 16,
-        "lora_dropout": 0.05,
-        "bias": "none",
-        "random_state": 7,
-    }
-    cfg = lora.peft_config()
-    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (8, 16, 0.05)
-    assert set(cfg.target_modules) == {"q_proj", "v_proj"}
-
-
-def test_unsloth_import_order_warning():
-    assert unsloth_import_order_problem({"os", "json"}) is None
-    assert unsloth_import_order_problem({"unsloth", "transformers"}) is None
-    message = unsloth_import_order_problem({"trl", "transformers"})
-    assert "transformers" in message and "trl" in message and "before" in message
-
-
-def test_import_does_not_pull_in_transformers_or_unsloth():
-    # With the Unsloth backend, `import unsloth` must come before transformers/trl: no kit module
-    # may import them at import time.
-    modules = ("modeling", "embedded", "config", "data", "rewards", "curriculum", "callbacks",
-               "train", "evaluate", "report", "pipeline", "haiku", "syllables", "cli")
-    code = (
-        f"import sys; [__import__('haiku_kit.' + m) for m in {modules!r}];"
-        "print(sorted(m for m in ('transformers', 'trl', 'peft', 'unsloth') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
-def test_lora_settings_validation_and_dict():
-    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    assert LoraSettings().target_modules == targets
-    lora = LoraSettings.from_dict({"r": 4, "alpha": 8, "target_modules": ["q_proj"]})
-    assert lora.to_dict() == {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"]}
-    with pytest.raises(ValueError, match="unknown LoRA"):
-        LoraSettings.from_dict({"rank": 4})
-    with pytest.raises(ValueError, match="r must"):
-        LoraSettings(r=0)
-
+from haiku_kit.modeling import adapter_base_model, load_model, save_adapter, save_gguf, save_merged
+from haiku_kit.settings import LoraSettings
 
 # --------------------------------------------------------------------------- errors (fast)
+
+
+def test_an_adapters_base_model_is_read_from_its_config(tmp_path, tiny_model_dir):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    for base, expected in ((str(tiny_model_dir), str(tiny_model_dir)),
+                           ("/home/u/.cache/haiku-kit/gemma-3-270m-base-v1", "embedded"),
+                           ("unsloth/gemma-3-1b-it", "unsloth/gemma-3-1b-it"), ("", "embedded")):
+        (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
+        assert adapter_base_model(adapter) == expected
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        adapter_base_model(tmp_path / "nowhere")
 
 
 def test_unknown_model_name_mentions_offline(monkeypatch):
@@ -296,8 +194,8 @@ def fake_unsloth(monkeypatch):
     fake.FastModel = _FakeFastModel
     _FakeFastModel.calls = []
     monkeypatch.setitem(sys.modules, "unsloth", fake)
-    monkeypatch.setattr(modeling, "cuda_available", lambda: True)
-    monkeypatch.setattr(modeling, "unsloth_installed", lambda: True)
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    monkeypatch.setattr(backends, "unsloth_installed", lambda: True)
     return _FakeFastModel
 
 
@@ -325,9 +223,9 @@ def test_unsloth_branch_wiring(fake_unsloth, tiny_model_dir, tmp_path):
 
 
 def test_import_backend_resolves_and_refuses_unsloth_without_a_gpu():
-    from haiku_kit.modeling import import_backend
+    from haiku_kit.backends import import_backend
 
     assert import_backend("hf") == "hf"
-    if not (modeling.cuda_available() and modeling.unsloth_installed()):
+    if not (backends.cuda_available() and backends.unsloth_installed()):
         with pytest.raises(ModelLoadError, match="unsloth|CUDA"):
             import_backend("unsloth")

@@ -1,5 +1,6 @@
 """The stage notebooks: .py/.ipynb in sync, no outputs, one parameters cell, install cell, badge,
-and every `pipeline.X` they call exists (so a renamed helper breaks a fast test, not a demo)."""
+the one install cell in every notebook, and every `stages.X` they call exists (so a renamed
+helper breaks a fast test, not a demo)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 jupytext = pytest.importorskip("jupytext")
 nbformat = pytest.importorskip("nbformat")
 
-from haiku_kit import pipeline
+from haiku_kit import pipeline, stages
+from haiku_kit.runs import STAGE_INPUTS, STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 NB_DIR = REPO / "notebooks"
@@ -30,7 +32,7 @@ def _cells(nb) -> list[tuple[str, str, tuple[str, ...]]]:
 
 def test_every_stage_has_a_notebook_pair():
     stems = {p.stem for p in PY_FILES}
-    for stage in pipeline.STAGES:
+    for stage in STAGES:
         stem = Path(pipeline.NOTEBOOKS[stage]).stem
         assert stem in stems, f"notebooks/{stem}.py missing for stage {stage!r}"
     assert {p.stem for p in IPYNB_FILES} == stems, f".py and .ipynb sets differ; {SYNC_HINT}"
@@ -70,7 +72,7 @@ def test_exactly_one_parameters_cell_with_the_pipeline_parameters(py: Path):
     expected = {"preset", "overrides", "run_dir"}
     stage = next((s for s, n in pipeline.NOTEBOOKS.items() if Path(n).stem == py.stem), None)
     if stage is not None:  # the pipeline passes exactly these; each must be declared
-        expected |= set(pipeline.STAGE_INPUTS[stage])
+        expected |= set(STAGE_INPUTS[stage])
     assert expected <= assigned, f"{py.name}: parameters cell lacks {expected - assigned}"
 
 
@@ -80,6 +82,29 @@ def test_colab_badge_points_at_this_notebook(py: Path):
     assert first.cell_type == "markdown"
     assert "colab-badge.svg" in first.source
     assert BADGE.format(py.with_suffix(".ipynb").name) in first.source
+
+
+def _sync_script():
+    spec = importlib.util.spec_from_file_location("sync_notebooks", REPO / "scripts" / "sync_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", PY_FILES + IPYNB_FILES, ids=lambda p: p.name)
+def test_the_install_cell_is_the_one_generated_source(path: Path):
+    """Byte for byte what scripts/sync_notebooks.py writes, in the .py and the .ipynb alike."""
+    install = _sync_script().INSTALL_CELL.rstrip("\n")
+    first_code = next(c for c in jupytext.read(path).cells if c.cell_type == "code")
+    assert first_code.source == install, f"{path.name}: run python scripts/sync_notebooks.py"
+
+
+def test_training_notebooks_show_the_real_trainer_and_train_in_their_own_cell():
+    for name in ("03_sft.py", "04_grpo.py", "00_quickstart.py"):
+        code = [c.source.strip() for c in jupytext.read(NB_DIR / name).cells if c.cell_type == "code"]
+        assert code.count("trainer.train()") >= 1, f"{name}: trainer.train() needs its own cell"
+        assert any("model, tokenizer = stages.load_model(" in s for s in code), name
+        assert any("stages.show_args(trainer)" in s for s in code), name
 
 
 def _install_cell(py: Path) -> str:
@@ -111,25 +136,25 @@ def test_install_cell_installs_only_when_the_kit_is_missing(py: Path, monkeypatc
         assert len(calls) == 1 and "pip" in calls[0] and calls[0][-1] == package
 
 
-class _PipelineCalls(ast.NodeVisitor):
+class _StagesCalls(ast.NodeVisitor):
     def __init__(self) -> None:
         self.names: set[str] = set()
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if isinstance(node.value, ast.Name) and node.value.id == "pipeline":
+        if isinstance(node.value, ast.Name) and node.value.id == "stages":
             self.names.add(node.attr)
         self.generic_visit(node)
 
 
 @pytest.mark.parametrize("py", PY_FILES, ids=lambda p: p.stem)
 def test_notebook_code_is_valid_and_calls_existing_helpers(py: Path):
-    visitor = _PipelineCalls()
+    visitor = _StagesCalls()
     for cell in jupytext.read(py).cells:
         if cell.cell_type == "code":
             visitor.visit(ast.parse(cell.source))  # also: no IPython magics in code cells
-    assert visitor.names, f"{py.name} never calls haiku_kit.pipeline"
-    missing = sorted(n for n in visitor.names if not hasattr(pipeline, n))
-    assert not missing, f"{py.name} calls pipeline.{missing} which does not exist"
+    assert visitor.names, f"{py.name} never calls haiku_kit.stages"
+    missing = sorted(n for n in visitor.names if not hasattr(stages, n))
+    assert not missing, f"{py.name} calls stages.{missing} which does not exist"
 
 
 def test_notebooks_ship_inside_the_package():
@@ -148,7 +173,7 @@ def test_quickstart_takes_every_step_the_stage_notebooks_take():
         pytest.skip("no quickstart notebook")
 
     def calls(py: Path) -> set[str]:
-        visitor = _PipelineCalls()
+        visitor = _StagesCalls()
         for cell in jupytext.read(py).cells:
             if cell.cell_type == "code":
                 visitor.visit(ast.parse(cell.source))
@@ -157,4 +182,4 @@ def test_quickstart_takes_every_step_the_stage_notebooks_take():
     stage_calls = set().union(*(calls(NB_DIR / Path(n).with_suffix(".py")) for n in
                                 pipeline.NOTEBOOKS.values()))  # fmt: skip
     missing = stage_calls - calls(quick) - {"elapsed"}
-    assert not missing, f"00_quickstart.py skips pipeline.{sorted(missing)}"
+    assert not missing, f"00_quickstart.py skips stages.{sorted(missing)}"

@@ -241,16 +241,6 @@ def test_missing_topic_column_is_reported_and_floored(caplog):
     assert "topic" in caplog.records[0].getMessage()
 
 
-def test_completion_text():
-    assert R.completion_text("abc") == "abc"
-    assert R.completion_text([{"role": "assistant", "content": "abc"}]) == "abc"
-    parts = [{"role": "assistant", "content": [{"type": "text", "text": "abc"}]}]
-    assert R.completion_text(parts) == "abc"
-    for bad in (None, 3, {"x": 1}):
-        with pytest.raises(TypeError):
-            R.completion_text(bad)
-
-
 # --------------------------------------------------------------------------- registry / spec
 
 

@@ -1,0 +1,276 @@
+"""GRPO (TRL GRPOTrainer) with verifiable rewards, from the SFT adapter or the base model.
+
+Three steps, each visible in notebook 04: `start_adapter(cfg)` says where GRPO starts (the one
+rule: runs.grpo_starts_from_sft), `grpo_trainer(cfg, model, tokenizer)` builds the real
+trl.GRPOTrainer, `trainer.train()` trains, `save_grpo(cfg, trainer)` writes the adapter, logs,
+samples and effective settings (and applies a collapse rollback). `run_grpo` does all of it for
+one GRPO stage, `run_grpo_stages` for every GRPO stage of the config, each continuing from the
+previous one's adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+
+from haiku_kit.backends import resolve_device
+from haiku_kit.callbacks import (
+    CollapseCallback,
+    HackingMonitor,
+    JsonlLogger,
+    RewardRecorder,
+    SampleLogger,
+)
+from haiku_kit.chat_format import stop_token_ids
+from haiku_kit.curriculum import CurriculumCallback
+from haiku_kit.data import load_run_data, sft_answers
+from haiku_kit.errors import ConfigError, DataError, ModelLoadError
+from haiku_kit.modeling import check_adapter_dir, load_from_config, save_adapter
+from haiku_kit.rewards import RewardSpec
+from haiku_kit.runs import RunPaths, grpo_stages, grpo_starts_from_sft, phase_of, stage_dir_name
+from haiku_kit.settings import GRPOSettings, RunConfig, grpo_phase_settings
+from haiku_kit.trainer_utils import (
+    KitStage,
+    cap_rows,
+    common_args,
+    enum_value,
+    find_checkpoint,
+    fresh_stage_dir,
+    install_cpu_logprob_fallback,
+    precision_name,
+    record_effective,
+    resolve_resume,
+    select_split,
+    train_stage,
+    write_logs,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def grpo_examples(dataset):
+    """prompt (chat messages) plus the columns rewards read (topic, haiku, source_id)."""
+    if "prompt" not in dataset.column_names or "topic" not in dataset.column_names:
+        raise DataError(
+            f"the GRPO dataset needs 'prompt' and 'topic' columns (columns: {', '.join(dataset.column_names)})"
+        )
+    keep = [c for c in ("prompt", "topic", "haiku", "source_id") if c in dataset.column_names]
+    return dataset.select_columns(keep)
+
+
+def start_adapter(cfg: RunConfig, s: GRPOSettings | None = None, init_adapter=None,
+                  previous: Path | None = None) -> Path | None:
+    """Where GRPO starts: an explicit adapter/checkpoint, the previous stage's adapter, or
+    grpo.init (runs.grpo_starts_from_sft: "auto" = RUN/sft/adapter when it is there, else the
+    base model). None means the base model."""
+    s = s or cfg.grpo
+    choice = str(init_adapter if init_adapter is not None else previous if previous is not None else s.init)
+    sft_adapter = RunPaths.of(cfg).sft_adapter
+    if choice in ("auto", "sft", "base"):
+        sft_ready = (sft_adapter / "adapter_config.json").is_file()
+        if not grpo_starts_from_sft(choice, sft_ready):
+            return None
+        choice = str(sft_adapter)
+    path = Path(choice).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"GRPO start point {path} does not exist (grpo.init / init_adapter)")
+    if not (path / "adapter_config.json").is_file():
+        ckpt = find_checkpoint(path)
+        if ckpt is not None and (ckpt / "adapter_config.json").is_file():
+            path = ckpt
+    return check_adapter_dir(path)
+
+
+def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, dataset, stage_dir: Path, device: str,
+                       train_answers=()):
+    """TRL's GRPOTrainer with the stage's rewards, monitors, collapse detector and curriculum."""
+    install_cpu_logprob_fallback()
+    from trl import GRPOConfig, GRPOTrainer
+
+    spec = RewardSpec.from_dict(s.rewards)
+    recorder = RewardRecorder(spec.names)
+    gen_kwargs = {"eos_token_id": stop_token_ids(model, tokenizer)}
+    try:
+        args = GRPOConfig(
+            **common_args(cfg, s, stage_dir, device, model),
+            num_generations=s.num_generations,
+            generation_batch_size=s.generation_batch_size,
+            max_completion_length=s.max_completion_length,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            min_p=s.min_p,
+            repetition_penalty=s.repetition_penalty,
+            generation_kwargs=gen_kwargs,
+            loss_type=s.loss_type,
+            beta=s.beta,
+            epsilon=s.epsilon,
+            num_iterations=s.num_iterations,
+            scale_rewards=s.scale_rewards,
+            mask_truncated_completions=s.mask_truncated_completions,
+            reward_weights=spec.reward_weights(),
+            remove_unused_columns=False,
+            log_completions=False,
+        )
+    except ValueError as err:
+        if "divisible" in str(err):
+            raise ConfigError(
+                f"{err}. Fix: make grpo.per_device_train_batch_size x gradient_accumulation_steps (or "
+                f"grpo.generation_batch_size) a multiple of grpo.num_generations={s.num_generations}"
+            ) from err
+        raise
+    monitor = HackingMonitor(s.monitor, train_answers)
+    collapse = CollapseCallback(s.collapse)
+    recorder.listeners += [
+        SampleLogger(stage_dir / "samples.jsonl", s.sample_every, s.samples_to_print),
+        monitor,
+        collapse,
+    ]
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=recorder.wrap_all(spec.reward_funcs()),
+        args=args,
+        train_dataset=grpo_examples(dataset),
+        processing_class=tokenizer,
+        # monitor before the logger: it adds its shares to the logged entry
+        callbacks=[monitor, collapse, JsonlLogger(stage_dir / "log.jsonl")],
+    )
+    recorder.weights_fn = lambda: trainer.reward_weights.tolist()
+    if s.curriculum:
+        trainer.add_callback(CurriculumCallback(s.curriculum, spec).attach(trainer))
+    trainer.reward_spec, trainer.monitor, trainer.collapse = spec, monitor, collapse
+    return trainer
+
+
+def grpo_effective(trainer) -> dict:
+    """The settings the GRPO trainer really uses; warns where the trainer changed a configured one."""
+    a, kit = trainer.args, trainer.kit_stage
+    s, device, init = kit.settings, kit.device, kit.start
+    values = {
+        "init_adapter": str(init) if init else "base",
+        "rewards": trainer.reward_spec.to_dict(),
+        "curriculum": s.curriculum,
+        "loss_type": a.loss_type,
+        "beta": a.beta,
+        "epsilon": a.epsilon,
+        "scale_rewards": a.scale_rewards,
+        "mask_truncated_completions": a.mask_truncated_completions,
+        "num_generations": a.num_generations,
+        "per_device_train_batch_size": a.per_device_train_batch_size,
+        "gradient_accumulation_steps": a.gradient_accumulation_steps,
+        "generation_batch_size": a.generation_batch_size,
+        "steps_per_generation": a.steps_per_generation,
+        "num_iterations": a.num_iterations,
+        "max_completion_length": a.max_completion_length,
+        "temperature": a.temperature,
+        "top_p": a.top_p,
+        "top_k": a.top_k,
+        "stop_token_ids": list(getattr(trainer, "eos_token_ids", [])),
+        "learning_rate": a.learning_rate,
+        "lr_scheduler_type": enum_value(a.lr_scheduler_type),
+        "max_grad_norm": a.max_grad_norm,
+        "optim": enum_value(a.optim),
+        "max_steps": a.max_steps,
+        "precision": precision_name(a),
+        "device": device,
+    }
+    wanted = {
+        "loss_type": s.loss_type, "beta": s.beta, "num_generations": s.num_generations,
+        "mask_truncated_completions": s.mask_truncated_completions,
+        "per_device_train_batch_size": s.per_device_train_batch_size,
+        "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
+    }
+    for key, value in wanted.items():
+        if values[key] != value:  # e.g. Unsloth rewrote it
+            logger.warning("GRPO setting %s=%r was changed to %r by the trainer", key, value, values[key])
+    return values
+
+
+def _rollback(trainer, collapse: CollapseCallback) -> Path | None:
+    """Load the adapter of the last checkpoint saved before the collapse into the model."""
+    good = [s for s in collapse.checkpoints if s < (collapse.detector.fired_at or 0) + 1]
+    ckpts = Path(trainer.args.output_dir)
+    for step in sorted(good, reverse=True):
+        weights = ckpts / f"checkpoint-{step}" / "adapter_model.safetensors"
+        if weights.is_file():
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(trainer.model, load_file(str(weights)))
+            return weights.parent
+    logger.warning("collapse rollback: no checkpoint saved before the collapse; keeping the current weights")
+    return None
+
+
+def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, phase: str | None = None,
+                 start: Path | None = None, resume_from_checkpoint=None):
+    """The trl.GRPOTrainer of one GRPO stage ("grpo", or "grpo:PHASE") on the RL split (of
+    `dataset`, else the run's data), in a clean stage folder (kept when resuming). `start` is
+    the adapter the model was loaded with (recorded). Train with trainer.train(), then save_grpo."""
+    s = grpo_phase_settings(cfg, phase)
+    stage = f"grpo:{phase}" if phase else "grpo"
+    stage_dir = RunPaths.of(cfg).stage_dir(stage_dir_name(cfg, stage if stage in cfg.stages else "grpo"))
+    device = resolve_device(cfg)
+    resume = resolve_resume(resume_from_checkpoint, stage_dir)
+    data = cap_rows(grpo_examples(select_split(dataset if dataset is not None else load_run_data(cfg), "rl")),
+                    cfg.data.max_rl_rows)
+    fresh_stage_dir(stage_dir, resume)
+    trainer = build_grpo_trainer(cfg, s, model, tokenizer, data, stage_dir, device, sft_answers(cfg))
+    trainer.kit_stage = KitStage(stage, stage_dir, device, tokenizer, resume, s, start, len(data))
+    record_effective(cfg, stage, stage_dir, grpo_effective(trainer))
+    return trainer
+
+
+def save_grpo(cfg: RunConfig, trainer) -> Path:
+    """After trainer.train(): logs, effective settings, the collapse report (and rollback when
+    grpo.collapse.action=rollback), and the adapter, whose path it returns."""
+    kit = trainer.kit_stage
+    write_logs(kit.folder)
+    record_effective(cfg, kit.stage, kit.folder, grpo_effective(trainer))
+    collapse = trainer.collapse
+    if collapse.collapsed:
+        report = {"step": collapse.detector.fired_at, "reason": collapse.detector.reason,
+                  "action": collapse.settings.action}
+        if collapse.settings.action == "rollback":
+            restored = _rollback(trainer, collapse)
+            report["restored_from"] = str(restored) if restored else None
+        (kit.folder / "collapse.yaml").write_text(yaml.safe_dump(report), encoding="utf-8")
+    return save_adapter(trainer.model, kit.tokenizer, kit.folder / "adapter")
+
+
+def run_grpo(
+    cfg: RunConfig,
+    dataset=None,
+    init_adapter: str | Path | None = None,
+    resume_from_checkpoint: str | Path | bool | None = None,
+    phase: str | None = None,
+    previous: Path | None = None,
+    callbacks=(),
+) -> Path:
+    """One GRPO stage with the configured rewards; returns RUN/<grpo stage>/adapter.
+
+    Starts from `init_adapter` (an adapter folder or a GRPO checkpoint-N, to continue training)
+    or grpo.init (auto: RUN/sft/adapter if present, else the base model).
+    `resume_from_checkpoint` (a checkpoint path, or True/"latest") resumes an interrupted run with
+    the Trainer's own mechanism: optimizer, scheduler and step restored.
+    `phase` picks a grpo_phases entry (stages "grpo:PHASE")."""
+    s = grpo_phase_settings(cfg, phase)
+    init = start_adapter(cfg, s, init_adapter, previous)
+    logger.info("GRPO %s starts from %s", phase or "grpo", init or "the base model")
+    model, tokenizer = load_from_config(cfg, adapter=init)
+    trainer = grpo_trainer(cfg, model, tokenizer, dataset, phase, init, resume_from_checkpoint)
+    for cb in callbacks:
+        trainer.add_callback(cb)
+    train_stage(trainer)
+    return save_grpo(cfg, trainer)
+
+
+def run_grpo_stages(cfg: RunConfig, dataset=None, previous: Path | None = None,
+                    stages: list[str] | None = None) -> Path | None:
+    """Every GRPO stage of cfg.stages in order (plain "grpo" when none is listed), or `stages`;
+    each continues from the previous adapter (`previous`: where the first starts, None = grpo.init)."""
+    for stage in (grpo_stages(cfg) or ["grpo"]) if stages is None else stages:
+        previous = Path(run_grpo(cfg, dataset, phase=phase_of(stage), previous=previous))
+    return previous

@@ -1,0 +1,192 @@
+"""The run folder: where every artifact of a run lives, one source of truth.
+
+```
+RUN/config.yaml  timings.json  data/  eval/{base,sft,grpo}/  sft/adapter/  grpo/adapter/
+    grpo-PHASE/adapter/ (earlier GRPO stages of a multi-stage preset)  report/  notebooks/
+```
+
+Two kinds of stage meet here. The *pipeline stages* (STAGES: data, baseline, sft, grpo,
+report) are the notebooks `haiku-kit pipeline` runs, each reading the artifacts of earlier ones
+by path. The *training stages* are `RunConfig.stages` ("sft", "grpo", "grpo:PHASE"): what the
+sft and grpo pipeline stages train. Everything that asks "which GRPO stages", "where does GRPO
+start" or "where does stage X write" asks this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from haiku_kit.errors import HaikuKitError
+from haiku_kit.settings import RunConfig
+
+STAGES = ("data", "baseline", "sft", "grpo", "report")
+
+
+class PipelineError(HaikuKitError):
+    """The pipeline cannot start or resume (bad stage name, missing artifacts)."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One artifact a stage writes: a folder under the run, checked by a marker file in it."""
+
+    param: str  # notebook parameter name that receives its path
+    rel_dir: str
+    marker: str
+    stage: str  # the pipeline stage that writes it
+
+
+ARTIFACTS = {
+    a.param: a
+    for a in (
+        Artifact("data_dir", "data", "manifest.json", "data"),
+        Artifact("base_result", "eval/base", "result.json", "baseline"),
+        Artifact("sft_adapter", "sft/adapter", "adapter_config.json", "sft"),
+        Artifact("sft_result", "eval/sft", "result.json", "sft"),
+        Artifact("grpo_adapter", "grpo/adapter", "adapter_config.json", "grpo"),
+        Artifact("grpo_result", "eval/grpo", "result.json", "grpo"),
+        Artifact("report_dir", "report", "table.md", "report"),
+    )
+}
+STAGE_INPUTS = {
+    "data": (),
+    "baseline": ("data_dir",),
+    "sft": ("data_dir",),
+    "grpo": ("data_dir", "sft_adapter"),
+    "report": ("base_result", "sft_result", "grpo_result"),
+}
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each artifact lives inside one run folder."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> RunPaths:
+        return cls(run_root(cfg))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    def artifact(self, param: str) -> Path:
+        return self.root / ARTIFACTS[param].rel_dir
+
+    @property
+    def data(self) -> Path:
+        return self.artifact("data_dir")
+
+    @property
+    def report(self) -> Path:
+        return self.artifact("report_dir")
+
+    @property
+    def sft_adapter(self) -> Path:
+        return self.artifact("sft_adapter")
+
+    def stage_dir(self, folder: str) -> Path:
+        """A training stage's folder (adapter/, log.jsonl, checkpoints/...): see stage_dir_name."""
+        return self.root / folder
+
+    def eval_dir(self, name: str) -> Path:
+        return self.root / "eval" / name
+
+
+def run_root(cfg: RunConfig) -> Path:
+    return Path(cfg.output_dir).expanduser().resolve()
+
+
+def run_data_dir(cfg: RunConfig) -> Path:
+    """Where the run's splits are: data.splits_dir if set, else RUN/data."""
+    return Path(cfg.data.splits_dir).expanduser() if cfg.data.splits_dir else run_root(cfg) / "data"
+
+
+# --------------------------------------------------------------------------- training stages
+
+
+def has_sft(cfg: RunConfig) -> bool:
+    return "sft" in cfg.stages
+
+
+def grpo_stages(cfg: RunConfig) -> list[str]:
+    """The config's GRPO training stages in order ("grpo" or "grpo:PHASE")."""
+    return [s for s in cfg.stages if s.startswith("grpo")]
+
+
+def phase_of(stage: str) -> str | None:
+    """"grpo:sparse" -> "sparse"; "grpo" -> None."""
+    return stage.partition(":")[2] or None
+
+
+def stage_dir_name(cfg: RunConfig, stage: str) -> str:
+    """Folder name in the run folder: sft, grpo for the last GRPO stage, grpo-PHASE for earlier ones."""
+    if stage == "sft":
+        return "sft"
+    stages = grpo_stages(cfg)
+    if not stages or stage == stages[-1]:
+        return "grpo"
+    return "grpo-" + (phase_of(stage) or str(stages.index(stage)))
+
+
+def grpo_starts_from_sft(init: str, sft_ready: bool) -> bool:
+    """The one rule for where GRPO starts: grpo.init "sft" starts from the run's SFT adapter,
+    "auto" does when that adapter is ready (on disk; in a pipeline, when the preset trains SFT
+    first), "base" and an explicit path never do."""
+    return init == "sft" or (init == "auto" and sft_ready)
+
+
+def expected_evals(cfg: RunConfig) -> list[str]:
+    """The evaluations a run of this config makes: base, then each trained model."""
+    return ["base"] + ["sft"] * has_sft(cfg) + ["grpo"] * bool(grpo_stages(cfg))
+
+
+# --------------------------------------------------------------------------- pipeline stages
+
+
+def check_stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise PipelineError(f"unknown stage {stage!r}; stages are: {', '.join(STAGES)}")
+    return stage
+
+
+def trains_nothing(stage: str, cfg: RunConfig) -> bool:
+    """A training pipeline stage whose training stage the preset does not list."""
+    return (stage == "sft" and not has_sft(cfg)) or (stage == "grpo" and not grpo_stages(cfg))
+
+
+def stage_inputs(stage: str, cfg: RunConfig) -> tuple[str, ...]:
+    """The artifacts `stage` reads under this config (a subset of STAGE_INPUTS[stage])."""
+    if stage == "grpo" and not grpo_starts_from_sft(cfg.grpo.init, has_sft(cfg)):
+        return ("data_dir",)
+    if stage == "report":
+        return tuple(f"{name}_result" for name in expected_evals(cfg))
+    return STAGE_INPUTS[check_stage(stage)]
+
+
+def stage_outputs(stage: str, cfg: RunConfig) -> list[str]:
+    """The artifacts `stage` writes under this config (none for a stage the preset skips)."""
+    if trains_nothing(stage, cfg):
+        return []
+    return [a.param for a in ARTIFACTS.values() if a.stage == check_stage(stage)]
+
+
+def missing_artifacts(stage: str, paths: RunPaths, cfg: RunConfig) -> list[str]:
+    """Inputs of `stage` (under this config) absent from the run folder, as readable lines."""
+    missing = []
+    for param in stage_inputs(check_stage(stage), cfg):
+        art = ARTIFACTS[param]
+        marker = paths.artifact(param) / art.marker
+        if not marker.is_file():
+            missing.append(f"{marker} (written by stage '{art.stage}')")
+    return missing

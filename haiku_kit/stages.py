@@ -1,0 +1,350 @@
+"""What the stage notebooks call: open a run, build data, load the model, build the real TRL
+trainers, evaluate, report, and show each result inline.
+
+The notebooks stay thin but show the real objects, as Unsloth's notebooks do: notebook 03 reads
+
+    model, tokenizer = stages.load_model(run)
+    trainer = stages.sft_trainer(run, model, tokenizer, data_dir)   # a trl.SFTTrainer
+    stages.show_args(trainer)
+    trainer.train()                                                  # its own cell
+    sft_adapter = stages.save_sft(run, trainer)
+
+so a reader can change `trainer.args` before training; `haiku-kit pipeline` runs the very same
+cells with papermill.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from haiku_kit import grpo, report, sft
+from haiku_kit.backends import backend_for, import_backend
+from haiku_kit.config import load_config, resolve_config, save_config
+from haiku_kit.data import build_run_splits, load_eval_data, load_splits
+from haiku_kit.errors import HaikuKitError
+from haiku_kit.evaluate import EvalResult, run_eval
+from haiku_kit.generate import SamplingSettings
+from haiku_kit.modeling import load_from_config
+from haiku_kit.runs import (
+    RunPaths,
+    expected_evals,
+    grpo_stages,
+    grpo_starts_from_sft,
+    has_sft,
+    phase_of,
+)
+from haiku_kit.settings import grpo_phase_settings
+from haiku_kit.trainer_utils import enum_value, train_stage
+
+# The trainer arguments show_args lists (those a reader most often changes or checks).
+KEY_ARGS = {
+    "sft": ("max_steps", "num_train_epochs", "learning_rate", "lr_scheduler_type",
+            "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
+            "assistant_only_loss", "completion_only_loss", "optim", "seed", "output_dir"),
+    "grpo": ("max_steps", "learning_rate", "lr_scheduler_type", "num_generations",
+             "per_device_train_batch_size", "generation_batch_size", "max_completion_length",
+             "temperature", "top_p", "top_k", "loss_type", "beta", "epsilon", "reward_weights",
+             "optim", "seed", "output_dir"),
+}
+
+
+@dataclass
+class Run:
+    """What a stage notebook works with: the effective config and the run folder's layout."""
+
+    preset: str
+    overrides: list[str]
+    cfg: Any
+    paths: RunPaths
+    started: float = field(default_factory=time.perf_counter)
+
+    def path(self, param: str, given: str | Path | None = None) -> Path:
+        """An input artifact's path: the one given as a notebook parameter, else the default."""
+        return Path(given).resolve() if given else self.paths.artifact(param)
+
+
+def open_run(preset: str, overrides: list[str], run_dir: str | Path) -> Run:
+    """Resolve the config for a stage notebook; writes RUN/config.yaml if it is not there."""
+    paths = RunPaths(Path(run_dir).resolve())
+    paths.root.mkdir(parents=True, exist_ok=True)
+    cfg = resolve_config(preset, overrides, paths.root)
+    import_backend(backend_for(cfg))  # Unsloth first, before any stage imports transformers
+    if not paths.config.is_file():  # training adds the trainer's effective settings to it later
+        save_config(cfg, paths.config)
+    return Run(preset, list(overrides), cfg, paths)
+
+
+def _require(path: Path, marker: str, what: str) -> Path:
+    if not (path / marker).is_file():
+        raise FileNotFoundError(f"{what} not found: {path / marker} is missing")
+    return path
+
+
+# --------------------------------------------------------------------------- data
+
+
+def build_data(run: Run) -> Path:
+    """Stage 01: write the sft/rl/eval splits to RUN/data (from data.source, or a copy of
+    data.splits_dir so the run folder holds everything it used)."""
+    d, out = run.cfg.data, run.paths.data
+    if out.exists():
+        shutil.rmtree(out)
+    if d.splits_dir:
+        src = _require(Path(d.splits_dir).expanduser(), "manifest.json", "data.splits_dir")
+        shutil.copytree(src, out)
+    else:
+        build_run_splits(run.cfg, out)
+    return out
+
+
+def load_data(data_dir: str | Path):
+    return load_splits(_require(Path(data_dir), "manifest.json", "dataset splits"))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def load_model(run: Run, adapter: str | Path | None = None, trainable: bool = True):
+    """(model, tokenizer) of the run's config (modeling.load_from_config): with a fresh trainable
+    LoRA, or the saved `adapter` (trainable too unless trainable=False)."""
+    return load_from_config(run.cfg, adapter, trainable)
+
+
+def _needs(run: Run, stage: str, present: bool) -> None:
+    if not present:
+        raise HaikuKitError(f"preset {run.preset!r} has no {stage} stage (stages: {run.cfg.stages}); "
+                            f"there is nothing to train here (`haiku-kit pipeline` skips this notebook)")
+
+
+def sft_trainer(run: Run, model, tokenizer, data_dir: str | Path):
+    """Stage 03: the trl.SFTTrainer on the sft split, ready for trainer.train()."""
+    _needs(run, "SFT", has_sft(run.cfg))
+    return sft.sft_trainer(run.cfg, model, tokenizer, load_data(data_dir))
+
+
+def save_sft(run: Run, trainer) -> Path:
+    """After trainer.train(): RUN/sft/adapter, the log CSV and plot, the effective settings."""
+    return sft.save_sft(run.cfg, trainer)
+
+
+def grpo_start(run: Run, sft_adapter: str | Path | None) -> Path | None:
+    """Where the first GRPO stage starts: `sft_adapter` when the preset trains SFT first and
+    grpo.init is auto/sft (runs.grpo_starts_from_sft), else as grpo.init says (None: base)."""
+    stages = grpo_stages(run.cfg)
+    _needs(run, "GRPO", bool(stages))
+    previous = None
+    if grpo_starts_from_sft(run.cfg.grpo.init, has_sft(run.cfg)):
+        previous = _require(Path(sft_adapter or ""), "adapter_config.json", "SFT adapter")
+    settings = grpo_phase_settings(run.cfg, phase_of(stages[0]))
+    return grpo.start_adapter(run.cfg, settings, None, previous)
+
+
+def grpo_trainer(run: Run, model, tokenizer, data_dir: str | Path, start: Path | None):
+    """Stage 04: the trl.GRPOTrainer of the preset's first GRPO stage (the model loaded from
+    `start`), ready for trainer.train()."""
+    stages = grpo_stages(run.cfg)
+    _needs(run, "GRPO", bool(stages))
+    return grpo.grpo_trainer(run.cfg, model, tokenizer, load_data(data_dir), phase_of(stages[0]), start)
+
+
+def save_grpo(run: Run, trainer, data_dir: str | Path) -> Path:
+    """After trainer.train(): save the first GRPO stage, then train any later GRPO stages of
+    the preset (e.g. ref-full's sparse -> dense), each from the previous adapter. Returns
+    RUN/grpo/adapter, the last stage's."""
+    adapter = grpo.save_grpo(run.cfg, trainer)
+    later = grpo_stages(run.cfg)[1:]
+    if later:
+        print(f"training the preset's later GRPO stages {later} from {adapter}")
+        adapter = grpo.run_grpo_stages(run.cfg, load_data(data_dir), adapter, later)
+    return adapter
+
+
+def show_args(trainer) -> None:
+    """The trainer's class and key arguments (all of them: `trainer.args`)."""
+    kind = "grpo" if hasattr(trainer, "reward_funcs") else "sft"
+    rows = [f"| `{name}` | `{enum_value(getattr(trainer.args, name, None))}` |"
+            for name in KEY_ARGS[kind]]
+    _show_markdown(f"**{type(trainer).__module__}.{type(trainer).__name__}**, {len(trainer.train_dataset)} "
+                   "training rows\n\n| argument | value |\n|---|---|\n" + "\n".join(rows))
+
+
+def train_sft(run: Run, data_dir: str | Path) -> Path | None:
+    """Load, build, train and save SFT in one call (None when the preset has no SFT)."""
+    if not has_sft(run.cfg):
+        print(f"this preset has no SFT stage (stages: {run.cfg.stages}); skipped")
+        return None
+    model, tokenizer = load_model(run)
+    trainer = sft_trainer(run, model, tokenizer, data_dir)
+    train_stage(trainer)
+    return save_sft(run, trainer)
+
+
+def train_grpo(run: Run, data_dir: str | Path, sft_adapter: str | Path | None) -> Path | None:
+    """Every GRPO stage of the preset in one call (None when it has none)."""
+    if not grpo_stages(run.cfg):
+        print(f"this preset has no GRPO stage (stages: {run.cfg.stages}); skipped")
+        return None
+    start = grpo_start(run, sft_adapter)
+    model, tokenizer = load_model(run, adapter=start)
+    trainer = grpo_trainer(run, model, tokenizer, data_dir, start)
+    train_stage(trainer)
+    return save_grpo(run, trainer, data_dir)
+
+
+# --------------------------------------------------------------------------- evaluation and report
+
+
+def evaluate_model(run: Run, name: str, data_dir: str | Path, adapter: str | Path | None = None):
+    """Generate for the first eval.n_prompts eval prompts with the base model (+ adapter), score
+    and save to RUN/eval/NAME. A trained model whose stage was skipped (adapter None) -> None."""
+    if adapter is None and name != "base":
+        print(f"no '{name}' model in this run (stages: {run.cfg.stages}); nothing to evaluate")
+        return None
+    rows, train_answers = load_eval_data(str(_require(Path(data_dir), "manifest.json", "splits")))
+    n = run.cfg.eval.n_prompts
+    result = evaluate_rows(run.cfg, name, rows[:n] if n else rows, train_answers, adapter)
+    result.meta["preset"] = run.preset
+    result.save(run.paths.eval_dir(name))
+    return result
+
+
+def evaluate_rows(cfg, name: str, rows: list[dict], train_answers, adapter=None, **settings):
+    """Load the config's model (+ adapter) and score it on rows ({topic, prompt}) with the
+    config's eval settings; `settings` (k, max_new_tokens, ...) override those."""
+    e = cfg.eval
+    if adapter is not None:
+        adapter = str(_require(Path(adapter), "adapter_config.json", "LoRA adapter"))
+    model, tokenizer = load_from_config(cfg, adapter, trainable=False)
+    args = {"k": e.k, "seed": e.seed, "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size}
+    args.update(settings)
+    result = run_eval(model, rows, tokenizer=tokenizer, train_answers=train_answers,
+                      sampling=SamplingSettings.of(e), name=name, **args)
+    result.meta.update(model=cfg.model.name, adapter=adapter)
+    return result
+
+
+def make_report(run: Run, results: dict[str, str | Path]) -> Path:
+    """Stage 05: compare the saved evaluations this preset makes and write RUN/report/."""
+    loaded = {
+        name: EvalResult.load(_require(Path(results[name]), "result.json", f"'{name}' eval"))
+        for name in expected_evals(run.cfg)
+    }
+    report.write_report(loaded, run.paths.report)
+    return run.paths.report
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    """The saved evaluations of a finished run, in pipeline order."""
+    paths = RunPaths(Path(run_dir))
+    cfg = load_config(paths.config)
+    return {name: EvalResult.load(paths.eval_dir(name)) for name in expected_evals(cfg)}
+
+
+def elapsed(run: Run) -> str:
+    return f"stage finished in {time.perf_counter() - run.started:.0f} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Showing results inline: `*_markdown` builds the text (tests read it), `show_*` displays it
+# and returns None, so a show call at the end of a cell prints nothing twice.
+
+
+def _display(*objs: Any) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:  # plain Python without IPython: print the text parts
+        for obj in objs:
+            print(getattr(obj, "data", obj))
+        return
+    display(*objs)
+
+
+def _show_markdown(text: str) -> None:
+    try:
+        from IPython.display import Markdown
+    except ImportError:
+        _display(text)
+    else:
+        _display(Markdown(text))
+
+
+def show_images(folder: str | Path) -> None:
+    try:
+        from IPython.display import Image
+    except ImportError:
+        return
+    for png in sorted(Path(folder).glob("*.png")):
+        _display(Image(filename=str(png)))
+
+
+def data_markdown(data_dir: str | Path, n: int = 3) -> str:
+    """Rows kept by each filter, split sizes and a few example rows of the sft split."""
+    splits = load_data(data_dir)
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    kept = " → ".join(f"{k} {v}" for k, v in manifest.get("stages", {}).items())
+    lines = [f"Rows kept by each filter: {kept}", ""] if kept else []
+    lines += ["| split | rows |", "|---|---:|"]
+    lines += [f"| {name} | {len(ds)} |" for name, ds in splits.items()]
+    lines += ["", "**Examples (sft split)**", ""]
+    for row in splits["sft"].select(range(min(n, len(splits["sft"])))):
+        lines += [f"*{row['topic']}*", "", *(f"> {ln}  " for ln in row["haiku"].splitlines()), ""]
+    return "\n".join(lines)
+
+
+def result_markdown(result: Any, title: str = "model") -> str:
+    """The metrics of one evaluation with their 95% confidence intervals."""
+    if result is None:
+        return f"*{title}: not part of this run*"
+    return f"### {title}\n\n" + report.compare({title: result}).markdown()
+
+
+def samples_markdown(result: Any, title: str = "model", n: int = 5) -> str:
+    """A few of the model's poems with the verifier's verdict."""
+    return "" if result is None else report.samples_markdown({title: result}, n)
+
+
+def training_markdown(stage_dir: str | Path, last: int = 5) -> str:
+    """The last few log lines of an SFT or GRPO run."""
+    log = Path(stage_dir) / "log.jsonl"
+    rows = log.read_text().splitlines()[-last:] if log.is_file() else []
+    return "\n".join(["```", *rows, "```"]) if rows else f"(no training log in {stage_dir})"
+
+
+def report_markdown(report_dir: str | Path) -> str:
+    """The comparison table and the sample poems of RUN/report/."""
+    report_dir = Path(report_dir)
+    text = (report_dir / "table.md").read_text()
+    samples = report_dir / "samples.md"
+    return text + ("\n" + samples.read_text() if samples.is_file() else "")
+
+
+def show_data(data_dir: str | Path, n: int = 3) -> None:
+    _show_markdown(data_markdown(data_dir, n))
+
+
+def show_result(result: Any, title: str = "model") -> None:
+    _show_markdown(result_markdown(result, title))
+
+
+def show_samples(result: Any, title: str = "model", n: int = 5) -> None:
+    _show_markdown(samples_markdown(result, title, n))
+
+
+def show_training(stage_dir: str | Path, last: int = 5) -> None:
+    """The training curves and the last few log lines."""
+    show_images(stage_dir)
+    _show_markdown(training_markdown(stage_dir, last))
+
+
+def show_report(report_dir: str | Path) -> None:
+    """The comparison table, the plots, then the sample poems."""
+    report_dir = Path(report_dir)
+    _show_markdown((report_dir / "table.md").read_text())
+    show_images(report_dir)
+    if (report_dir / "samples.md").is_file():
+        _show_markdown((report_dir / "samples.md").read_text())

@@ -1,0 +1,260 @@
+"""TRL plumbing SFT and GRPO share: trainer arguments, checkpoints and resuming, the stage
+folder, the record of the settings the trainer really used, and the CPU log-prob kernel.
+
+A training stage is built (sft.sft_trainer / grpo.grpo_trainer), trained (`trainer.train()`,
+or `train_stage` which also saves a checkpoint on Ctrl-C) and saved (sft.save_sft /
+grpo.save_grpo). What the saving step needs is kept on the trainer as `trainer.kit_stage`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from haiku_kit.callbacks import plot_training, write_csv
+from haiku_kit.config import save_config
+from haiku_kit.errors import DataError, ModelLoadError
+from haiku_kit.runs import run_root
+from haiku_kit.settings import RunConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class KitStage:
+    """A built training stage: what saving it after trainer.train() needs."""
+
+    stage: str  # "sft", "grpo" or "grpo:PHASE"
+    folder: Path  # RUN/<stage folder>
+    device: str
+    tokenizer: Any
+    resume: str | None = None  # the checkpoint train_stage resumes from
+    settings: Any = None  # the stage's SFTSettings / GRPOSettings
+    start: Path | None = None  # GRPO: the adapter it started from (None: the base model)
+    rows: int = 0
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def select_split(dataset, name: str):
+    """Accept a Dataset, a DatasetDict (take `name`), or a list of rows."""
+    from datasets import Dataset, DatasetDict
+
+    if isinstance(dataset, DatasetDict):
+        if name not in dataset:
+            raise DataError(f"the dataset has no {name!r} split (splits: {', '.join(dataset)})")
+        return dataset[name]
+    if isinstance(dataset, list):
+        return Dataset.from_list(dataset)
+    return dataset
+
+
+def cap_rows(dataset, n: int | None):
+    return dataset.select(range(min(n, len(dataset)))) if n else dataset
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _precision(device: str, model) -> dict[str, Any]:
+    if device == "cpu":
+        return {"use_cpu": True, "bf16": False, "fp16": False}
+    import torch
+
+    bf16 = torch.cuda.is_bf16_supported()
+    return {"use_cpu": False, "bf16": bf16, "fp16": not bf16}
+
+
+def common_args(cfg: RunConfig, s, out: Path, device: str, model) -> dict[str, Any]:
+    return dict(
+        output_dir=str(out / "checkpoints"),
+        max_steps=s.max_steps if s.max_steps > 0 else -1,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler_type,
+        warmup_steps=s.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the steps
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
+        optim=s.optim if device != "cpu" or "8bit" not in s.optim else "adamw_torch",
+        per_device_train_batch_size=s.per_device_train_batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        logging_steps=s.logging_steps,
+        save_strategy="steps",
+        save_steps=s.save_steps,
+        save_total_limit=s.save_total_limit,
+        report_to="none",
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        **_precision(device, model),
+    )
+
+
+# --------------------------------------------------------------------------- checkpoints and the stage folder
+
+
+def find_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest checkpoint-N folder under out_dir (or out_dir/checkpoints)."""
+    out_dir = Path(out_dir)
+    found = []
+    for folder in (out_dir, out_dir / "checkpoints"):
+        if folder.is_dir():
+            found += [
+                (int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()
+            ]
+    return max(found)[1] if found else None
+
+
+def resolve_resume(resume: str | Path | bool | None, stage_dir: Path) -> str | None:
+    """True / "latest" -> newest checkpoint in the stage folder; a path -> checked path."""
+    if resume in (None, False, ""):
+        return None
+    if resume is True or str(resume) == "latest":
+        ckpt = find_checkpoint(stage_dir)
+        if ckpt is None:
+            raise ModelLoadError(f"resume_from_checkpoint=latest but {stage_dir / 'checkpoints'} holds no checkpoint-N")
+        return str(ckpt)
+    path = Path(resume).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"checkpoint {path} does not exist")
+    if not (path / "trainer_state.json").is_file():
+        nested = find_checkpoint(path)
+        if nested is None:
+            raise ModelLoadError(
+                f"{path} is not a trainer checkpoint (no trainer_state.json, no checkpoint-N inside); "
+                f"to start from an adapter instead, pass it as init_adapter"
+            )
+        path = nested
+    return str(path)
+
+
+def _save_interrupt_checkpoint(trainer) -> Path:
+    trainer._save_checkpoint(trainer.model, trial=None)
+    ckpt = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+    msg = (
+        f"interrupted at step {trainer.state.global_step}: checkpoint saved to {ckpt}; "
+        f"resume with resume_from_checkpoint={ckpt}"
+    )
+    logger.warning(msg)
+    print(msg, file=sys.stderr)
+    return ckpt
+
+
+def write_logs(stage_dir: Path) -> None:
+    """log.csv and training.png from the stage's log.jsonl (a plot never loses a finished run)."""
+    log = stage_dir / "log.jsonl"
+    if not log.is_file():
+        return
+    write_csv(log, stage_dir / "log.csv")
+    try:
+        plot_training(log, stage_dir / "training.png")
+    except Exception as err:  # noqa: BLE001 - a plot must never lose a finished training run
+        logger.warning("could not plot %s: %s", log, err)
+
+
+def train_stage(trainer) -> None:
+    """trainer.train() resuming where the stage says, saving a checkpoint on Ctrl-C, and always
+    writing the CSV and plot."""
+    kit = trainer.kit_stage
+    try:
+        trainer.train(resume_from_checkpoint=kit.resume)
+    except KeyboardInterrupt:
+        _save_interrupt_checkpoint(trainer)
+        raise
+    finally:
+        write_logs(kit.folder)
+
+
+def record_effective(cfg: RunConfig, stage: str, stage_dir: Path, values: dict) -> None:
+    """The settings the trainer really uses, in RUN/<stage>/effective.yaml and RUN/config.yaml."""
+    for key, value in values.items():
+        logger.info("%s effective %s = %r", stage, key, value)
+    (stage_dir / "effective.yaml").write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    config_path = run_root(cfg) / "config.yaml"
+    effective = {}
+    if config_path.is_file():
+        effective = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("effective") or {}
+    effective[stage] = values
+    save_config(cfg, config_path, extra={"effective": effective})
+
+
+def fresh_stage_dir(stage_dir: Path, resume: str | None) -> None:
+    """Start a stage in a clean folder, except for what resuming needs (checkpoints, logs)."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        return
+    for name in ("log.jsonl", "log.csv", "samples.jsonl", "training.png", "collapse.yaml"):
+        (stage_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+
+
+def precision_name(args) -> str:
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+
+
+def enum_value(value) -> str:
+    return str(getattr(value, "value", value))
+
+
+# --------------------------------------------------------------------------- CPU log-prob kernel
+
+
+class TorchChunkedLogProb:
+    """Pure-torch stand-in for TRL's Triton `ChunkedLogProbFunction` (same arguments and outputs).
+
+    TRL 1.15's SFT and GRPO losses call that kernel through a fused LM head; torch's CPU builds
+    ship without Triton, so the kernel is None there and training fails. This computes the same
+    per-token values from full logits, in row chunks to bound memory; autograd does the rest."""
+
+    ROWS = 256
+
+    @staticmethod
+    def apply(hidden, weight, bias, targets, temperature, chunk_size, softcap=None, logit_scale=1.0,
+              outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+        import torch
+
+        parts: dict[str, list] = {k: [] for k in ("logp", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")}
+        for start in range(0, hidden.shape[0], TorchChunkedLogProb.ROWS):
+            h = hidden[start:start + TorchChunkedLogProb.ROWS].float()
+            t = targets[start:start + TorchChunkedLogProb.ROWS]
+            z = h @ weight.float().t()
+            if bias is not None:
+                z = z + bias.float()
+            z = z * logit_scale
+            if softcap:
+                z = softcap * torch.tanh(z / softcap)
+            z = z / temperature
+            logsm = torch.log_softmax(z, dim=-1)
+            parts["logp"].append(logsm.gather(-1, t.unsqueeze(-1)).squeeze(-1))
+            if "entropy" in outputs:
+                parts["entropy"].append(-(logsm.exp() * logsm).sum(-1))
+            if "log_sum_sq_probs" in outputs:
+                parts["log_sum_sq_probs"].append(torch.logsumexp(2 * logsm, dim=-1))
+            if "mean_logits" in outputs:
+                parts["mean_logits"].append(z.mean(-1))
+            if "is_top1" in outputs:
+                parts["is_top1"].append(z.argmax(-1) == t)
+        cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
+        if cat["logp"] is None:  # no tokens at all
+            cat["logp"] = hidden.new_zeros((0,), dtype=torch.float32) + 0 * hidden.sum()
+        return cat["logp"], cat["entropy"], cat["log_sum_sq_probs"], cat["mean_logits"], cat["is_top1"]
+
+
+def install_cpu_logprob_fallback() -> bool:
+    """Use TorchChunkedLogProb when TRL's Triton kernel is unavailable; True if installed."""
+    from trl.trainer import utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
+        return False
+    trl_utils._ChunkedLogProbFunction = TorchChunkedLogProb
+    logger.info("Triton is not available: TRL's fused log-prob kernel replaced by a pure-torch version")
+    return True

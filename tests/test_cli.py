@@ -1,0 +1,177 @@
+"""cli.py: every command through main(), its output and the one error rule (stderr, exit 2)."""
+
+from __future__ import annotations
+
+import json
+from argparse import Namespace
+from pathlib import Path
+
+from haiku_kit import pipeline
+from haiku_kit.cli import main, model_config
+from haiku_kit.config import resolve_config, save_config
+from haiku_kit.evaluate import EvalResult, evaluate
+
+SMOKE = "cpu-smoke"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+POEM = "Golden leaves descend,\nCar turns, a sudden, swift shift,\nAutumn's quiet grace."
+
+
+# --------------------------------------------------------------------------- check
+
+
+def test_cli_check_haiku(tmp_path, capsys):
+    path = tmp_path / "poem.txt"
+    path.write_text(POEM, encoding="utf-8")
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Golden leaves descend" in out and "haiku (5-7-5)" in out
+    assert "7/7" in out
+
+
+def test_cli_check_not_haiku(tmp_path, capsys):
+    path = tmp_path / "poem.txt"
+    path.write_text("one line only\n", encoding="utf-8")
+    assert main(["check", str(path)]) == 1
+    assert "not a haiku" in capsys.readouterr().out
+    assert main(["check", str(path), "--pattern", "4"]) == 0
+    assert main(["check", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    assert main(["check", str(path), "--pattern", "five"]) == 2
+
+
+def test_cli_check_stdin_strict(monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(POEM))
+    assert main(["check", "-", "--strict"]) == 0
+# --------------------------------------------------------------------------- data, train
+
+
+def test_cli_data_build_prints_stage_counts(tmp_path, capsys):
+    out = tmp_path / "splits"
+    assert main(["data", "build", "--source", str(FIXTURES / "filter_10.jsonl"), "--out",
+                 str(out), "--min-similarity", "none", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "near_dedup" in printed and "loaded" in printed and "10" in printed
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 3
+    assert main(["data", "build", "--source", str(tmp_path / "missing.jsonl"),
+                 "--out", str(out)]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_cli_reports_unknown_preset_and_bad_override(tmp_path, capsys):
+    assert main(["train", "sft", "--preset", "nope", "--out", str(tmp_path)]) == 2
+    assert "cpu-demo" in capsys.readouterr().err
+    assert main(["train", "grpo", "--preset", "cpu-smoke", "--set", "grpo.num_generations=3",
+                 "--out", str(tmp_path)]) == 2
+    assert "divisible" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- eval, write
+
+
+def _model_args(*argv: str) -> Namespace:
+    from haiku_kit.cli import build_parser
+
+    return build_parser().parse_args(["write", "a topic", *argv])
+
+
+def _fake_adapter(folder: Path, base: str | None) -> Path:
+    folder.mkdir(parents=True)
+    config = {"r": 4, "lora_alpha": 8} | ({"base_model_name_or_path": base} if base is not None else {})
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    return folder
+
+
+def test_eval_and_write_load_the_adapters_own_base_model(tmp_path, tiny_model_dir):
+    own = _fake_adapter(tmp_path / "own", str(tiny_model_dir))
+    assert model_config(_model_args("--adapter", str(own))).model.name == str(tiny_model_dir)
+    cache = tmp_path / "cache" / "gemma-3-270m-base-v1"
+    embedded = _fake_adapter(tmp_path / "emb", str(cache))
+    assert model_config(_model_args("--adapter", str(embedded))).model.name == "embedded"
+    assert model_config(_model_args("--adapter", str(_fake_adapter(tmp_path / "none", None)))).model.name == "embedded"
+    # --model wins over the adapter's base; no arguments: the default config's embedded model
+    assert model_config(_model_args("--adapter", str(own), "--model", "x/y")).model.name == "x/y"
+    assert model_config(_model_args()).model.name == "embedded"
+
+
+def test_eval_and_write_take_preset_and_overrides(tmp_path):
+    cfg = model_config(_model_args("--preset", "h100-gemma3-1b", "--set", "model.max_seq_length=256"))
+    assert cfg.model.name == "unsloth/gemma-3-1b-it" and cfg.model.load_in_4bit
+    assert cfg.model.max_seq_length == 256
+    # the preset's model, not the adapter's base, when both are given
+    own = _fake_adapter(tmp_path / "own", "/somewhere/else")
+    assert model_config(_model_args("--preset", "cpu-demo", "--adapter", str(own))).model.name == "embedded"
+
+
+def test_write_reports_a_bad_override_on_stderr(capsys):
+    assert main(["write", "moon", "--set", "model.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("haiku-kit write: error:") and "model.nope" in err
+
+
+def test_cli_eval_writes_the_run_folder(tiny_model_dir, tmp_path, monkeypatch):
+    data = tmp_path / "topics.jsonl"
+    data.write_text('{"topic": "frogs"}\n{"topic": "moon"}\n{"topic": "rain"}\n')
+    monkeypatch.setattr("haiku_kit.similarity.get_scorer", lambda *a, **k: FakeCosine())
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--k", "2", "--n", "2",
+                 "--out", str(tmp_path / "out"), "--name", "tiny", "--max-new-tokens", "3",
+                 "--batch-size", "4"]) == 0
+    out = tmp_path / "out"
+    for name in ("generations.jsonl", "result.json", "table.md", "table.csv", "metrics.png",
+                 "report.md", "failures.md", "samples.md"):
+        assert (out / name).is_file(), name
+    loaded = EvalResult.load(out)
+    assert loaded.meta["n_prompts"] == 2 and loaded.meta["k"] == 2
+    assert len(loaded.records) == 4 and "tiny" in (out / "table.md").read_text()
+
+
+class FakeCosine:
+    def cosine(self, topics, poems):
+        return [0.5] * len(topics)
+
+
+def test_cli_eval_reports_bad_data_without_loading_a_model(tmp_path, capsys):
+    assert main(["eval", "--data", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+# --------------------------------------------------------------------------- pipeline, demo
+
+
+def test_cli_resume_error_and_unknown_stage_exit_non_zero(tmp_path, fake_notebooks, capsys):
+    out = str(tmp_path / "run")
+    assert main(["pipeline", "--preset", SMOKE, "--out", out, "--from", "report"]) == 2
+    assert "eval/base/result.json" in capsys.readouterr().err
+    assert main(["pipeline", "--preset", SMOKE, "--out", out, "--from", "nope"]) == 2
+    assert "unknown stage 'nope'" in capsys.readouterr().err
+    assert fake_notebooks[0] == []
+
+
+def test_stops_at_the_first_failing_stage(tmp_path, fake_notebooks, capsys):
+    calls, fail_at = fake_notebooks
+    fail_at["sft"] = "raise"
+    rc = main(["pipeline", "--preset", SMOKE, "--out", str(tmp_path / "run")])
+    assert rc == 2
+    assert [stage for stage, _ in calls] == ["data", "baseline", "sft"]
+    err = capsys.readouterr().err
+    assert "stage 'sft' failed in cell [3]" in err and "ValueError: boom" in err
+
+
+def test_demo_prints_the_table_and_where_the_report_is(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "demo"
+
+    def fake_run(preset, overrides, out_dir, from_stage=None, log_output=False):
+        assert preset == pipeline.DEMO_PRESET and overrides == ["eval.k=1"]
+        save_config(resolve_config(preset, overrides, run), run / "config.yaml")
+        for name in ("base", "sft", "grpo"):
+            poem = f"{name} pond\na frog jumps in\nthe water"
+            evaluate([poem], ["a frog"], similarity=False).save(run / "eval" / name)
+        return run
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run)
+    assert main(["demo", "--out", str(run), "--set", "eval.k=1"]) == 0
+    out = capsys.readouterr().out
+    assert "| Model | n | Haiku | Similarity | Total | Train overlap |" in out
+    assert all(f"| {name} | 1 |" in out for name in ("base", "sft", "grpo"))
+    assert str(run / "report" / "report.md") in out

@@ -1,0 +1,82 @@
+"""stages.py: what the notebooks call, on real objects (tiny model, real TRL trainers)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from haiku_kit import stages
+from haiku_kit.errors import HaikuKitError
+
+
+def test_result_helpers_build_markdown_and_display_it(tmp_path, monkeypatch):
+    from haiku_kit.evaluate import evaluate
+
+    result = evaluate(
+        ["old pond\na frog jumps in the\nsound of water"], ["a frog"], similarity=False
+    )
+    assert "Haiku" in stages.result_markdown(result, "base")
+    assert "frog" in stages.samples_markdown(result, "base")
+    assert "not part of this run" in stages.result_markdown(None, "sft")
+    assert "no training log" in stages.training_markdown(tmp_path)
+
+    shown: list = []
+    monkeypatch.setattr(stages, "_display", lambda *objs: shown.extend(objs))
+    assert stages.show_result(result, "base") is None  # nothing echoed twice in a notebook
+    assert "Haiku" in getattr(shown[0], "data", shown[0])
+
+
+def test_data_stage_copies_an_existing_splits_folder(tmp_path):
+    from haiku_kit.data import build_splits
+    from haiku_kit.loaders import load_embedded
+
+    src = tmp_path / "splits"
+    build_splits(load_embedded()[:60], src, min_similarity=None)
+    run = stages.open_run("cpu-smoke", [f"data.splits_dir={src}"], tmp_path / "run")
+    data_dir = stages.build_data(run)
+    assert data_dir == run.paths.data and (data_dir / "manifest.json").is_file()
+    assert stages.load_data(data_dir)["eval"]["topic"] == stages.load_data(src)["eval"]["topic"]
+    assert "| eval |" in stages.data_markdown(data_dir)
+
+
+def test_old_pipeline_names_still_reach_the_stage_helpers():
+    from haiku_kit import pipeline
+
+    assert pipeline.open_run is stages.open_run and pipeline.show_result is stages.show_result
+    with pytest.raises(AttributeError):
+        pipeline.no_such_helper  # noqa: B018
+
+
+def test_a_preset_without_the_stage_says_so(tmp_path):
+    run = stages.open_run("cpu-smoke", ["stages=[grpo]"], tmp_path / "run")
+    with pytest.raises(HaikuKitError, match="has no SFT stage"):
+        stages.sft_trainer(run, None, None, tmp_path)
+
+
+def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
+    """03_sft's cells: the real model and SFTTrainer, its key arguments shown, a changed
+    trainer.args honoured by trainer.train(), then the saved adapter."""
+    from trl import SFTTrainer
+
+    from haiku_kit.data import build_splits
+    from haiku_kit.loaders import load_embedded
+
+    data_dir = tmp_path / "run" / "data"
+    build_splits(load_embedded()[:60], data_dir, min_similarity=None)
+    run = stages.open_run("cpu-smoke", [f"model.name={tiny_model_dir}"], tmp_path / "run")
+    model, tokenizer = stages.load_model(run)
+    trainer = stages.sft_trainer(run, model, tokenizer, data_dir)
+    assert isinstance(trainer, SFTTrainer) and trainer.model is model
+
+    shown: list = []
+    monkeypatch.setattr(stages, "_display", lambda *objs: shown.extend(objs))
+    stages.show_args(trainer)
+    table = getattr(shown[0], "data", shown[0])
+    assert "SFTTrainer" in table and "| `max_steps` | `3` |" in table
+
+    trainer.args.max_steps = 1
+    trainer.train()
+    adapter = stages.save_sft(run, trainer)
+    assert adapter == run.paths.sft_adapter and (adapter / "adapter_config.json").is_file()
+    assert yaml.safe_load((run.paths.root / "sft" / "effective.yaml").read_text())["max_steps"] == 1
+    assert stages.grpo_start(run, adapter) == adapter  # cpu-smoke: GRPO continues from SFT

@@ -1,0 +1,44 @@
+"""Shared pieces of the training tests (test_sft, test_grpo): rows, a tiny config, a Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from haiku_kit.config import load_preset
+
+FAST_REWARDS = "grpo.rewards={names: [line_count_penalty, haiku_reward], weights: [1.0, 1.0]}"
+
+
+def rows(n=16):
+    from haiku_kit.loaders import load_embedded
+    from haiku_kit.text import build_prompt
+
+    out = []
+    for row in load_embedded()[:n]:
+        prompt = build_prompt(row["topic"])
+        out.append({**row, "prompt": prompt,
+                    "messages": [*prompt, {"role": "assistant", "content": row["haiku"]}]})
+    return out
+
+
+def tiny_cfg(tiny_model_dir, out, *extra):
+    return load_preset("cpu-smoke", [f"model.name={tiny_model_dir}", f"output_dir={out}", *extra])
+
+
+def read_log(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+class Interrupt:
+    """Simulates Ctrl-C after `at` optimizer steps."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt
