@@ -72,6 +72,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = resolve_config(args.preset, list(args.overrides or []), args.out)
     save_config(cfg, RunPaths.of(cfg).config)
+    # trackio reads TRACKIO_DIR once, on import (TRL imports it early): keep its store in RUN/trackio
+    if any("trackio" in str(getattr(cfg, st).report_to) for st in ("sft", "grpo")):
+        os.environ.setdefault("TRACKIO_DIR", str(RunPaths.of(cfg).root.resolve() / "trackio"))
     if args.stage == "sft":
         from haiku_kit.sft import run_sft
 

@@ -44,6 +44,7 @@ from haiku_kit.trainer_utils import (
     resolve_resume,
     select_split,
     train_stage,
+    trainer_config,
     write_logs,
 )
 
@@ -93,7 +94,7 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
     recorder = RewardRecorder(spec.names)
     gen_kwargs = {"eos_token_id": stop_token_ids(model, tokenizer)}
     try:
-        args = GRPOConfig(
+        args = trainer_config(GRPOConfig, dict(
             **common_args(cfg, s, stage_dir, device, model),
             num_generations=s.num_generations,
             generation_batch_size=s.generation_batch_size,
@@ -112,8 +113,8 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
             mask_truncated_completions=s.mask_truncated_completions,
             reward_weights=spec.reward_weights(),
             remove_unused_columns=False,
-            log_completions=False,
-        )
+            log_completions=s.log_completions,
+        ), s.trainer_args, "grpo")
     except ValueError as err:
         if "divisible" in str(err):
             raise ConfigError(
@@ -175,6 +176,9 @@ def grpo_effective(trainer) -> dict:
         "max_steps": a.max_steps,
         "precision": precision_name(a),
         "device": device,
+        "report_to": a.report_to,
+        "log_completions": a.log_completions,
+        "trainer_args": dict(s.trainer_args or {}),
     }
     wanted = {
         "loss_type": s.loss_type, "beta": s.beta, "num_generations": s.num_generations,

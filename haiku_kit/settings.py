@@ -119,6 +119,8 @@ class SFTSettings:
     logging_steps: int = 1
     save_steps: int = 50
     save_total_limit: int = 2
+    report_to: Any = "none"  # TRL/transformers trackers: "none", "tensorboard", "trackio", "wandb" or a list
+    trainer_args: dict[str, Any] = field(default_factory=dict)  # any other SFTConfig field, passed as is
 
 
 @dataclass
@@ -176,6 +178,9 @@ class GRPOSettings:
     logging_steps: int = 1
     save_steps: int = 10
     save_total_limit: int = 3
+    report_to: Any = "none"  # TRL/transformers trackers: "none", "tensorboard", "trackio", "wandb" or a list
+    log_completions: bool = False  # TRL's completion table in the tracker
+    trainer_args: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field, passed as is
     sample_every: int = 1  # write prompts/completions/rewards to samples.jsonl every N steps
     samples_to_print: int = 2
     monitor: MonitorSettings = field(default_factory=MonitorSettings)

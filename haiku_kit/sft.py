@@ -34,6 +34,7 @@ from haiku_kit.trainer_utils import (
     resolve_resume,
     select_split,
     train_stage,
+    trainer_config,
     write_logs,
 )
 
@@ -84,7 +85,7 @@ def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, stage_dir: Path
 
     s = cfg.sft
     mode = choose_loss_mask(tokenizer, s.loss_mask)
-    args = SFTConfig(
+    args = trainer_config(SFTConfig, dict(
         **common_args(cfg, s, stage_dir, device, model),
         num_train_epochs=s.num_train_epochs,
         max_length=s.max_length,
@@ -92,7 +93,7 @@ def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, stage_dir: Path
         assistant_only_loss=mode == "assistant",
         completion_only_loss=mode == "completion",
         dataset_num_proc=None,
-    )
+    ), s.trainer_args, "sft")
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -135,6 +136,8 @@ def sft_effective(trainer) -> dict:
         "precision": precision_name(a),
         "device": kit.device,
         "train_rows": kit.rows,
+        "report_to": a.report_to,
+        "trainer_args": dict(kit.settings.trainer_args or {}),
     }
 
 
