@@ -139,9 +139,9 @@ def compact_progress():
 
     class CompactProgress(ProgressCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and self.training_bar is not None and logs:
-                if "train_runtime" not in logs:
-                    self.training_bar.write(compact_line(logs, state.global_step, state.max_steps))
+            if (state.is_world_process_zero and self.training_bar is not None and logs
+                    and "train_runtime" not in logs):
+                self.training_bar.write(compact_line(logs, state.global_step, state.max_steps))
 
     return CompactProgress()
 

@@ -122,9 +122,9 @@ def render_card(facts: CardFacts) -> str:
              "tags": ["haiku", "haiku-kit", "trl", "grpo", "sft"], "license": "apache-2.0"}
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# {facts.model_name}", "",
-             f"A {facts.kind} of `{facts.base_model}` trained with haiku-kit to write English "
-             "haiku (three lines, 5-7-5 syllables, on the requested topic): SFT, then GRPO with "
-             "verifiable syllable rewards and a MiniLM topic-similarity reward.", "",
+             (f"A {facts.kind} of `{facts.base_model}` trained with haiku-kit to write English "
+              "haiku (three lines, 5-7-5 syllables, on the requested topic): SFT, then GRPO with "
+              "verifiable syllable rewards and a MiniLM topic-similarity reward."), "",
              "## Use it", "", facts.usage, "", "## Data", ""]
     lines += _kv_lines(facts.data) or ["- not recorded in the run folder"]
     lines += ["", "## Rewards (GRPO)", ""]

@@ -62,7 +62,7 @@ def test_cli_unknown_trainer_arg_is_one_line_and_exit_2(tiny_model_dir, tmp_path
         [sys.executable, "-m", "haiku_kit.cli", "train", "grpo", "--preset", "cpu-smoke", "--out", str(tmp_path),
          "--set", f"model.name={tiny_model_dir}", "--set", "grpo.init=base",
          "--set", "grpo.trainer_args={bogus_key: 3}"],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, text=True, env=env, check=False, timeout=600,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
@@ -97,7 +97,7 @@ def test_grpo_with_trackio_writes_its_local_store(tiny_model_dir, tmp_path):
         [sys.executable, "-m", "haiku_kit.cli", "train", "grpo", "--preset", "cpu-smoke", "--out", str(tmp_path),
          "--set", f"model.name={tiny_model_dir}", "--set", "grpo.init=base", "--set", FAST_REWARDS,
          "--set", "grpo.report_to=trackio", "--set", "grpo.trainer_args={project: haiku-test}"],
-        capture_output=True, text=True, env=env, timeout=900,
+        capture_output=True, text=True, env=env, check=False, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     store = tmp_path / "trackio"
@@ -108,7 +108,7 @@ def test_grpo_with_trackio_writes_its_local_store(tiny_model_dir, tmp_path):
         "runs = S.get_runs('haiku-test')\n"
         "print(json.dumps({'runs': runs, 'logs': S.get_logs('haiku-test', runs[0])}, default=str))\n"
     )
-    out = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=300,
+    out = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=300, check=False,
                          env={**env, "TRACKIO_DIR": str(store)})
     assert out.returncode == 0, out.stderr[-2000:]
     logs = json.loads(out.stdout.strip().splitlines()[-1])["logs"]
