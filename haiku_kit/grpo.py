@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from haiku_kit import live
 from haiku_kit.backends import resolve_device
 from haiku_kit.callbacks import (
     CollapseCallback,
@@ -224,6 +225,8 @@ def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, phase: str | No
     trainer = build_grpo_trainer(cfg, s, model, tokenizer, data, stage_dir, device, sft_answers(cfg))
     trainer.kit_stage = KitStage(stage, stage_dir, device, tokenizer, resume, s, start, len(data))
     record_effective(cfg, stage, stage_dir, grpo_effective(trainer))
+    if cfg.live_every > 0:
+        live.attach(trainer, every=cfg.live_every)
     return trainer
 
 

@@ -212,6 +212,9 @@ class RunConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     output_dir: str = "runs/run"
     seed: int = 0
+    # Live training view (live.attach): a compact line per log in a terminal, a live figure in a
+    # notebook redrawn every N logs; 0 turns it off (TRL's own progress bar stays).
+    live_every: int = 1
     name: str = "custom"
     description: str = ""
     # The training stages in order: "sft", "grpo" (cfg.grpo as is) or "grpo:PHASE" (cfg.grpo

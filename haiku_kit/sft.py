@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from haiku_kit import live
 from haiku_kit.backends import resolve_device
 from haiku_kit.callbacks import JsonlLogger
 from haiku_kit.chat_format import text_tokenizer
@@ -117,6 +118,8 @@ def sft_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_chec
     trainer = build_sft_trainer(cfg, model, tokenizer, data, stage_dir, device)
     trainer.kit_stage = KitStage("sft", stage_dir, device, tokenizer, resume, cfg.sft, rows=len(data))
     record_effective(cfg, "sft", stage_dir, sft_effective(trainer))
+    if cfg.live_every > 0:
+        live.attach(trainer, every=cfg.live_every)
     return trainer
 
 

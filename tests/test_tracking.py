@@ -114,3 +114,19 @@ def test_grpo_with_trackio_writes_its_local_store(tiny_model_dir, tmp_path):
     logs = json.loads(out.stdout.strip().splitlines()[-1])["logs"]
     rewards = [e for e in logs if "train/reward" in e]
     assert len(rewards) == 2 and all("train/rewards/haiku_reward/mean" in e for e in rewards)
+
+
+def test_trainers_get_the_live_view_unless_turned_off(tiny_model_dir, tmp_path, dataset):
+    from haiku_kit.modeling import load_from_config
+    from haiku_kit.sft import sft_trainer
+
+    def callback_names(trainer):
+        return [type(cb).__name__ for cb in trainer.callback_handler.callbacks]
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path / "on")
+    model, tokenizer = load_from_config(cfg)
+    names = callback_names(sft_trainer(cfg, model, tokenizer, dataset))
+    assert "CompactProgress" in names and "ProgressCallback" not in names
+    cfg = tiny_cfg(tiny_model_dir, tmp_path / "off", "live_every=0")
+    names = callback_names(sft_trainer(cfg, model, tokenizer, dataset))
+    assert "CompactProgress" not in names and "ProgressCallback" in names
