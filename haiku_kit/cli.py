@@ -91,6 +91,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.preset, list(args.overrides or []), args.out)
     backend_first(cfg)
     save_config(cfg, RunPaths.of(cfg).config)
+    # trackio reads TRACKIO_DIR once, on import (TRL imports it early): keep its store in RUN/trackio
+    if any("trackio" in str(getattr(cfg, st).report_to) for st in ("sft", "grpo")):
+        os.environ.setdefault("TRACKIO_DIR", str(RunPaths.of(cfg).root.resolve() / "trackio"))
     if args.stage == "sft":
         from haiku_kit.sft import run_sft
 

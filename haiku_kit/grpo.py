@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from haiku_kit import live
 from haiku_kit.backends import resolve_device
 from haiku_kit.callbacks import (
     CollapseCallback,
@@ -47,6 +48,7 @@ from haiku_kit.trainer_utils import (
     select_split,
     train_stage,
     training_precision,
+    trainer_config,
     write_logs,
 )
 
@@ -98,7 +100,7 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
     fast = bool(cfg.model.fast_inference)
     generation = grpo_generation_args(fast, cfg.model.gpu_memory_utilization, stop_token_ids(model, tokenizer))
     try:
-        args = GRPOConfig(
+        args = trainer_config(GRPOConfig, dict(
             **common_args(cfg, s, stage_dir, device, model),
             num_generations=s.num_generations,
             generation_batch_size=s.generation_batch_size,
@@ -118,8 +120,8 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
             mask_truncated_completions=s.mask_truncated_completions,
             reward_weights=spec.reward_weights(),
             remove_unused_columns=False,
-            log_completions=False,
-        )
+            log_completions=s.log_completions,
+        ), s.trainer_args, "grpo")
     except ValueError as err:
         if "divisible" in str(err):
             raise ConfigError(
@@ -185,6 +187,9 @@ def grpo_effective(trainer) -> dict:
         "precision": precision_name(a),
         "precision_reason": training_precision(device, trainer.model).reason,
         "device": device,
+        "report_to": a.report_to,
+        "log_completions": a.log_completions,
+        "trainer_args": dict(s.trainer_args or {}),
     }
     wanted = {
         "loss_type": s.loss_type, "beta": s.beta, "num_generations": s.num_generations,
@@ -231,6 +236,8 @@ def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, phase: str | No
     trainer = build_grpo_trainer(cfg, s, model, tokenizer, data, stage_dir, device, sft_answers(cfg))
     trainer.kit_stage = KitStage(stage, stage_dir, device, tokenizer, resume, s, start, len(data))
     record_effective(cfg, stage, stage_dir, grpo_effective(trainer))
+    if cfg.live_every > 0:
+        live.attach(trainer, every=cfg.live_every)
     return trainer
 
 

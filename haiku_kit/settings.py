@@ -133,6 +133,8 @@ class SFTSettings:
     logging_steps: int = 1
     save_steps: int = 50
     save_total_limit: int = 2
+    report_to: Any = "none"  # TRL/transformers trackers: "none", "tensorboard", "trackio", "wandb" or a list
+    trainer_args: dict[str, Any] = field(default_factory=dict)  # any other SFTConfig field, passed as is
 
 
 @dataclass
@@ -193,6 +195,9 @@ class GRPOSettings:
     logging_steps: int = 1
     save_steps: int = 10
     save_total_limit: int = 3
+    report_to: Any = "none"  # TRL/transformers trackers: "none", "tensorboard", "trackio", "wandb" or a list
+    log_completions: bool = False  # TRL's completion table in the tracker
+    trainer_args: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field, passed as is
     sample_every: int = 1  # write prompts/completions/rewards to samples.jsonl every N steps
     samples_to_print: int = 2
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
@@ -224,6 +229,9 @@ class RunConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     output_dir: str = "runs/run"
     seed: int = 0
+    # Live training view (live.attach): a compact line per log in a terminal, a live figure in a
+    # notebook redrawn every N logs; 0 turns it off (TRL's own progress bar stays).
+    live_every: int = 1
     name: str = "custom"
     description: str = ""
     # The training stages in order: "sft", "grpo" (cfg.grpo as is) or "grpo:PHASE" (cfg.grpo
