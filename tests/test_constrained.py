@@ -262,3 +262,25 @@ def test_constrained_generation_on_embedded_model_returns_only_checked_poems(emb
         assert result.text == hk.extract_poem(result.completion).poem
         assert 1 <= result.tries <= 5
         assert result.is_valid, (topic, result.text, result.reason, result.tries)
+
+
+def test_dead_ends_are_resampled_a_bounded_number_of_times_and_judged_by_check(tiny_model_dir):
+    """A random tiny Gemma 3 (real 262k vocabulary) writes nonsense: the retry loop must stop
+    after `retries`, and a returned poem is valid exactly when check says so."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from haiku_kit.constrained_generate import constrained_generate
+    from haiku_kit.data import build_prompt
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    results = constrained_generate(model, tokenizer, [build_prompt("snow"), build_prompt("rain")],
+                                   k=2, seed=1, max_new_tokens=12, retries=2, batch_size=4)
+    assert [len(r) for r in results] == [2, 2]
+    flat = [r for row in results for r in row]
+    assert any(not r.is_valid for r in flat)  # 12 tokens rarely hold a 5-7-5 poem
+    for r in flat:
+        verdict = hk.check(hk.extract_poem(r.completion).poem)
+        assert (r.is_valid, r.reason) == (verdict.is_haiku, verdict.reason)
+        assert 1 <= r.tries <= 3 and r.dead_ends <= r.tries
+        assert r.is_valid or r.tries == 3  # a failure is returned only once retries ran out
