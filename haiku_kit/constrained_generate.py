@@ -1,0 +1,184 @@
+"""Generate poems that are valid by construction: the syllable processor, then check as judge.
+
+`constrained_generate` samples with `constrained.SyllableLogitsProcessor` and judges every answer
+with `haiku.check` on the poem `haiku.extract_poem` finds (what evaluation scores). A sample that
+hit a dead end (no candidate fits, or the token limit) or that check rejects is resampled from
+its last good line, a bounded number of times; then the closest poem comes back with check's
+diagnosis. `is_valid` is always check's verdict, never the processor's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from haiku_kit import haiku as hk
+from haiku_kit.constrained import LineState, PoemTracker, SyllableLogitsProcessor, token_table
+from haiku_kit.evaluate import _prompt_strings, encode
+from haiku_kit.modeling import stop_token_ids
+
+__all__ = ["ConstrainedResult", "constrained_generate"]
+
+DEFAULT_SAMPLING = {"do_sample": True, "temperature": 1.0, "top_p": 0.95, "top_k": 64}
+
+
+@dataclass
+class ConstrainedResult:
+    """One constrained answer: the poem, check's verdict on it and how it was reached."""
+
+    text: str  # the poem (extract_poem of the completion)
+    completion: str  # the answer as generated: kept lines plus the last sample
+    is_valid: bool  # check(text, pattern, strict).is_haiku
+    check: hk.HaikuCheck
+    tries: int  # samples drawn for this answer (1 = first try)
+    dead_ends: int = 0  # tries that ended with no allowed token or at the token limit
+    num_tokens: int = 0  # new tokens generated over all tries
+    hit_limit: bool = False  # the returned sample never produced an end token
+
+    @property
+    def reason(self) -> str:
+        return self.check.reason
+
+
+@dataclass
+class _Job:
+    prompt: str
+    kept: list[str] = field(default_factory=list)
+    tries: int = 0
+    dead_ends: int = 0
+    failed_depth: int = -1  # lines kept when the previous try failed
+    tokens: int = 0
+    best: ConstrainedResult | None = None
+
+
+def _sampling_kwargs(sampling: Any) -> dict[str, Any]:
+    if sampling is None:
+        return dict(DEFAULT_SAMPLING)
+    if hasattr(sampling, "generate_kwargs"):
+        return dict(sampling.generate_kwargs())
+    return {**DEFAULT_SAMPLING, **dict(sampling)}
+
+
+def _judge(completion: str, pattern: tuple[int, ...], strict: bool) -> tuple[str, hk.HaikuCheck]:
+    poem = hk.extract_poem(completion).poem
+    return poem, hk.check(poem, pattern, strict=strict)
+
+
+def _better(new: ConstrainedResult, old: ConstrainedResult | None) -> bool:
+    return old is None or (new.is_valid, -new.check.distance) > (old.is_valid, -old.check.distance)
+
+
+def _replay(tracker: PoemTracker, kept: list[str], tokens: list[int], stop: set[int]):
+    """The tracker's state after the sampled tokens, and the tokens up to the end token."""
+    state: LineState = tracker.start(kept)
+    for n, token in enumerate(tokens):
+        tracker.advance(state, token)
+        if token in stop:
+            return state, tokens[:n], False
+    return state, tokens, True
+
+
+def _next_kept(job: _Job, state: LineState, finished_clean: bool) -> list[str]:
+    """Lines to keep for the next try: the good lines before the one that failed, one fewer
+    when a try already failed at that line, none when a complete poem was rejected."""
+    if finished_clean:
+        return []
+    kept = list(state.lines)
+    if kept and len(kept) <= job.failed_depth:
+        kept = kept[:-1]
+    return kept
+
+
+def constrained_generate(
+    model,
+    tokenizer,
+    prompts: Sequence[Any],
+    pattern: Sequence[int] = (5, 7, 5),
+    strict: bool = False,
+    k: int = 1,
+    seed: int = 0,
+    sampling: Any = None,
+    max_new_tokens: int = 64,
+    retries: int = 4,
+    batch_size: int = 8,
+    top_candidates: int = 64,
+) -> list[list[ConstrainedResult]]:
+    """k constrained poems per prompt (chat message lists or formatted strings, as generate).
+
+    sampling: a SamplingSettings, a dict of generate kwargs, or None (T=1, top-p 0.95, top-k 64).
+    Each try reseeds torch (seed, round, batch), so the same arguments give the same poems.
+    Retries always sample (a greedy retry would repeat the failure).
+    """
+    pattern = tuple(int(n) for n in pattern)
+    if k < 1 or batch_size < 1 or retries < 0 or max_new_tokens < 1:
+        raise ValueError("k, batch_size and max_new_tokens must be >= 1, retries >= 0")
+    texts = _prompt_strings(tokenizer, prompts)
+    stop = stop_token_ids(model, tokenizer)
+    tracker = PoemTracker(token_table(tokenizer), pattern, strict, end_ids=stop)
+    first = copy.deepcopy(model.generation_config)
+    first.update(max_new_tokens=max_new_tokens, eos_token_id=stop,
+                 pad_token_id=tokenizer.pad_token_id, **_sampling_kwargs(sampling))
+    again = copy.deepcopy(first)
+    if not again.do_sample:
+        again.update(**DEFAULT_SAMPLING)
+    jobs = [_Job(t) for t in texts for _ in range(k)]
+    pending = list(range(len(jobs)))
+    was_training = model.training
+    model.eval()
+    try:
+        for round_no in range(retries + 1):
+            if not pending:
+                break
+            failed: list[int] = []
+            for b, start in enumerate(range(0, len(pending), batch_size)):
+                batch = pending[start : start + batch_size]
+                config = first if round_no == 0 else again
+                processor = SyllableLogitsProcessor(
+                    tracker, top_candidates=max(top_candidates, int(config.top_k or 0)),
+                    start_lines=[jobs[i].kept for i in batch])
+                failed += _run_batch(model, tokenizer, processor, [jobs[i] for i in batch],
+                                     batch, config, set(stop), seed + 100_003 * round_no + b,
+                                     round_no == retries)
+            pending = failed
+    finally:
+        model.train(was_training)
+    results = [job.best for job in jobs]
+    return [results[i * k : (i + 1) * k] for i in range(len(texts))]  # type: ignore[misc]
+
+
+def _run_batch(model, tokenizer, processor, jobs, ids, config, stop, seed, last_round):
+    """One generate call over jobs; returns the ids of the jobs to try again."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    tracker = processor.tracker
+    inputs = [job.prompt + "".join(line + "\n" for line in job.kept) for job in jobs]
+    enc = encode(tokenizer, inputs).to(model.device)
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        out = model.generate(**enc, generation_config=config,
+                             logits_processor=LogitsProcessorList([processor]))
+    again = []
+    for job, job_id, row in zip(jobs, ids, out[:, enc["input_ids"].shape[1] :].tolist()):
+        state, tokens, hit_limit = _replay(tracker, job.kept, row, stop)
+        job.tries += 1
+        job.tokens += len(tokens) + (not hit_limit)
+        dead = state.dead or hit_limit or not state.finished
+        job.dead_ends += dead
+        prefix = "".join(line + "\n" for line in job.kept)
+        completion = prefix + tokenizer.decode(tokens, skip_special_tokens=True)
+        poem, verdict = _judge(completion, tracker.pattern, tracker.strict)
+        result = ConstrainedResult(poem, completion.strip(), verdict.is_haiku, verdict, job.tries,
+                                   job.dead_ends, job.tokens, hit_limit)
+        if _better(result, job.best):
+            job.best = result
+        job.best.tries, job.best.dead_ends, job.best.num_tokens = (
+            job.tries, job.dead_ends, job.tokens)
+        if verdict.is_haiku or last_round:
+            continue
+        job.kept = _next_kept(job, state, finished_clean=not dead)
+        job.failed_depth = len(state.lines)
+        again.append(job_id)
+    return again

@@ -1,0 +1,286 @@
+"""Syllable-constrained decoding: line tracking, the LogitsProcessor, and generation judged by check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from haiku_kit import haiku as hk
+from haiku_kit.constrained import PoemTracker, SyllableLogitsProcessor, text_mask
+from haiku_kit.constrained_tokens import FORBIDDEN, NEWLINE, TokenTable, token_table
+from haiku_kit.gguf_tokenizer import build_tokenizer
+
+END_IDS = [1, 106]
+
+
+@pytest.fixture(scope="module")
+def gemma_tokenizer(embedded_dir):
+    """The embedded model's own Gemma 3 tokenizer (262k pieces), as the kit builds it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(embedded_dir))
+
+
+@pytest.fixture(scope="module")
+def tracker(gemma_tokenizer):
+    return PoemTracker(token_table(gemma_tokenizer), (5, 7, 5), end_ids=END_IDS)
+
+
+def ids_of(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def feed(tracker, tokenizer, text: str, state=None):
+    """Advance through text token by token; returns (state, allowed flag per token)."""
+    state = state or tracker.start()
+    flags = []
+    for token in ids_of(tokenizer, text):
+        flags.append(tracker.allows(state, token))
+        tracker.advance(state, token)
+    return state, flags
+
+
+# --------------------------------------------------------------------------- line tracking
+
+
+def test_multi_token_word_counts_when_complete(tracker, gemma_tokenizer):
+    ids = ids_of(gemma_tokenizer, "snowflakes")
+    assert len(ids) == 2  # "snow" + "flakes": one word in two tokens
+    state, flags = feed(tracker, gemma_tokenizer, "snowflakes")
+    assert all(flags)
+    assert state.text == "snowflakes" and text_mask(state.text) == 1 << 2
+
+
+def test_valid_poem_is_allowed_token_by_token_and_may_end(tracker, gemma_tokenizer):
+    poem = "snowflakes drift slowly\nthe city's quiet streets glow\nlamps hum, fading, soft"
+    assert hk.check(poem).is_haiku
+    state, flags = feed(tracker, gemma_tokenizer, poem)
+    assert all(flags), list(zip(ids_of(gemma_tokenizer, poem), flags))
+    assert state.line == 2 and tracker.can_end(state)
+    assert tracker.allows(state, END_IDS[1])
+    tracker.advance(state, END_IDS[1])
+    assert state.finished and state.lines == poem.split("\n")
+
+
+def test_newline_only_when_line_on_target(tracker, gemma_tokenizer):
+    newline = tracker.table.newline_id
+    state, _ = feed(tracker, gemma_tokenizer, "snowflakes drift down")  # 4 syllables
+    assert not tracker.allows(state, newline)
+    assert not tracker.allows(state, END_IDS[1])  # no end before the last line either
+    state, _ = feed(tracker, gemma_tokenizer, " now", state)  # 5: the break is forced
+    allowed = tracker.allowed(state, ids_of(gemma_tokenizer, " and the snow falls"))
+    assert allowed == [newline]
+
+
+def test_word_that_overshoots_is_refused(tracker, gemma_tokenizer):
+    state, _ = feed(tracker, gemma_tokenizer, "the cold wind")  # 3 of 5
+    beautiful = ids_of(gemma_tokenizer, " beautiful")
+    assert len(beautiful) == 1
+    assert not tracker.allows(state, beautiful[0])  # 3 + 3 > 5
+    assert tracker.allows(state, ids_of(gemma_tokenizer, " blows")[0])
+
+
+def test_continuation_that_overshoots_is_refused_once_the_word_grows(tracker, gemma_tokenizer):
+    state, _ = feed(tracker, gemma_tokenizer, "cold snow on the jump")  # 5: on target
+    ed, ing = ids_of(gemma_tokenizer, "ed")[0], ids_of(gemma_tokenizer, "ing")[0]
+    assert tracker.allows(state, ed)  # "jumped": still 5
+    assert not tracker.allows(state, ing)  # "jumping": 6
+
+
+def test_punctuation_counts_zero_and_keeps_line_on_target(tracker, gemma_tokenizer):
+    state, flags = feed(tracker, gemma_tokenizer, "cold snow, on the hill")
+    assert all(flags) and text_mask(state.text) == 1 << 5
+    comma = ids_of(gemma_tokenizer, ",")[0]
+    assert tracker.allows(state, comma)
+    # Only a few such tokens: then the break is the one choice left.
+    for _ in range(3):
+        tracker.advance(state, comma)
+    assert not tracker.allows(state, comma)
+    assert tracker.allowed(state, [comma]) == [tracker.table.newline_id]
+
+
+def test_numbers_count_as_read_aloud_once_complete(tracker, gemma_tokenizer):
+    # Gemma writes digits one token each: "199" (one hundred ninety-nine) is no bound on 1999.
+    state, flags = feed(tracker, gemma_tokenizer, "1999")
+    assert all(flags)
+    assert text_mask(state.text) == 1 << 5  # nineteen ninety-nine
+    assert tracker.allows(state, tracker.table.newline_id)
+    state, _ = feed(tracker, gemma_tokenizer, "snow falls on 7")  # 4 + "seven" = 5
+    assert tracker.on_target(state)
+
+
+def test_apostrophes_and_contractions(tracker, gemma_tokenizer):
+    state, flags = feed(tracker, gemma_tokenizer, "the city's dogs don't")
+    assert all(flags)
+    assert text_mask(state.text) == 1 << 5
+    assert tracker.on_target(state)
+
+
+def test_strict_mode_uses_most_common_pronunciation(gemma_tokenizer):
+    table = token_table(gemma_tokenizer)
+    text = "the fire burns on and"  # fire: 1 or 2 syllables, CMUdict's first reading 2
+    assert hk.check(text, (5,)).is_haiku and hk.check(text, (6,)).is_haiku
+    assert not hk.check(text, (5,), strict=True).is_haiku
+    for strict in (False, True):
+        for target in (5, 6):
+            tr = PoemTracker(table, (target,), strict=strict, end_ids=END_IDS)
+            state, _ = feed(tr, gemma_tokenizer, text)
+            assert tr.on_target(state) == hk.check(text, (target,), strict=strict).is_haiku
+
+
+def test_other_patterns(gemma_tokenizer):
+    tr = PoemTracker(token_table(gemma_tokenizer), (3, 5, 3), end_ids=END_IDS)
+    poem = "cold snow falls\nthe city sleeps now\nlamps glow on"
+    assert hk.check(poem, (3, 5, 3)).is_haiku
+    state, flags = feed(tr, gemma_tokenizer, poem)
+    assert all(flags) and tr.can_end(state)
+    with pytest.raises(ValueError, match="pattern"):
+        PoemTracker(token_table(gemma_tokenizer), (5, 0, 5))
+
+
+def test_special_markup_and_partial_bytes_are_forbidden(gemma_tokenizer):
+    table = token_table(gemma_tokenizer)
+    for token in ("<start_of_turn>", "<bos>", "<pad>", "</div>", "<0xE2>"):
+        assert table.kind(gemma_tokenizer.convert_tokens_to_ids(token)) == FORBIDDEN, token
+    assert table.kind(table.newline_id) == NEWLINE
+    assert table.kind(gemma_tokenizer.convert_tokens_to_ids("\n\n")) == NEWLINE
+    assert table.kind(ids_of(gemma_tokenizer, "**")[0]) == FORBIDDEN  # bold: extract strips it
+
+
+def test_blank_line_gap_allowed_once_between_lines(tracker, gemma_tokenizer):
+    double = gemma_tokenizer.convert_tokens_to_ids("\n\n")
+    state = tracker.start()
+    assert not tracker.allows(state, double)  # no blank line before the poem
+    state, _ = feed(tracker, gemma_tokenizer, "cold snow on the hill")
+    assert tracker.allows(state, double)  # a stanza gap after a complete line
+    tracker.advance(state, double)
+    assert state.line == 1 and state.gap
+    assert not tracker.allows(state, tracker.table.newline_id)
+
+
+# --------------------------------------------------------------------------- the processor
+
+
+def test_processor_masks_all_but_allowed_and_forces_the_break(tracker, gemma_tokenizer):
+    vocab = len(gemma_tokenizer)
+    proc = SyllableLogitsProcessor(tracker, top_candidates=32)
+    hill = ids_of(gemma_tokenizer, " hill")[0]
+    beautiful = ids_of(gemma_tokenizer, " beautiful")[0]
+    scores = torch.full((1, vocab), -5.0)
+    scores[0, beautiful], scores[0, hill] = 3.0, 2.0
+    ids = ids_of(gemma_tokenizer, "<start_of_turn>model\n")  # the prompt: not part of the poem
+    proc(torch.tensor([ids]), scores.clone())
+    for token in ids_of(gemma_tokenizer, "cold snow on the"):  # each call takes the last token
+        ids.append(token)
+        proc(torch.tensor([ids]), scores.clone())
+    assert proc.states[0].text == "cold snow on the"
+    out = proc(torch.tensor([ids]), scores.clone())  # same length: no new token taken
+    assert out[0, hill] == 2.0 and torch.isinf(out[0, beautiful])
+    assert torch.isfinite(out[0]).sum() <= 32
+    # After " hill" the line is on target: only the newline survives, though outside the top.
+    out = proc(torch.tensor([ids + [hill]]), scores.clone())
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [tracker.table.newline_id]
+
+
+def small_tokenizer():
+    """A real Gemma-style tokenizer over a tiny vocabulary, built by the kit's GGUF builder."""
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["▁the", "▁snow", "flake", "s", "▁falls", "▁a", "▁quiet", "▁night", "▁beautiful",
+             "▁on", "▁city", "▁light", "ing", "ed", "▁1", "9", "1", "'", ",", ".", "▁", "**",
+             "▁over", "▁river", "▁fire", "▁NASA", "▁AI", "—", "<0xE2>"]
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "\n",
+              "\n\n", *words]
+    types = [3, 3, 3, 2, 3, 3, 4, 4] + [1] * len(words)
+    scores = [0.0] * 8 + [-float(i) for i in range(len(words))]
+    fast = PreTrainedTokenizerFast(tokenizer_object=build_tokenizer(tokens, scores, types),
+                                   bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    return fast, [1, 5]
+
+
+SMALL, SMALL_END = small_tokenizer()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 3), top=st.sampled_from([2, 5, 40]),
+       pattern=st.sampled_from([(5, 7, 5), (3, 5, 3), (1,), (2, 2)]))
+def test_random_logits_never_crash_hang_or_end_invalid(seed, rows, top, pattern):
+    tracker = PoemTracker(TokenTable(SMALL), pattern, end_ids=SMALL_END)
+    proc = SyllableLogitsProcessor(tracker, top_candidates=top, widen_to=64)
+    gen = torch.Generator().manual_seed(seed)
+    vocab = len(SMALL) + 3  # models often have more logits than the tokenizer has tokens
+    ids = torch.zeros((rows, 1), dtype=torch.long)
+    ended = [False] * rows
+    for _ in range(60):  # bounded by construction: this loop is the whole run
+        scores = torch.randn((rows, vocab), generator=gen) * 4
+        scores[:, 0] = float("-inf")  # e.g. another processor banned a token
+        out = proc(ids, scores)
+        assert out.shape == scores.shape
+        assert torch.isfinite(out).any(dim=-1).all()  # always something to sample
+        probs = torch.softmax(out, dim=-1)
+        nxt = torch.multinomial(probs, 1, generator=gen)
+        for r in range(rows):
+            if ended[r]:
+                nxt[r, 0] = 0  # transformers pads finished rows
+            elif nxt[r, 0].item() in SMALL_END:
+                ended[r] = True
+        ids = torch.cat([ids, nxt], dim=1)
+        if all(ended):
+            break
+    proc(ids, torch.randn((rows, vocab), generator=gen))  # take in the last tokens
+    for r, state in enumerate(proc.states):
+        if state.finished and not state.dead:
+            text = SMALL.decode(ids[r, 1:].tolist(), skip_special_tokens=True)
+            assert hk.check(text, pattern).is_haiku, (text, state)
+
+
+# --------------------------------------------------------------------------- real model
+
+TOPICS = [
+    "first snow in the city", "a lighthouse in fog", "autumn leaves", "a cat asleep",
+    "morning coffee", "the ocean at night", "a train station", "cherry blossoms",
+    "an old bicycle", "rain on a tin roof", "a crowded market", "the last day of summer",
+    "a frozen lake", "fireflies", "a child's kite", "the moon over mountains",
+]
+
+
+@pytest.mark.slow
+def test_constrained_generation_on_embedded_model_returns_only_checked_poems(embedded):
+    from haiku_kit.constrained_generate import constrained_generate
+    from haiku_kit.data import build_prompt
+
+    model, tokenizer = embedded
+    results = constrained_generate(model, tokenizer, [build_prompt(t) for t in TOPICS], seed=0,
+                                   batch_size=8, retries=4)
+    assert len(results) == len(TOPICS) and all(len(r) == 1 for r in results)
+    for topic, (result,) in zip(TOPICS, results):
+        verdict = hk.check(hk.extract_poem(result.completion).poem)
+        assert result.is_valid == verdict.is_haiku == result.check.is_haiku
+        assert result.text == hk.extract_poem(result.completion).poem
+        assert 1 <= result.tries <= 5
+        assert result.is_valid, (topic, result.text, result.reason, result.tries)
+
+
+def test_dead_ends_are_resampled_a_bounded_number_of_times_and_judged_by_check(tiny_model_dir):
+    """A random tiny Gemma 3 (real 262k vocabulary) writes nonsense: the retry loop must stop
+    after `retries`, and a returned poem is valid exactly when check says so."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from haiku_kit.constrained_generate import constrained_generate
+    from haiku_kit.data import build_prompt
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    results = constrained_generate(model, tokenizer, [build_prompt("snow"), build_prompt("rain")],
+                                   k=2, seed=1, max_new_tokens=12, retries=2, batch_size=4)
+    assert [len(r) for r in results] == [2, 2]
+    flat = [r for row in results for r in row]
+    assert any(not r.is_valid for r in flat)  # 12 tokens rarely hold a 5-7-5 poem
+    for r in flat:
+        verdict = hk.check(hk.extract_poem(r.completion).poem)
+        assert (r.is_valid, r.reason) == (verdict.is_haiku, verdict.reason)
+        assert 1 <= r.tries <= 3 and r.dead_ends <= r.tries
+        assert r.is_valid or r.tries == 3  # a failure is returned only once retries ran out
