@@ -38,14 +38,16 @@ def _mean(values, ci) -> str:
 
 
 def compare_on(name, rows, model, tokenizer, scorer, args) -> None:
-    from haiku_kit import evaluate as ev
+    from haiku_kit import generate as gen
+    from haiku_kit.data import load_eval_data
+    from haiku_kit.metrics import bootstrap_ci
     from haiku_kit import haiku as hk
     from haiku_kit.constrained_generate import constrained_generate
 
     topics, prompts = [r["topic"] for r in rows], [r["prompt"] for r in rows]
-    sampling = ev.SamplingSettings(temperature=1.0, top_p=0.95, top_k=64)
+    sampling = gen.SamplingSettings(temperature=1.0, top_p=0.95, top_k=64)
     start = time.perf_counter()
-    free = ev.generate(model, tokenizer, prompts, seed=args.seed, sampling=sampling,
+    free = gen.generate(model, tokenizer, prompts, seed=args.seed, sampling=sampling,
                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                        progress=False)
     free_s = time.perf_counter() - start
@@ -60,7 +62,7 @@ def compare_on(name, rows, model, tokenizer, scorer, args) -> None:
     free_sim = [c - 0.5 for c in scorer.cosine(topics, free_texts)]
     con_sim = [c - 0.5 for c in scorer.cosine(topics, [r.completion for r in results])]
     diff = [c - f for c, f in zip(con_sim, free_sim)]
-    ci = ev.bootstrap_ci
+    ci = bootstrap_ci
     print(f"\n## {name}: {len(rows)} prompts")
     print(f"{'':24}{'pass check':>28}{'similarity (cos-0.5)':>30}{'wall s':>9}")
     print(f"{'free sampling':24}{_rate(free_ok, ci):>28}{_mean(free_sim, ci):>30}{free_s:9.0f}")
@@ -83,7 +85,9 @@ def overhead(rows, model, tokenizer, args) -> None:
     import torch
     from transformers import LogitsProcessorList
 
-    from haiku_kit import evaluate as ev
+    from haiku_kit import generate as gen
+    from haiku_kit.data import load_eval_data
+    from haiku_kit.metrics import bootstrap_ci
     from haiku_kit.constrained import PoemTracker, SyllableLogitsProcessor, token_table
     from haiku_kit.modeling import stop_token_ids
 
@@ -92,8 +96,8 @@ def overhead(rows, model, tokenizer, args) -> None:
     config.update(max_new_tokens=args.max_new_tokens, eos_token_id=stop,
                   pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=1.0,
                   top_p=0.95, top_k=64)
-    prompts = ev._prompt_strings(tokenizer, [r["prompt"] for r in rows[: args.batch_size]])
-    enc = ev.encode(tokenizer, prompts)
+    prompts = gen.prompt_strings(tokenizer, [r["prompt"] for r in rows[: args.batch_size]])
+    enc = gen.encode(tokenizer, prompts)
     tracker = PoemTracker(token_table(tokenizer), (5, 7, 5), end_ids=stop)
     totals = {"free": [0, 0, 0.0], "constrained": [0, 0, 0.0]}  # tokens, steps, seconds
     inside = 0.0
@@ -152,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=["ref", "demo", "overhead", "write"])
     args = p.parse_args(argv)
 
-    from haiku_kit import evaluate as ev
+    from haiku_kit import generate as gen
+    from haiku_kit.data import load_eval_data
+    from haiku_kit.metrics import bootstrap_ci
     from haiku_kit.modeling import load_model
     from haiku_kit.similarity import get_scorer
 
@@ -162,14 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {args.model}{' + ' + args.adapter if args.adapter else ''} loaded in "
           f"{time.perf_counter() - start:.0f} s; {torch_threads()} torch threads")
     scorer = get_scorer()
-    demo_rows, _ = ev.load_eval_data(None)
+    demo_rows, _ = load_eval_data(None)
     if "write" not in args.skip:
         write_time(model, tokenizer, args)
     if "overhead" not in args.skip:
         overhead(demo_rows, model, tokenizer, args)
     if "ref" not in args.skip:
         if REFERENCE.is_file():
-            rows, _ = ev.load_eval_data(str(REFERENCE))
+            rows, _ = load_eval_data(str(REFERENCE))
             compare_on("reference eval prompts", rows[: args.n_ref], model, tokenizer, scorer,
                        args)
         else:

@@ -6,7 +6,10 @@ Without <end_of_turn> (106) among the stop ids, chat completions never end.
 
 from __future__ import annotations
 
-from haiku_kit.errors import ModelLoadError
+from collections.abc import Sequence
+from typing import Any
+
+from haiku_kit.errors import DataError, ModelLoadError
 
 END_OF_TURN = "<end_of_turn>"
 
@@ -59,3 +62,34 @@ def prepare_tokenizer(model, tokenizer, max_seq_length: int | None = None):
         gen.eos_token_id = stop_token_ids(model, tok)
         gen.pad_token_id = tok.pad_token_id
     return tokenizer
+
+
+def prompt_strings(tokenizer, prompts: Sequence[Any]) -> list[str]:
+    """Model input text per prompt: chat message lists rendered with the chat template
+    (generation prompt added), plain strings as they are."""
+    out = []
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, str):
+            out.append(prompt)
+        elif isinstance(prompt, (list, tuple)) and all(isinstance(m, dict) for m in prompt):
+            out.append(tokenizer.apply_chat_template(
+                list(prompt), tokenize=False, add_generation_prompt=True))
+        else:
+            raise DataError(f"prompt {i}: expected a string or a list of chat messages, "
+                            f"got {type(prompt).__name__}")
+    return out
+
+
+def encode(tokenizer, texts: list[str]):
+    """Left-padded batch encoding with exactly one <bos> per prompt: chat templates already
+    write it, plain strings get the tokenizer's usual special tokens."""
+    bos = tokenizer.bos_token
+    adds_bos = bool(bos) and tokenizer("").input_ids[:1] == [tokenizer.bos_token_id]
+    if adds_bos:
+        texts = [t.removeprefix(bos) for t in texts]
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=adds_bos)
+    finally:
+        tokenizer.padding_side = old_side

@@ -134,7 +134,7 @@ def cmd_write(args: argparse.Namespace) -> int:
     backend_first(cfg)  # write_haiku scores with MiniLM (transformers): Unsloth goes first
     model, tokenizer = load_from_config(cfg, args.adapter, trainable=False)
     result = write_haiku(args.topic, model=model, tokenizer=tokenizer, k=args.k, seed=args.seed,
-                         max_new_tokens=args.max_new_tokens)
+                         max_new_tokens=args.max_new_tokens, constrained=args.constrained)
     print(result.poem)
     print()
     print(result.diagnosis())
@@ -165,7 +165,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = run_eval(model, rows, tokenizer=tokenizer, adapter=args.adapter, train_answers=train,
                       k=args.k, seed=args.seed, name=name,
                       sampling=SamplingSettings.greedy() if args.greedy else None,
-                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                      constrained=args.constrained)
     result.meta["model"] = cfg.model.name
     result.save(out)
     write_env_json(out)
@@ -267,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    p.add_argument("--constrained", action="store_true",
+                   help="syllable-constrained decoding (report it beside the free row)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("write", help="write a verified haiku about a topic")
@@ -275,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--constrained", action="store_true",
+                   help="steer every line onto 5-7-5 while writing (check stays the judge)")
     p.set_defaults(func=cmd_write)
 
     p = sub.add_parser("pipeline", help="run the notebooks end to end with papermill")

@@ -16,8 +16,7 @@ from typing import Any
 
 from haiku_kit import haiku as hk
 from haiku_kit.constrained import LineState, PoemTracker, SyllableLogitsProcessor, token_table
-from haiku_kit.evaluate import _prompt_strings, encode
-from haiku_kit.modeling import stop_token_ids
+from haiku_kit.chat_format import encode, prompt_strings, stop_token_ids
 
 __all__ = ["ConstrainedResult", "constrained_generate"]
 
@@ -114,7 +113,7 @@ def constrained_generate(
     pattern = tuple(int(n) for n in pattern)
     if k < 1 or batch_size < 1 or retries < 0 or max_new_tokens < 1:
         raise ValueError("k, batch_size and max_new_tokens must be >= 1, retries >= 0")
-    texts = _prompt_strings(tokenizer, prompts)
+    texts = prompt_strings(tokenizer, prompts)
     stop = stop_token_ids(model, tokenizer)
     tracker = PoemTracker(token_table(tokenizer), pattern, strict, end_ids=stop)
     first = copy.deepcopy(model.generation_config)

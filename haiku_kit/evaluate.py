@@ -310,8 +310,12 @@ def run_eval(
     max_new_tokens: int = 128,
     batch_size: int = 8,
     name: str | None = None,
+    constrained: bool = False,
 ) -> EvalResult:
-    """generate + evaluate on rows with `topic` and `prompt` columns; model as in write_haiku."""
+    """generate + evaluate on rows with `topic` and `prompt` columns; model as in write_haiku.
+
+    constrained=True generates with the syllable-constrained decoder; such a row is reported
+    beside the free-sampling one, never instead of it (meta["constrained"] says which)."""
     if isinstance(model, (str, Path)):
         model_name = str(model)
         model, tokenizer = loaded_model(model_name, None if adapter is None else str(adapter))
@@ -320,8 +324,9 @@ def run_eval(
     sampling = sampling or SamplingSettings()
     prompts = [r["prompt"] for r in rows]
     gens = generate(model, tokenizer, prompts, k=k, seed=seed, sampling=sampling,
-                    batch_size=batch_size, max_new_tokens=max_new_tokens)
+                    batch_size=batch_size, max_new_tokens=max_new_tokens, constrained=constrained)
     meta = {"name": name or model_name, "model": model_name, "adapter": adapter,
+            "constrained": constrained,
             "sampling": asdict(sampling), "max_new_tokens": max_new_tokens,
             "hit_limit_share": gens.hit_limit_share}
     return evaluate(gens, [r["topic"] for r in rows], prompts, train_answers, seed=seed,

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from haiku_kit import haiku as hk
-from haiku_kit.chat_format import stop_token_ids
+from haiku_kit.chat_format import encode, prompt_strings, stop_token_ids
+from haiku_kit.constrained_generate import constrained_generate
 from haiku_kit.errors import DataError
 from haiku_kit.fast_sampling import install_fast_topk_topp
 from haiku_kit.modeling import load_from_config
@@ -67,35 +68,6 @@ class Generations:
         return len(self.texts[0]) if self.texts else 0
 
 
-def _prompt_strings(tokenizer, prompts: Sequence[Any]) -> list[str]:
-    out = []
-    for i, prompt in enumerate(prompts):
-        if isinstance(prompt, str):
-            out.append(prompt)
-        elif isinstance(prompt, (list, tuple)) and all(isinstance(m, dict) for m in prompt):
-            out.append(tokenizer.apply_chat_template(
-                list(prompt), tokenize=False, add_generation_prompt=True))
-        else:
-            raise DataError(f"prompt {i}: expected a string or a list of chat messages, "
-                            f"got {type(prompt).__name__}")
-    return out
-
-
-def encode(tokenizer, texts: list[str]):
-    """Left-padded batch encoding with exactly one <bos> per prompt: chat templates already
-    write it, plain strings get the tokenizer's usual special tokens."""
-    bos = tokenizer.bos_token
-    adds_bos = bool(bos) and tokenizer("").input_ids[:1] == [tokenizer.bos_token_id]
-    if adds_bos:
-        texts = [t.removeprefix(bos) for t in texts]
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=adds_bos)
-    finally:
-        tokenizer.padding_side = old_side
-
-
 def generate(
     model,
     tokenizer,
@@ -106,8 +78,13 @@ def generate(
     batch_size: int = 8,
     max_new_tokens: int = 128,
     progress: bool = True,
+    constrained: bool = False,
 ) -> Generations:
     """k samples for each prompt, batched with left padding.
+
+    constrained=True writes through the syllable-constrained decoder (constrained_generate):
+    every line is steered onto its 5-7-5 target while it is written, dead ends are resampled a
+    bounded number of times, and `check` stays the judge of what comes back.
 
     Prompts are chat message lists (rendered with the chat template, add_generation_prompt) or
     plain strings used as already-formatted model input. Each batch reseeds torch with
@@ -122,8 +99,11 @@ def generate(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     sampling = sampling or SamplingSettings()
+    if constrained:
+        return _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size,
+                            max_new_tokens)
     install_fast_topk_topp()  # CPU: top-p inside the top-k candidates, the same tokens for a seed
-    texts = _prompt_strings(tokenizer, prompts)
+    texts = prompt_strings(tokenizer, prompts)
     items = [t for t in texts for _ in range(k)]  # k copies of each prompt, side by side
     stop = stop_token_ids(model, tokenizer)
     config = copy.deepcopy(model.generation_config)
@@ -159,6 +139,14 @@ def generate(
         return [values[i * k : (i + 1) * k] for i in range(len(texts))]
 
     return Generations(regroup(decoded), regroup(limit), regroup(lengths), max_new_tokens)
+
+
+def _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size, max_new_tokens):
+    results = constrained_generate(model, tokenizer, prompts, k=k, seed=seed, sampling=sampling,
+                                   batch_size=batch_size, max_new_tokens=max_new_tokens)
+    return Generations([[r.completion for r in group] for group in results],
+                       [[r.hit_limit for r in group] for group in results],
+                       [[r.num_tokens for r in group] for group in results], max_new_tokens)
 
 
 # --------------------------------------------------------------------------- verified writing
@@ -214,6 +202,7 @@ def write_haiku(
     max_new_tokens: int = 128,
     scorer: Any = None,
     progress: bool = False,
+    constrained: bool = False,
 ) -> WrittenHaiku:
     """Sample k poems about `topic`; return the best valid one by similarity, else the closest
     (smallest syllable distance, then similarity) with its diagnosis.
@@ -229,7 +218,7 @@ def write_haiku(
         raise ValueError("write_haiku: pass the tokenizer with a loaded model")
     gens = generate(model, tokenizer, [build_prompt(topic.strip())], k=k, seed=seed,
                     sampling=sampling, batch_size=k, max_new_tokens=max_new_tokens,
-                    progress=progress)
+                    progress=progress, constrained=constrained)
     texts = gens.texts[0]
     poems = [hk.extract_poem(t).poem for t in texts]
     checks = [hk.check(p, PATTERN) for p in poems]

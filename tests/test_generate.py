@@ -76,7 +76,7 @@ def test_generate_stops_at_end_of_turn_and_reports_the_limit(tiny):
 
 def test_encode_gives_one_bos_and_left_padding(tiny):
     _, tokenizer = tiny
-    chat = gen._prompt_strings(tokenizer, [PROMPT])[0]
+    chat = gen.prompt_strings(tokenizer, [PROMPT])[0]
     assert chat.startswith(tokenizer.bos_token)
     enc = gen.encode(tokenizer, [chat, "plain"])
     bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
