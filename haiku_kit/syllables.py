@@ -13,6 +13,11 @@ Two paths:
 
 "Most common count" (`count`) is the count of CMUdict's first pronunciation, which CMUdict
 lists first by convention.
+
+Caps, so any input runs in bounded time and memory: `estimate` counts words longer than
+MAX_ESTIMATE_LETTERS letters as their vowel groups (linear time, constant memory; no English word
+comes close), and `analyze_line` does not analyze lines longer than MAX_LINE_CHARS characters
+(`over_cap` is set and `totals` is empty). Only short inputs are memoised.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ __all__ = [
 ]
 
 VOWELS = "aeiouy"
+MAX_ESTIMATE_LETTERS = 64  # the longest English words have about 45 letters
+MAX_LINE_CHARS = 1_000  # a 5- or 7-syllable line has well under 200
+_MEMO_MAX_CHARS = 64  # longer words are computed each time, so the caches stay small
 
 
 # --------------------------------------------------------------------------- dictionary
@@ -174,12 +182,24 @@ def _cnn_score(net: dict, word: str):
     return float((1.0 / (1.0 + np.exp(-z))).sum())
 
 
-@lru_cache(maxsize=65536)
 def estimate(word: str) -> int:
-    """Syllables of one word from its spelling alone (never the dictionary); at least 1."""
+    """Syllables of one word from its spelling alone (never the dictionary); at least 1.
+
+    Words over MAX_ESTIMATE_LETTERS letters count their vowel groups (bounded time and memory)."""
+    return _estimate_memo(word) if len(word) <= _MEMO_MAX_CHARS else _estimate(word)
+
+
+@lru_cache(maxsize=65536)
+def _estimate_memo(word: str) -> int:
+    return _estimate(word)
+
+
+def _estimate(word: str) -> int:
     w = _ascii_letters(word)
     if not w:
         return 0
+    if len(w) > MAX_ESTIMATE_LETTERS:
+        return _count_groups(w)
     weights = _model().get("weights")
     if not weights:
         return _rules(w)
@@ -189,6 +209,15 @@ def estimate(word: str) -> int:
         cnn = sum(_cnn_score(net, w) for net in nets) / len(nets)
         total = (1 - share) * total + share * cnn
     return max(1, round(total))
+
+
+def _count_groups(word: str) -> int:
+    """len(_groups(word)), at least 1, without building the list."""
+    n, end = 0, -1
+    for m in _GROUP.finditer(word):
+        n += m.start() != end
+        end = m.end()
+    return max(n, 1)
 
 
 def _ascii_letters(word: str) -> str:
@@ -326,16 +355,26 @@ def _sum_sets(sets) -> frozenset[int]:
         for k in values:
             combined |= mask << k
         mask = combined
-    return frozenset(i for i in range(mask.bit_length()) if mask >> i & 1)
+    return frozenset(i for i, bit in enumerate(reversed(bin(mask)[2:])) if bit == "1")
 
 
 def _dict_sets(words: list[str]) -> frozenset[int]:
     return _sum_sets(frozenset(_lookup(w) or (estimate(w),)) for w in words)
 
 
-@lru_cache(maxsize=131072)
 def _word(token: str, spell_acronyms: bool = True) -> tuple[tuple[int, ...], str]:
     """(counts with the most common first, source) of one token (letters, maybe apostrophes)."""
+    if len(token) <= _MEMO_MAX_CHARS:
+        return _word_memo(token, spell_acronyms)
+    return _word_counts(token, spell_acronyms)
+
+
+@lru_cache(maxsize=131072)
+def _word_memo(token: str, spell_acronyms: bool) -> tuple[tuple[int, ...], str]:
+    return _word_counts(token, spell_acronyms)
+
+
+def _word_counts(token: str, spell_acronyms: bool) -> tuple[tuple[int, ...], str]:
     low = token.lower()
     if spell_acronyms and len(token) >= 2 and token.isupper() and token.isalpha():
         found = _lookup(low)
@@ -404,6 +443,7 @@ class LineSyllables:
     totals: frozenset[int]
     symbols: tuple[str, ...]
     common: int = 0  # total under each word's most common pronunciation
+    over_cap: bool = False  # longer than MAX_LINE_CHARS: not analyzed, no totals
 
 
 _QUOTES = str.maketrans(
@@ -458,9 +498,17 @@ def _common(words: list[str]) -> int:
     return sum((_lookup(w) or (estimate(w),))[0] for w in words)
 
 
-@lru_cache(maxsize=65536)
 def analyze_line(line: str) -> LineSyllables:
-    """Every word's counts, the achievable line totals, and the symbols (emoji...) found."""
+    """Every word's counts, the achievable line totals, and the symbols (emoji...) found.
+
+    A line over MAX_LINE_CHARS characters is not analyzed: empty totals, ``over_cap`` set."""
+    if len(line) > MAX_LINE_CHARS:
+        return LineSyllables((), frozenset(), (), 0, over_cap=True)
+    return _analyze_line(line)
+
+
+@lru_cache(maxsize=65536)
+def _analyze_line(line: str) -> LineSyllables:
     text = line.translate(_QUOTES)
     letters = [c for c in text if c.isalpha()]
     # A shouted line (all caps) is words, not acronyms.

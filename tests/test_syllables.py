@@ -176,10 +176,10 @@ def test_estimator_never_uses_the_dictionary(monkeypatch):
         raise AssertionError("dictionary consulted")
 
     monkeypatch.setattr(syl, "_dictionary", boom)
-    syl.estimate.cache_clear()
+    syl._estimate_memo.cache_clear()
     assert syl.estimate("blorptastic") >= 2
     assert syl.estimate("") == 0
-    syl.estimate.cache_clear()
+    syl._estimate_memo.cache_clear()
 
 
 def test_estimator_cnns_are_shipped_and_sane():
