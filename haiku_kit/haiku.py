@@ -115,7 +115,7 @@ def _drop_think(text: str, kinds: list[str]) -> str:
 
 def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
     found = None
-    for found in pattern.finditer(text):  # noqa: B007 - the last match is the one wanted
+    for found in pattern.finditer(text):  # the last match is the one wanted
         pass
     return found
 
@@ -327,7 +327,9 @@ def _check(text: str, pattern: tuple[int, ...], strict: bool) -> HaikuCheck:
         problems.append(f"{len(lines)} line{'s' * (len(lines) != 1)}, needs {len(pattern)}")
     for i, (c, t, e) in enumerate(zip(counts, pattern, errors), 1):
         if analyses[i - 1].over_cap:
-            problems.append(f"line {i} has {len(lines[i - 1])} characters, over the {MAX_LINE_CHARS} counted")
+            problems.append(
+                f"line {i} has {len(lines[i - 1])} characters, over the {MAX_LINE_CHARS} counted"
+            )
         elif e:
             has = " or ".join(str(n) for n in sorted(c)[:4]) or "0"
             plural = "s" * (has != "1")
