@@ -197,7 +197,7 @@ CASES = [
     Case("non-UTF-8 CSV", _non_utf8_csv, ("latin1.csv: line 5 is not UTF-8",)),
     Case("CSV field over the csv limit", _csv_field_over_limit, ("big_field.csv: line", "limit")),
     Case("empty file", _empty_file, ("empty.jsonl: the file is empty",)),
-    Case("preset YAML syntax error", _bad_preset_yaml, ("broken.yaml", "line 3")),
+    Case("preset YAML syntax error", _bad_preset_yaml, ("broken.yaml: not valid YAML",)),
     Case(
         "pipeline: unknown preset", _unknown_preset_pipeline, ("unknown preset 'no-such-preset'",)
     ),

@@ -10,11 +10,14 @@ of peft's size-mismatch traceback or its message about missing modules.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from .errors import ModelLoadError
 
 __all__ = ["adapter_misfit", "check_adapter_fits"]
+
+logger = logging.getLogger(__name__)
 
 _PREFIX = "base_model.model."
 _LORA_PARTS = {
@@ -85,9 +88,18 @@ def check_adapter_fits(adapter_dir: str | Path, base_source: str, base_name: str
             f"adapter {adapter_dir}: unreadable adapter_config.json ({err})"
         ) from None
     try:
-        problem = adapter_misfit(adapter_dir, _base_shapes(base_source))
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"adapter {adapter_dir}: cannot be checked ({err})") from None
+        base_shapes = _base_shapes(base_source)
+    except (OSError, ValueError, KeyError) as err:  # the loader itself will say what is wrong
+        logger.debug(
+            "cannot build %s on the meta device to check %s: %s", base_source, adapter_dir, err
+        )
+        return
+    try:
+        problem = adapter_misfit(adapter_dir, base_shapes)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"adapter {adapter_dir}: unreadable adapter_model.safetensors ({err})"
+        ) from None
     if problem:
         raise ModelLoadError(
             f"adapter {adapter_dir} was trained on a different base model than {base_name} "

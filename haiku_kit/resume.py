@@ -7,8 +7,8 @@ a stage:
 - `fresh=True` starts over and moves the old checkpoints and logs aside into
   `checkpoints.old-<time>/`; only `fresh="delete"` deletes them.
 With no checkpoint to resume, old logs are moved aside too, never deleted. On resume, log lines
-of the steps after the checkpoint (to be trained again) move to `log.redone.jsonl`, so log.jsonl
-never holds a step twice.
+of the steps after the checkpoint (to be trained again), and a line torn by a kill, move to
+`log.redone.jsonl`, so log.jsonl never holds a step twice.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 import re
 import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "STATE_FILES",
     "StageStart",
     "checkpoint_step",
+    "choose_checkpoint",
     "find_checkpoint",
     "prepare_stage",
     "rerun_command",
@@ -104,29 +106,38 @@ class StageStart:
     message: str  # one line for the user
 
 
-def prepare_stage(
+def choose_checkpoint(
     stage_dir: str | Path, resume: str | Path | bool | None = None, fresh: bool | str = False
-) -> StageStart:
-    """Decide where the stage starts and make its folder ready; never deletes unless
-    fresh="delete". resume: None (default: the newest checkpoint if any), "latest" or True
-    (one must exist), a checkpoint path, or False (start fresh, old state moved aside)."""
-    stage_dir = Path(stage_dir)
+) -> Path | None:
+    """The checkpoint a stage will resume from (None: a fresh start), checking the arguments;
+    changes nothing on disk, so it can run before the model loads. resume: None (default: the
+    newest checkpoint if any), "latest" or True (one must exist), a checkpoint path, or False."""
     if fresh not in FRESH_CHOICES:
         raise ConfigError(f"fresh={fresh!r}: use True (move old state aside) or 'delete'")
     if fresh and resume not in (None, False):
         raise ConfigError("--resume and --fresh cannot be used together")
+    if fresh or resume is False:
+        return None
+    stage_dir = Path(stage_dir)
+    if resume:
+        return resolve_checkpoint("latest" if resume is True else resume, stage_dir)
+    return find_checkpoint(stage_dir)
+
+
+def prepare_stage(
+    stage_dir: str | Path, resume: str | Path | bool | None = None, fresh: bool | str = False
+) -> StageStart:
+    """Decide where the stage starts (choose_checkpoint) and make its folder ready: trim the logs
+    when resuming, else move old state aside (deleted only when fresh="delete")."""
+    stage_dir = Path(stage_dir)
+    checkpoint = choose_checkpoint(stage_dir, resume, fresh)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    if resume is True:
-        resume = "latest"
-    checkpoint = None
-    if not fresh and resume is not False:
-        checkpoint = resolve_checkpoint(resume, stage_dir) if resume else find_checkpoint(stage_dir)
     if checkpoint is not None:
         step = checkpoint_step(checkpoint) or 0
         redone = _trim_step_logs(stage_dir, step)
         how = "as asked" if resume else "by default; pass --fresh to start over"
         message = f"resuming {stage_dir.name} from {checkpoint} (step {step}, {how})"
-        logger.warning(message)
+        print(message, file=sys.stderr, flush=True)
         return StageStart(str(checkpoint), None, redone, message)
     old = [stage_dir / n for n in ("checkpoints", *STATE_FILES) if (stage_dir / n).exists()]
     moved = None
@@ -139,7 +150,7 @@ def prepare_stage(
     else:
         moved = _move_aside(stage_dir, old)
         message = f"starting {stage_dir.name} fresh; its old checkpoints and logs are in {moved}"
-    logger.warning(message)
+    print(message, file=sys.stderr, flush=True)
     return StageStart(None, moved, 0, message)
 
 
@@ -164,12 +175,12 @@ def _trim_step_logs(stage_dir: Path, step: int) -> int:
         keep, redo = [], []
         with path.open(encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                (redo if _line_step(line) > step else keep).append(line)
+                (keep if 0 <= _line_step(line) <= step else redo).append(line)
         if not redo:
             continue
         redone = path.with_name(path.stem + ".redone.jsonl")
         with redone.open("a", encoding="utf-8") as fh:
-            fh.writelines(redo)
+            fh.writelines(line if line.endswith("\n") else line + "\n" for line in redo)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(keep), encoding="utf-8")
         tmp.replace(path)
@@ -181,7 +192,7 @@ def _line_step(line: str) -> int:
     try:
         step = json.loads(line).get("step")
     except (ValueError, AttributeError):
-        return -1  # a torn last line from a kill: kept, never counted as a later step
+        return -1  # a line torn by a kill: moved out, so the next append cannot join it
     return step if isinstance(step, int) else -1
 
 

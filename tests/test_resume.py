@@ -47,12 +47,13 @@ def test_default_resumes_latest_complete_checkpoint_and_trims_logs(tmp_path):
     assert (stage / "checkpoints" / "checkpoint-6").is_dir()
 
 
-def test_torn_last_log_line_is_kept_not_crashed_on(tmp_path):
+def test_torn_last_log_line_moves_out_so_appends_stay_valid(tmp_path):
     stage = tmp_path / "sft"
     _checkpoint(stage, 2)
     (stage / "log.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
-    prepare_stage(stage)
-    assert (stage / "log.jsonl").read_text() == '{"step": 1}\n{"step": 2}\n{"step": 3, "lo'
+    assert prepare_stage(stage).redone_lines == 1
+    assert (stage / "log.jsonl").read_text() == '{"step": 1}\n{"step": 2}\n'
+    assert (stage / "log.redone.jsonl").read_text() == '{"step": 3, "lo\n'
 
 
 def test_fresh_moves_old_state_aside(tmp_path):
