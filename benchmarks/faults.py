@@ -40,8 +40,11 @@ class Outcome:
 
     @property
     def last_line(self) -> str:
+        """The kit's own last message ("haiku-kit COMMAND: ..."), else the last stderr line
+        (libraries may log after it at exit)."""
         lines = [line for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1] if lines else ""
+        own = [line for line in lines if line.startswith("haiku-kit ")]
+        return (own or lines or [""])[-1]
 
 
 def cli_command(argv: list[str]) -> list[str]:

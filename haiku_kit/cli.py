@@ -86,6 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from haiku_kit.runs import RunPaths
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("torch").setLevel(logging.WARNING)  # its exit-time cache stats
     cfg = resolve_config(args.preset, list(args.overrides or []), args.out)
     save_config(cfg, RunPaths.of(cfg).config)
     if args.stage == "sft":
