@@ -17,6 +17,7 @@ from typing import Any
 from haiku_kit import haiku as hk
 from haiku_kit.chat_format import stop_token_ids
 from haiku_kit.errors import DataError
+from haiku_kit.fast_sampling import install_fast_topk_topp
 from haiku_kit.modeling import load_from_config
 from haiku_kit.settings import EvalSettings, ModelSettings, RunConfig
 from haiku_kit.text import PATTERN, build_prompt
@@ -121,6 +122,7 @@ def generate(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     sampling = sampling or SamplingSettings()
+    install_fast_topk_topp()  # CPU: top-p inside the top-k candidates, the same tokens for a seed
     texts = _prompt_strings(tokenizer, prompts)
     items = [t for t in texts for _ in range(k)]  # k copies of each prompt, side by side
     stop = stop_token_ids(model, tokenizer)

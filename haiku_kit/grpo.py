@@ -27,6 +27,7 @@ from haiku_kit.chat_format import stop_token_ids
 from haiku_kit.curriculum import CurriculumCallback
 from haiku_kit.data import load_run_data, sft_answers
 from haiku_kit.errors import ConfigError, DataError, ModelLoadError
+from haiku_kit.fast_sampling import install_fast_topk_topp
 from haiku_kit.modeling import check_adapter_dir, load_from_config, save_adapter
 from haiku_kit.resume import choose_checkpoint, find_checkpoint
 from haiku_kit.rewards import RewardSpec
@@ -86,6 +87,7 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
                        train_answers=()):
     """TRL's GRPOTrainer with the stage's rewards, monitors, collapse detector and curriculum."""
     install_cpu_logprob_fallback()
+    install_fast_topk_topp()  # TRL's rollouts call model.generate: CPU top-p inside top-k, same draws
     from trl import GRPOConfig, GRPOTrainer
 
     spec = RewardSpec.from_dict(s.rewards)

