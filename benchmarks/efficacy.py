@@ -21,7 +21,7 @@ from pathlib import Path
 from haiku_kit import pipeline, runs, stages
 from haiku_kit.config import load_config
 from haiku_kit.data import load_eval_data
-from haiku_kit.report import summary_table, write_report
+from haiku_kit.report import summary_table, verdict, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DATA = REPO.parent / "shared" / "data" / "gemma_haiku" / "eval_data.json"
@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nEfficacy on the first {len(rows)} prompts of {eval_data.name} (k={args.k}), "
           f"run {run}:\n")  # fmt: skip
     print(summary_table(results))
+    line = verdict(results, before="SFT", after="SFT→GRPO")
+    if line:
+        print(line)
     print("\nValues: mean [95% bootstrap CI]. Reference (Gemma 3 1B, 1 sample/prompt): base "
           "0.037/-0.100/-0.063, SFT 0.135/0.110/0.245, SFT+GRPO 0.088/0.371/0.459.")  # fmt: skip
     print("\nWall time per stage (pipeline run):")

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from haiku_kit.errors import ConfigError, ModelLoadError
+from haiku_kit.fast_inference import DEFAULT_GPU_MEMORY_UTILIZATION, unsloth_fast_inference_kwargs
 from haiku_kit.settings import LoraSettings, RunConfig
 
 BACKENDS = ("auto", "unsloth", "hf")
@@ -80,15 +81,19 @@ def unsloth_import_order_problem(loaded_modules: Iterable[str]) -> str | None:
         return None
     return (
         f"{', '.join(early)} imported before unsloth: Unsloth cannot patch them, so training "
-        "may be slower or use more memory. Call haiku_kit.modeling.load_model (or "
-        "`import unsloth`) before importing transformers/trl/peft."
+        "may be slower or use more memory. Fix: restart the Python process (in a notebook: "
+        "the kernel) and run `import unsloth` first, before anything "
+        "that imports transformers, trl or peft."
     )
 
 
 def unsloth_load_kwargs(
-    model_name: str, max_seq_length: int, load_in_4bit: bool, dtype: Any = None
+    model_name: str, max_seq_length: int, load_in_4bit: bool, dtype: Any = None,
+    fast_inference: bool = False, gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+    lora_rank: int = 16,
 ) -> dict[str, Any]:
-    """Arguments for unsloth.FastModel.from_pretrained (Gemma 3 GRPO notebook style)."""
+    """Arguments for unsloth.FastModel.from_pretrained (Gemma 3 GRPO notebook style). dtype None:
+    Unsloth chooses by compute capability, as precision.choose_precision does."""
     return {
         "model_name": model_name,
         "max_seq_length": max_seq_length,
@@ -96,17 +101,20 @@ def unsloth_load_kwargs(
         "load_in_4bit": load_in_4bit,
         "load_in_8bit": False,
         "full_finetuning": False,
+        **unsloth_fast_inference_kwargs(fast_inference, gpu_memory_utilization, lora_rank),
     }
 
 
 def unsloth_peft_kwargs(lora: LoraSettings, seed: int) -> dict[str, Any]:
-    """Arguments for unsloth.FastModel.get_peft_model, the same LoRA as the hf backend."""
+    """Arguments for unsloth.FastModel.get_peft_model, the same LoRA as the hf backend. A regex
+    target_modules (how Unsloth saves an adapter) is passed through as the regex."""
+    targets = lora.target_modules
     return {
         "finetune_vision_layers": False,
         "finetune_language_layers": True,
         "finetune_attention_modules": True,
         "finetune_mlp_modules": True,
-        "target_modules": list(lora.target_modules),
+        "target_modules": targets if isinstance(targets, str) else list(targets),
         "r": lora.r,
         "lora_alpha": lora.alpha,
         "lora_dropout": lora.dropout,

@@ -80,6 +80,24 @@ def _one_line_warnings(category: type[Warning]) -> None:
     warnings.showwarning = show
 
 
+def backend_first(cfg) -> str:
+    """Import the config's backend (Unsloth) before anything imports transformers/trl/peft."""
+    from haiku_kit.backends import backend_for, import_backend
+
+    return import_backend(backend_for(cfg))
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """The versions that matter: Python, torch + CUDA, transformers, trl, peft, unsloth, vllm, GPUs."""
+    from haiku_kit.env_info import collect_env, format_env, write_env_json
+
+    info = collect_env()
+    print(format_env(info))
+    if args.out:
+        print(f"wrote {write_env_json(args.out, info)}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """`haiku-kit train {sft,grpo} --preset P --set k=v --out RUN`."""
     from haiku_kit.config import resolve_config, save_config
@@ -88,7 +106,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("torch").setLevel(logging.WARNING)  # its exit-time cache stats
     cfg = resolve_config(args.preset, list(args.overrides or []), args.out)
+    backend_first(cfg)
     save_config(cfg, RunPaths.of(cfg).config)
+    # trackio reads TRACKIO_DIR once, on import (TRL imports it early): keep its store in RUN/trackio
+    if any("trackio" in str(getattr(cfg, st).report_to) for st in ("sft", "grpo")):
+        os.environ.setdefault("TRACKIO_DIR", str(RunPaths.of(cfg).root.resolve() / "trackio"))
     if args.stage == "sft":
         from haiku_kit.sft import run_sft
 
@@ -125,7 +147,9 @@ def cmd_write(args: argparse.Namespace) -> int:
     from haiku_kit.generate import write_haiku
     from haiku_kit.modeling import load_from_config
 
-    model, tokenizer = load_from_config(model_config(args), args.adapter, trainable=False)
+    cfg = model_config(args)
+    backend_first(cfg)  # write_haiku scores with MiniLM (transformers): Unsloth goes first
+    model, tokenizer = load_from_config(cfg, args.adapter, trainable=False)
     result = write_haiku(args.topic, model=model, tokenizer=tokenizer, k=args.k, seed=args.seed,
                          max_new_tokens=args.max_new_tokens)
     print(result.poem)
@@ -138,6 +162,7 @@ def cmd_write(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Generate on the eval prompts, score, write JSONL + table + plots."""
     from haiku_kit.data import load_eval_data
+    from haiku_kit.env_info import write_env_json
     from haiku_kit.errors import DataError
     from haiku_kit.evaluate import run_eval
     from haiku_kit.generate import SamplingSettings
@@ -145,12 +170,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from haiku_kit.report import write_report
 
     out = Path(args.out)
+    cfg = model_config(args)
+    backend_first(cfg)  # the bundled eval split is built with MiniLM (transformers)
     rows, train = load_eval_data(args.data, args.train)  # bad data fails before a model loads
     if args.n is not None:
         rows = rows[: args.n]
     if not rows:
         raise DataError(f"--data {args.data}: no eval prompts")
-    cfg = model_config(args)
     name = args.name or Path(args.adapter or cfg.model.name).name or "model"
     model, tokenizer = load_from_config(cfg, args.adapter, trainable=False)
     result = run_eval(model, rows, tokenizer=tokenizer, adapter=args.adapter, train_answers=train,
@@ -159,6 +185,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     result.meta["model"] = cfg.model.name
     result.save(out)
+    write_env_json(out)
     report = write_report({name: result}, out)
     print(f"wrote {out / 'generations.jsonl'}, {out / 'result.json'} and {report}")
     print((out / "table.md").read_text())
@@ -177,7 +204,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The cpu-demo preset end to end, then the headline table and where the report is."""
     from haiku_kit.pipeline import DEMO_PRESET, run_pipeline
-    from haiku_kit.report import summary_table
+    from haiku_kit.report import summary_table, verdict
     from haiku_kit.runs import RunPaths
     from haiku_kit.stages import load_results
 
@@ -188,7 +215,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_dir = run_pipeline(DEMO_PRESET, args.overrides, args.out, log_output=True)
     paths = RunPaths(run_dir)
     print()
-    print(summary_table(load_results(run_dir)))
+    results = load_results(run_dir)
+    print(summary_table(results))
+    line = verdict(results)
+    if line:
+        print(line)
     print(f"report: {paths.report / 'report.md'} (full table: {paths.report / 'table.md'})")
     print(f"executed notebooks: {paths.notebooks}")
     print(f"demo finished in {(time.perf_counter() - began) / 60:.1f} min")
@@ -283,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start at this stage, reusing the artifacts of the earlier ones")
     _add_resume_args(p)
     p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("env", help="print the versions and GPUs that matter (also RUN/env.json)")
+    p.add_argument("--out", default=None, help="also write FOLDER/env.json")
+    p.set_defaults(func=cmd_env)
 
     p = sub.add_parser("demo", help="the CPU end-to-end demo (cpu-demo preset)")
     p.add_argument("--out", default="runs/demo")

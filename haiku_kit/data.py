@@ -42,7 +42,7 @@ from haiku_kit.loaders import (
 from haiku_kit.runs import run_data_dir
 from haiku_kit.settings import RunConfig
 from haiku_kit.text import DEFAULT_TEMPLATE, build_prompt, normalize
-from haiku_kit.topics import fill_topics
+from haiku_kit.topics import NEAR_TOPIC_COSINE, fill_topics, near_topic_groups
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +110,18 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
 
 
 def assign_splits(rows: Sequence[Row], fractions: Sequence[float] = (1 / 3, 1 / 3, 1 / 3),
-                  seed: int = 0) -> dict[str, list[Row]]:
+                  seed: int = 0, group_of: dict[str, str] | None = None) -> dict[str, list[Row]]:
     """Deal whole topic groups to sft/rl/eval so each split nears its share of rows.
 
     Groups are shuffled with `seed` and each goes to the split furthest below its target, so
-    one normalised topic never spans two splits.
+    one normalised topic never spans two splits. `group_of` (topic -> group key, from
+    topics.near_topic_groups) also keeps near-duplicate topics together.
     """
     shares = _check_fractions(fractions)
     groups: dict[str, list[Row]] = {}
     for row in rows:
-        groups.setdefault(normalize(row["topic"]), []).append(row)
+        key = (group_of or {}).get(row["topic"]) or normalize(row["topic"])
+        groups.setdefault(key, []).append(row)
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)
     targets = [share * len(rows) for share in shares]
@@ -185,10 +187,14 @@ def build_splits(
     max_rows: int | None = None,
     report: FilterReport | None = None,
     sources: Sequence[str] = (),
+    near_topic_cosine: float | None = NEAR_TOPIC_COSINE,
 ):
     """Filter rows, split them into disjoint sft/rl/eval, and save them to `out_dir`.
 
-    `min_similarity=None` skips the MiniLM topic-poem filter. `max_rows` samples that many
+    `min_similarity=None` skips the MiniLM topic-poem filter. With the filter on, topics whose
+    MiniLM cosine reaches `near_topic_cosine` ("a kite" / "a kite in the wind") land in the
+    same split, so eval topics have no near-duplicate among the training topics (None: group
+    by the normalised topic only). `max_rows` samples that many
     rows (with `seed`) before splitting. `sources` (specs or paths) are hashed into the
     manifest. `out_dir=None` builds in memory only. Returns the DatasetDict.
     """
@@ -211,7 +217,10 @@ def build_splits(
             raise DataError(f"max_rows must be at least 1, not {max_rows}")
         rows = random.Random(seed).sample(list(rows), max_rows)
         report.add("sampled", len(rows))
-    parts = assign_splits(rows, shares, seed)
+    group_of = None
+    if min_similarity is not None and near_topic_cosine is not None:
+        group_of = near_topic_groups([r["topic"] for r in rows], near_topic_cosine, similarity_model)
+    parts = assign_splits(rows, shares, seed, group_of)
     for name in SPLITS:
         report.add(name, len(parts[name]))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from haiku_kit import live
 from haiku_kit.backends import resolve_device
 from haiku_kit.callbacks import (
     CollapseCallback,
@@ -27,6 +28,7 @@ from haiku_kit.chat_format import stop_token_ids
 from haiku_kit.curriculum import CurriculumCallback
 from haiku_kit.data import load_run_data, sft_answers
 from haiku_kit.errors import ConfigError, DataError, ModelLoadError
+from haiku_kit.fast_inference import grpo_generation_args
 from haiku_kit.fast_sampling import install_fast_topk_topp
 from haiku_kit.modeling import check_adapter_dir, load_from_config, save_adapter
 from haiku_kit.resume import choose_checkpoint, find_checkpoint
@@ -44,6 +46,8 @@ from haiku_kit.trainer_utils import (
     select_split,
     start_stage,
     train_stage,
+    trainer_config,
+    training_precision,
     write_logs,
 )
 
@@ -92,9 +96,10 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
 
     spec = RewardSpec.from_dict(s.rewards)
     recorder = RewardRecorder(spec.names)
-    gen_kwargs = {"eos_token_id": stop_token_ids(model, tokenizer)}
+    fast = bool(cfg.model.fast_inference)
+    generation = grpo_generation_args(fast, cfg.model.gpu_memory_utilization, stop_token_ids(model, tokenizer))
     try:
-        args = GRPOConfig(
+        args = trainer_config(GRPOConfig, dict(
             **common_args(cfg, s, stage_dir, device, model),
             num_generations=s.num_generations,
             generation_batch_size=s.generation_batch_size,
@@ -104,17 +109,18 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
             top_k=s.top_k,
             min_p=s.min_p,
             repetition_penalty=s.repetition_penalty,
-            generation_kwargs=gen_kwargs,
+            **generation,
             loss_type=s.loss_type,
             beta=s.beta,
             epsilon=s.epsilon,
+            epsilon_high=s.epsilon if s.epsilon_high is None else s.epsilon_high,
             num_iterations=s.num_iterations,
             scale_rewards=s.scale_rewards,
             mask_truncated_completions=s.mask_truncated_completions,
             reward_weights=spec.reward_weights(),
             remove_unused_columns=False,
-            log_completions=False,
-        )
+            log_completions=s.log_completions,
+        ), s.trainer_args, "grpo")
     except ValueError as err:
         if "divisible" in str(err):
             raise ConfigError(
@@ -156,6 +162,7 @@ def grpo_effective(trainer) -> dict:
         "loss_type": a.loss_type,
         "beta": a.beta,
         "epsilon": a.epsilon,
+        "epsilon_high": a.epsilon_high,
         "scale_rewards": a.scale_rewards,
         "mask_truncated_completions": a.mask_truncated_completions,
         "num_generations": a.num_generations,
@@ -169,16 +176,23 @@ def grpo_effective(trainer) -> dict:
         "top_p": a.top_p,
         "top_k": a.top_k,
         "stop_token_ids": list(getattr(trainer, "eos_token_ids", [])),
+        "use_vllm": a.use_vllm,
+        "generation_kwargs": dict(a.generation_kwargs or {}),
         "learning_rate": a.learning_rate,
         "lr_scheduler_type": enum_value(a.lr_scheduler_type),
         "max_grad_norm": a.max_grad_norm,
         "optim": enum_value(a.optim),
         "max_steps": a.max_steps,
         "precision": precision_name(a),
+        "precision_reason": training_precision(device, trainer.model).reason,
         "device": device,
+        "report_to": a.report_to,
+        "log_completions": a.log_completions,
+        "trainer_args": dict(s.trainer_args or {}),
     }
     wanted = {
         "loss_type": s.loss_type, "beta": s.beta, "num_generations": s.num_generations,
+        "epsilon_high": s.epsilon if s.epsilon_high is None else s.epsilon_high,
         "mask_truncated_completions": s.mask_truncated_completions,
         "per_device_train_batch_size": s.per_device_train_batch_size,
         "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
@@ -225,6 +239,8 @@ def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, phase: str | No
     trainer = build_grpo_trainer(cfg, s, model, tokenizer, data, stage_dir, device, sft_answers(cfg))
     trainer.kit_stage = KitStage(stage, stage_dir, device, tokenizer, resume, s, start, len(data))
     record_effective(cfg, stage, stage_dir, grpo_effective(trainer))
+    if cfg.live_every > 0:
+        live.attach(trainer, every=cfg.live_every)
     return trainer
 
 

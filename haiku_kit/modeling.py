@@ -31,6 +31,7 @@ from haiku_kit.backends import (
 )
 from haiku_kit.chat_format import prepare_tokenizer
 from haiku_kit.errors import ModelLoadError
+from haiku_kit.precision import choose_precision, gpu_capabilities
 from haiku_kit.settings import LoraSettings, RunConfig
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ def peft_lora_config(lora: LoraSettings):
     """The LoRA settings as peft's LoraConfig (the hf backend; Unsloth: unsloth_peft_kwargs)."""
     from peft import LoraConfig
 
+    targets = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
 
 
 # --------------------------------------------------------------------------- sources
@@ -85,13 +87,12 @@ def check_adapter_dir(adapter: str | os.PathLike) -> Path:
 def lora_from_adapter(adapter_dir: Path) -> LoraSettings:
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     targets = cfg.get("target_modules") or LoraSettings().target_modules
-    if isinstance(targets, str):  # peft stores a regex for some configs; keep our defaults
-        targets = LoraSettings().target_modules
     return LoraSettings(
         r=int(cfg["r"]),
         alpha=int(cfg["lora_alpha"]),
         dropout=float(cfg.get("lora_dropout", 0.0)),
-        target_modules=sorted(targets),
+        # Unsloth saves its modules as one regex: reload exactly those, not a default list.
+        target_modules=targets if isinstance(targets, str) else sorted(targets),
     )
 
 
@@ -112,13 +113,12 @@ def adapter_base_model(adapter: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-def _torch_dtype(dtype: Any, on_gpu: bool):
+def _torch_dtype(dtype: Any, on_gpu: bool, model_type: str | None = None):
     import torch
 
-    if dtype is None or dtype == "auto":
-        if not on_gpu:
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype is None or dtype == "auto":  # by compute capability, not is_bf16_supported (emulation)
+        chosen = choose_precision("cuda", gpu_capabilities(), model_type) if on_gpu else choose_precision("cpu")
+        return getattr(torch, chosen.load_dtype)
     if isinstance(dtype, torch.dtype):
         return dtype
     names = {
@@ -188,7 +188,12 @@ def _load_hf(source, load_in_4bit, dtype, max_seq_length):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     on_gpu = torch.cuda.is_available()
-    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype, on_gpu), "use_safetensors": True}
+    model_type = None
+    if on_gpu and dtype in (None, "auto"):  # Gemma 3 on a T4 must not load in float16
+        from transformers import AutoConfig
+
+        model_type = _from_pretrained(AutoConfig, source, "model config").model_type
+    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype, on_gpu, model_type), "use_safetensors": True}
     if load_in_4bit:
         if not on_gpu:
             raise ModelLoadError("load_in_4bit=True needs a CUDA GPU (bitsandbytes); none found")
@@ -224,14 +229,16 @@ def _wrap_hf(model, lora: LoraSettings | None, adapter: Path | None, seed: int, 
     return get_peft_model(model, peft_lora_config(lora))
 
 
-def _load_unsloth(source, load_in_4bit, dtype, max_seq_length, lora, adapter, seed):
+def _load_unsloth(source, load_in_4bit, dtype, max_seq_length, lora, adapter, seed, fast=False, share=0.5):
     problem = unsloth_import_order_problem(sys.modules)
     if problem:
         warnings.warn(problem, stacklevel=3)
     import unsloth  # noqa: F401  (must precede the transformers-using imports below)
     from unsloth import FastModel
 
-    kwargs = unsloth_load_kwargs(source, max_seq_length, load_in_4bit, dtype)
+    shape = lora_from_adapter(adapter) if adapter is not None else lora  # the LoRA that will be built
+    rank = shape.r if shape is not None else LoraSettings().r  # vLLM's LoRA slots must fit it
+    kwargs = unsloth_load_kwargs(source, max_seq_length, load_in_4bit, dtype, fast, share, rank)
     if dtype is not None:
         kwargs["dtype"] = _torch_dtype(dtype, on_gpu=True)
     model, tokenizer = FastModel.from_pretrained(**kwargs)
@@ -241,9 +248,7 @@ def _load_unsloth(source, load_in_4bit, dtype, max_seq_length, lora, adapter, se
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        model = FastModel.get_peft_model(
-            model, **unsloth_peft_kwargs(lora_from_adapter(adapter), seed)
-        )
+        model = FastModel.get_peft_model(model, **unsloth_peft_kwargs(shape, seed))
         result = set_peft_model_state_dict(model, load_file(str(adapter / ADAPTER_FILES[1])))
         if getattr(result, "unexpected_keys", None):
             raise ModelLoadError(
@@ -264,12 +269,15 @@ def load_model(
     adapter: str | os.PathLike | None = None,
     dtype: Any = None,
     seed: int = 3407,
+    fast_inference: bool = False,
+    gpu_memory_utilization: float = 0.5,
 ):
     """(model, tokenizer) ready for TRL.
 
     ``lora``: settings for a fresh LoRA adapter, or None for the plain model. ``adapter``: a
     saved LoRA adapter folder, loaded trainable instead of a fresh one. ``dtype``: None picks
-    fp32 on CPU and bf16 on GPU."""
+    fp32 on CPU and, on a GPU, by compute capability (precision.choose_precision).
+    ``fast_inference`` (Unsloth): load a vLLM engine too, using that share of GPU memory."""
     chosen = resolve_backend(backend)
     if isinstance(lora, Mapping):
         lora = LoraSettings.from_dict(lora)
@@ -279,7 +287,8 @@ def load_model(
         check_adapter_fits(adapter_dir, source, os.fspath(model))
     if chosen == "unsloth":
         net, tokenizer = _load_unsloth(
-            source, load_in_4bit, dtype, max_seq_length, lora, adapter_dir, seed
+            source, load_in_4bit, dtype, max_seq_length, lora, adapter_dir, seed,
+            fast_inference, gpu_memory_utilization,
         )
     else:
         base, tokenizer = _load_hf(source, load_in_4bit, dtype, max_seq_length)
@@ -301,6 +310,8 @@ def load_from_config(cfg: RunConfig, adapter: str | Path | None = None, trainabl
         max_seq_length=m.max_seq_length,
         adapter=str(adapter) if adapter else None,
         seed=cfg.seed,
+        fast_inference=m.fast_inference,
+        gpu_memory_utilization=m.gpu_memory_utilization,
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from haiku_kit.curve import plot_learning_curve
 from haiku_kit.evaluate import PATTERN, EvalResult
 
 # (column title, metric key, shown as percent)
@@ -314,12 +315,31 @@ def plot_line_counts(results: dict[str, EvalResult], path: Path) -> Path:
     return _save(fig, path)
 
 
+# --------------------------------------------------------------------------- verdict
+
+
+def verdict(results: dict[str, EvalResult], before: str = "sft", after: str = "grpo",
+            metric: str = "haiku") -> str | None:
+    """One line: how far `after` moved `metric` from `before`, and whether their 95% CIs overlap."""
+    if before not in results or after not in results:
+        return None
+    a, b = results[before], results[after]
+    lo_a, hi_a = a.ci.get(metric, [math.nan, math.nan])
+    lo_b, hi_b = b.ci.get(metric, [math.nan, math.nan])
+    diff = 100 * (b.metrics[metric] - a.metrics[metric])
+    overlap = not (lo_b > hi_a or hi_b < lo_a)
+    return (f"{after.upper()} vs {before.upper()}: {diff:+.1f} points of {metric}, "
+            f"95% CIs {'overlap' if overlap else 'do not overlap'}")
+
+
 # --------------------------------------------------------------------------- report
 
 
-def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: int = 5) -> Path:
+def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: int = 5,
+                 curve: list[dict] | None = None) -> Path:
     """Write table.md, table.csv, metrics.png, syllable_errors.png, line_counts.png,
-    samples.md and failures.md into out_dir; return the path of report.md linking them."""
+    samples.md and failures.md into out_dir (and learning_curve.png/json for a GRPO `curve`,
+    see learning_curve); return the path of report.md linking them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = compare(results)
@@ -332,6 +352,18 @@ def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: i
     (out / "failures.md").write_text(failure_analysis(results), encoding="utf-8")
 
     parts = ["# Evaluation report\n", table.markdown()]
+    line = verdict(results)
+    if line:
+        parts.append(line + "\n")
+    if curve:
+        import json
+
+        (out / "learning_curve.json").write_text(json.dumps(curve, indent=1), encoding="utf-8")
+        plot_learning_curve(curve, out / "learning_curve.png")
+        rows = ["| step | rollouts | valid haiku | mean distance |", "|---|---|---|---|"]
+        rows += [f"| {c['step']} | {c['n']} | {c['valid']:.3f} | {c['distance']:.2f} |" for c in curve]
+        parts += ["## GRPO learning curve (the rollouts of each step)\n", "\n".join(rows) + "\n",
+                  "![GRPO learning curve](learning_curve.png)\n"]
     pass_k = table.pass_at_k_markdown()
     if pass_k:
         parts += ["## Valid haiku with k samples (pass@k, unbiased estimator)\n", pass_k]

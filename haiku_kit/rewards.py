@@ -150,6 +150,23 @@ def syllable_reward(prompts, completions, **kwargs) -> list[float]:
     ]
 
 
+@reward(floor=0.0)
+def line_exact_reward(prompts, completions, **kwargs) -> list[float]:
+    """Share of the three lines whose syllable count is exactly on target (0.0 unless the poem
+    has three lines). Floor 0.0.
+
+    Between the dense distance and the all-or-nothing haiku reward: a group whose samples all
+    miss somewhere still ranks the one with two exact lines above the one with none.
+    """
+    out = []
+    for a in _analyses(completions):
+        if a is None or len(a.check.lines) != len(PATTERN):
+            out.append(0.0)
+        else:
+            out.append(sum(1 for e in a.check.line_errors if e == 0) / len(PATTERN))
+    return out
+
+
 @reward(floor=-float(SYLLABLE_DISTANCE_CAP))
 def syllable_distance(prompts, completions, **kwargs) -> list[float]:
     """Raw dense syllable reward: -distance, capped at -34 (2 x 17). Floor -34.0."""
@@ -256,6 +273,7 @@ REGISTRY: dict[str, Callable[..., list[float]]] = {
         haiku_reward,
         line_count_penalty,
         syllable_reward,
+        line_exact_reward,
         syllable_distance,
         similarity_reward,
         gated_similarity,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from haiku_kit.errors import ConfigError
+from haiku_kit.fast_inference import fast_inference_problem
 from haiku_kit.value_checks import training_value_problem
 
 # Named reward weightings a config may use (grpo.rewards, or a "grpo:NAME" stage); RewardSpec
@@ -42,6 +43,17 @@ REWARD_PRESETS: dict[str, dict[str, float]] = {
         "format_penalty": 0.25,
         "length_penalty": 0.5,
     },
+    # shaped plus per-line exact counts: the CPU presets' choice (docs/experiments.efficacy.md).
+    "counting": {
+        "haiku_reward": 1.0,
+        "line_exact_reward": 1.0,
+        "syllable_reward": 0.5,
+        "line_count_penalty": 0.5,
+        "gated_similarity": 0.5,
+        "prompt_copy_penalty": 1.0,
+        "format_penalty": 0.25,
+        "length_penalty": 0.5,
+    },
 }
 
 
@@ -55,12 +67,12 @@ class LoraSettings:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    # Module names, or one regex string (peft's meaning of a string; Unsloth saves adapters so).
+    target_modules: list[str] | str = field(default_factory=lambda: list(LORA_TARGETS))
 
     def __post_init__(self) -> None:
-        if isinstance(self.target_modules, str):
-            self.target_modules = [self.target_modules]
-        self.target_modules = list(self.target_modules)
+        if not isinstance(self.target_modules, str):
+            self.target_modules = list(self.target_modules)
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ConfigError(f"model.lora.r must be a positive integer, got {self.r!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -87,6 +99,8 @@ class ModelSettings:
     max_seq_length: int = 512
     device: str = "auto"  # auto | cpu | cuda
     lora: LoraSettings = field(default_factory=LoraSettings)
+    fast_inference: bool = False  # GPU: Unsloth loads vLLM and GRPO generates through it
+    gpu_memory_utilization: float = 0.5  # vLLM's share of GPU memory (fast_inference)
 
 
 @dataclass
@@ -120,6 +134,8 @@ class SFTSettings:
     logging_steps: int = 1
     save_steps: int = 50
     save_total_limit: int = 2
+    report_to: Any = "none"  # TRL/transformers trackers: "none", "tensorboard", "trackio", "wandb" or a list
+    trainer_args: dict[str, Any] = field(default_factory=dict)  # any other SFTConfig field, passed as is
 
 
 @dataclass
@@ -168,6 +184,9 @@ class GRPOSettings:
     loss_type: str = "dapo"
     beta: float = 0.0
     epsilon: float = 0.2
+    # None: the same as epsilon. Passed explicitly either way: given none, Unsloth sets 0.28 for
+    # an explicit loss_type="dapo" while TRL keeps epsilon, so the backends would differ.
+    epsilon_high: float | None = None
     num_iterations: int = 1
     scale_rewards: str = "group"
     # Truncated completions keep their (low) reward: masking them would hide rambling.
@@ -177,6 +196,9 @@ class GRPOSettings:
     logging_steps: int = 1
     save_steps: int = 10
     save_total_limit: int = 3
+    report_to: Any = "none"  # TRL/transformers trackers: "none", "tensorboard", "trackio", "wandb" or a list
+    log_completions: bool = False  # TRL's completion table in the tracker
+    trainer_args: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field, passed as is
     sample_every: int = 1  # write prompts/completions/rewards to samples.jsonl every N steps
     samples_to_print: int = 2
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
@@ -208,6 +230,9 @@ class RunConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     output_dir: str = "runs/run"
     seed: int = 0
+    # Live training view (live.attach): a compact line per log in a terminal, a live figure in a
+    # notebook redrawn every N logs; 0 turns it off (TRL's own progress bar stays).
+    live_every: int = 1
     name: str = "custom"
     description: str = ""
     # The training stages in order: "sft", "grpo" (cfg.grpo as is) or "grpo:PHASE" (cfg.grpo
@@ -340,6 +365,10 @@ def validate(cfg: RunConfig) -> None:
         problem = problem or training_value_problem(
             f"grpo_phases.{phase}", grpo_phase_settings(cfg, phase)
         )
+    m = cfg.model
+    problem = problem or fast_inference_problem(
+        m.fast_inference, m.backend, m.device, m.gpu_memory_utilization
+    )
     if problem:
         raise ConfigError(problem)
     g = cfg.grpo

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from haiku_kit import live
 from haiku_kit.backends import resolve_device
 from haiku_kit.callbacks import JsonlLogger
 from haiku_kit.chat_format import text_tokenizer
@@ -34,6 +35,8 @@ from haiku_kit.trainer_utils import (
     select_split,
     start_stage,
     train_stage,
+    trainer_config,
+    training_precision,
     write_logs,
 )
 
@@ -84,7 +87,7 @@ def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, stage_dir: Path
 
     s = cfg.sft
     mode = choose_loss_mask(tokenizer, s.loss_mask)
-    args = SFTConfig(
+    args = trainer_config(SFTConfig, dict(
         **common_args(cfg, s, stage_dir, device, model),
         num_train_epochs=s.num_train_epochs,
         max_length=s.max_length,
@@ -92,7 +95,7 @@ def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, stage_dir: Path
         assistant_only_loss=mode == "assistant",
         completion_only_loss=mode == "completion",
         dataset_num_proc=None,
-    )
+    ), s.trainer_args, "sft")
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -119,6 +122,8 @@ def sft_trainer(
     trainer = build_sft_trainer(cfg, model, tokenizer, data, stage_dir, device)
     trainer.kit_stage = KitStage("sft", stage_dir, device, tokenizer, resume, cfg.sft, rows=len(data))
     record_effective(cfg, "sft", stage_dir, sft_effective(trainer))
+    if cfg.live_every > 0:
+        live.attach(trainer, every=cfg.live_every)
     return trainer
 
 
@@ -136,8 +141,11 @@ def sft_effective(trainer) -> dict:
         "max_length": a.max_length,
         "optim": enum_value(a.optim),
         "precision": precision_name(a),
+        "precision_reason": training_precision(kit.device, trainer.model).reason,
         "device": kit.device,
         "train_rows": kit.rows,
+        "report_to": a.report_to,
+        "trainer_args": dict(kit.settings.trainer_args or {}),
     }
 
 

@@ -25,7 +25,9 @@ from typing import Any
 from haiku_kit import grpo, report, sft
 from haiku_kit.backends import backend_for, import_backend
 from haiku_kit.config import load_config, resolve_config, save_config
+from haiku_kit.curve import learning_curve
 from haiku_kit.data import build_run_splits, load_eval_data, load_splits
+from haiku_kit.env_info import write_env_json
 from haiku_kit.errors import HaikuKitError
 from haiku_kit.evaluate import EvalResult, run_eval
 from haiku_kit.generate import SamplingSettings
@@ -79,6 +81,7 @@ def open_run(
     paths.root.mkdir(parents=True, exist_ok=True)
     cfg = resolve_config(preset, overrides, paths.root)
     import_backend(backend_for(cfg))  # Unsloth first, before any stage imports transformers
+    write_env_json(paths.root)  # RUN/env.json: the versions and GPU this stage runs with
     if not paths.config.is_file():  # training adds the trainer's effective settings to it later
         save_config(cfg, paths.config)
     return Run(preset, list(overrides), cfg, paths, resume=resume or None, fresh=fresh or False)
@@ -242,7 +245,9 @@ def make_report(run: Run, results: dict[str, str | Path]) -> Path:
         name: EvalResult.load(_require(Path(results[name]), "result.json", f"'{name}' eval"))
         for name in expected_evals(run.cfg)
     }
-    report.write_report(loaded, run.paths.report)
+    samples = run.paths.stage_dir("grpo") / "samples.jsonl"
+    curve = learning_curve(samples) if samples.is_file() else None
+    report.write_report(loaded, run.paths.report, curve=curve)
     return run.paths.report
 
 

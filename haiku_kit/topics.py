@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from haiku_kit import similarity
 from haiku_kit.errors import DataError
 from haiku_kit.loaders import Row
+from haiku_kit.text import normalize
 
 _STOPWORDS = frozenset(
     """
@@ -73,3 +74,31 @@ def fill_topics(
     for i, topic in zip(missing, new):
         out[i] = {**rows[i], "topic": " ".join(topic.split())}
     return out
+
+# Topics this close (MiniLM cosine) are near-duplicates: "a kite" / "a kite in the wind" (0.93),
+# "a newborn baby" / "a newborn baby asleep" (0.78). Measured on the embedded set plus 700 new
+# topics, linking at 0.75 yields groups of at most 3 topics, so the splits stay balanced.
+NEAR_TOPIC_COSINE = 0.75
+
+
+def near_topic_groups(topics: Sequence[str], threshold: float = NEAR_TOPIC_COSINE,
+                      model: str | None = None) -> dict[str, str]:
+    """Map each topic to a group key shared by every topic linked to it by a chain of
+    near-duplicates (equal after normalising, or MiniLM cosine >= threshold)."""
+    import numpy as np
+
+    keys = sorted({normalize(t) for t in topics})
+    parent = list(range(len(keys)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if len(keys) > 1:
+        vectors = similarity.get_scorer(model).embed(keys)
+        for i, j in zip(*np.nonzero(np.triu(vectors @ vectors.T, 1) >= threshold)):
+            parent[root(int(i))] = root(int(j))
+    group = {k: keys[root(i)] for i, k in enumerate(keys)}
+    return {t: group[normalize(t)] for t in topics}

@@ -9,6 +9,8 @@ grpo.save_grpo). What the saving step needs is kept on the trainer as `trainer.k
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ import yaml
 
 from haiku_kit.callbacks import plot_training, write_csv
 from haiku_kit.config import save_config
-from haiku_kit.errors import DataError, TrainingInterrupted
+from haiku_kit.env_info import write_env_json
+from haiku_kit.errors import ConfigError, DataError, TrainingInterrupted
+from haiku_kit.precision import Precision, choose_precision, gpu_capabilities
 from haiku_kit.resume import prepare_stage
 from haiku_kit.runs import run_root
 from haiku_kit.settings import RunConfig
@@ -61,16 +65,21 @@ def cap_rows(dataset, n: int | None):
 # --------------------------------------------------------------------------- arguments
 
 
-def _precision(device: str, model) -> dict[str, Any]:
+def training_precision(device: str, model) -> Precision:
+    """bf16 only at compute capability >= 8.0; Gemma 3 in float32 below that (as Unsloth)."""
     if device == "cpu":
-        return {"use_cpu": True, "bf16": False, "fp16": False}
-    import torch
+        return choose_precision("cpu")
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return choose_precision("cuda", gpu_capabilities(), model_type)
 
-    bf16 = torch.cuda.is_bf16_supported()
-    return {"use_cpu": False, "bf16": bf16, "fp16": not bf16}
+
+def _precision(device: str, model) -> dict[str, Any]:
+    return {"use_cpu": device == "cpu", **training_precision(device, model).trainer_flags()}
 
 
 def common_args(cfg: RunConfig, s, out: Path, device: str, model) -> dict[str, Any]:
+    report_to = report_targets(s.report_to, ("grpo" if hasattr(s, "num_generations") else "sft") + ".report_to")
+    prepare_trackers(report_to, run_root(cfg))
     return dict(
         output_dir=str(out / "checkpoints"),
         max_steps=s.max_steps if s.max_steps > 0 else -1,
@@ -86,12 +95,49 @@ def common_args(cfg: RunConfig, s, out: Path, device: str, model) -> dict[str, A
         save_strategy="steps",
         save_steps=s.save_steps,
         save_total_limit=s.save_total_limit,
-        report_to="none",
+        report_to=report_to,
         seed=cfg.seed,
         dataloader_num_workers=0,
         disable_tqdm=False,
         **_precision(device, model),
     )
+
+
+def report_targets(value, key: str) -> str | list[str]:
+    """report_to as transformers takes it: "none", "all", or a list of tracker names."""
+    if isinstance(value, str) and value in ("none", "all"):
+        return value
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"{key}: expected a tracker name (tensorboard, trackio, wandb, ...) or a list, got {value!r}")
+    return list(names) or "none"
+
+
+def prepare_trackers(report_to, run_dir: Path) -> None:
+    """Keep trackio's local store inside the run (RUN/trackio) unless TRACKIO_DIR says otherwise.
+    trackio reads TRACKIO_DIR once, on import, so this must run before the trainer imports it."""
+    if "trackio" not in report_to:
+        return
+    os.environ.setdefault("TRACKIO_DIR", str(Path(run_dir).resolve() / "trackio"))
+    trackio_utils = sys.modules.get("trackio.utils")
+    if trackio_utils is not None and str(trackio_utils.TRACKIO_DIR) != os.environ["TRACKIO_DIR"]:
+        logger.warning("trackio was imported before training: it logs to %s", trackio_utils.TRACKIO_DIR)
+
+
+def trainer_config(config_cls, kit_args: dict[str, Any], overrides: dict[str, Any], stage: str):
+    """config_cls(**kit_args) with the user's `<stage>.trainer_args` merged on top, so TRL checks
+    every value. A key TRL does not know is named; overriding a setting the kit chose warns."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    args = dict(kit_args)
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise ConfigError(f"{stage}.trainer_args: {config_cls.__name__} has no field {key!r}")
+        if key in args and args[key] != value:
+            logger.warning("%s.trainer_args.%s=%r overrides the kit's setting %r", stage, key, value, args[key])
+        args[key] = value
+    return config_cls(**args)
 
 
 # --------------------------------------------------------------------------- checkpoints and the stage folder
@@ -141,6 +187,7 @@ def record_effective(cfg: RunConfig, stage: str, stage_dir: Path, values: dict) 
     for key, value in values.items():
         logger.info("%s effective %s = %r", stage, key, value)
     (stage_dir / "effective.yaml").write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    write_env_json(run_root(cfg))  # RUN/env.json: the versions and GPU this training ran with
     config_path = run_root(cfg) / "config.yaml"
     effective = {}
     if config_path.is_file():

@@ -31,14 +31,25 @@
 
 # %%
 # Install the kit where it is missing (Colab); with haiku-kit already installed this does nothing.
+# From where: set HAIKU_KIT_SOURCE once before running (a wheel path, a git URL, or a package name);
+# default: git+https://github.com/haiku-kit/haiku-kit
 import importlib.util
+import os
+import re
 import shutil
 import subprocess
 import sys
 
 if importlib.util.find_spec("haiku_kit") is None:
-    extra = "haiku-kit[gpu]" if shutil.which("nvidia-smi") else "haiku-kit"  # Unsloth needs a GPU
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", extra])
+    source = os.environ.get("HAIKU_KIT_SOURCE") or "git+https://github.com/haiku-kit/haiku-kit"
+    extras = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
+    if "://" in source:  # git+https://..., https://.../x.whl
+        requirement = f"haiku-kit{extras} @ {source}"
+    elif source.endswith(".whl") or os.path.exists(source):  # a local wheel or checkout
+        requirement = source + extras
+    else:  # a package name, maybe with a version: haiku-kit, haiku-kit==0.1.0
+        requirement = re.sub(r"^([A-Za-z0-9._-]+)", lambda m: m.group(1) + extras, source)
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", requirement])
 
 # %% [markdown]
 # ## Parameters

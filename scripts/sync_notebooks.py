@@ -1,27 +1,82 @@
-"""Write the one install cell into every notebook, then pair .py and .ipynb with jupytext.
+"""Write the one install cell and the Colab badge into every notebook, then pair .py and .ipynb
+with jupytext. Both are generated from pyproject.toml's [project.urls] Repository, the one place
+the repository URL lives.
 
 The install cell is the first code cell of each notebooks/NN_*.py; its only source is
-INSTALL_CELL below (tests/test_notebooks.py checks every notebook holds it byte for byte).
-Run after editing a notebook: `python scripts/sync_notebooks.py`.
+install_cell() below (tests/test_notebooks.py checks every notebook holds it byte for byte). It
+installs the kit only where it is missing, from HAIKU_KIT_SOURCE when set (a local wheel, a git
+URL, or a package name once haiku-kit is published), else from the repository, with the [gpu]
+extra on a machine with an NVIDIA GPU. Run after editing a notebook or the URL:
+`python scripts/sync_notebooks.py`.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-INSTALL_CELL = '''# Install the kit where it is missing (Colab); with haiku-kit already installed this does nothing.
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+SOURCE_ENV = "HAIKU_KIT_SOURCE"
+BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
+
+INSTALL_TEMPLATE = '''\
+# Install the kit where it is missing (Colab); with haiku-kit already installed this does nothing.
+# From where: set {env} once before running (a wheel path, a git URL, or a package name);
+# default: {default}
 import importlib.util
+import os
+import re
 import shutil
 import subprocess
 import sys
 
 if importlib.util.find_spec("haiku_kit") is None:
-    extra = "haiku-kit[gpu]" if shutil.which("nvidia-smi") else "haiku-kit"  # Unsloth needs a GPU
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", extra])
+    source = os.environ.get("{env}") or "{default}"
+    extras = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
+    if "://" in source:  # git+https://..., https://.../x.whl
+        requirement = f"haiku-kit{{extras}} @ {{source}}"
+    elif source.endswith(".whl") or os.path.exists(source):  # a local wheel or checkout
+        requirement = source + extras
+    else:  # a package name, maybe with a version: haiku-kit, haiku-kit==0.1.0
+        requirement = re.sub(r"^([A-Za-z0-9._-]+)", lambda m: m.group(1) + extras, source)
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", requirement])
 '''
+
+
+def repository_url(pyproject: Path = REPO / "pyproject.toml") -> str:
+    urls = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"].get("urls", {})
+    if "Repository" not in urls:
+        raise KeyError(f"{pyproject}: [project.urls] has no Repository")
+    return urls["Repository"].rstrip("/")
+
+
+def github_path(repo_url: str) -> str:
+    match = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)(?:\.git)?", repo_url)
+    if not match:
+        raise ValueError(f"Colab badges need a github.com repository URL, got {repo_url!r}")
+    return match.group(1)
+
+
+def colab_badge(repo_url: str, notebook: str, branch: str = "main") -> str:
+    link = f"https://colab.research.google.com/github/{github_path(repo_url)}/blob/{branch}/notebooks/{notebook}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({link})"
+
+
+def install_cell(repo_url: str) -> str:
+    return INSTALL_TEMPLATE.format(env=SOURCE_ENV, default=f"git+{repo_url}")
+
+
+REPOSITORY = repository_url()
+INSTALL_CELL = install_cell(REPOSITORY)
+
+
+def with_badge(text: str, notebook: str, repo_url: str) -> str:
+    """The notebook text with its Colab badge pointing at repo_url's copy of this notebook."""
+    return BADGE_RE.sub(lambda _: colab_badge(repo_url, notebook), text, count=1)
 
 
 def with_install_cell(text: str) -> str:
@@ -35,7 +90,8 @@ def with_install_cell(text: str) -> str:
 def main() -> int:
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
     for py in paths:
-        py.write_text(with_install_cell(py.read_text(encoding="utf-8")), encoding="utf-8")
+        text = with_badge(py.read_text(encoding="utf-8"), py.with_suffix(".ipynb").name, REPOSITORY)
+        py.write_text(with_install_cell(text), encoding="utf-8")
     cmd = [sys.executable, "-m", "jupytext", "--sync", *map(str, paths)]
     return subprocess.call(cmd, stdout=subprocess.DEVNULL)
 

@@ -98,7 +98,7 @@ def test_eval_and_write_load_the_adapters_own_base_model(tmp_path, tiny_model_di
 
 def test_eval_and_write_take_preset_and_overrides(tmp_path):
     cfg = model_config(_model_args("--preset", "h100-gemma3-1b", "--set", "model.max_seq_length=256"))
-    assert cfg.model.name == "unsloth/gemma-3-1b-it" and cfg.model.load_in_4bit
+    assert cfg.model.name == "unsloth/gemma-3-1b-it" and not cfg.model.load_in_4bit  # 16-bit LoRA
     assert cfg.model.max_seq_length == 256
     # the preset's model, not the adapter's base, when both are given
     own = _fake_adapter(tmp_path / "own", "/somewhere/else")

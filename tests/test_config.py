@@ -31,7 +31,8 @@ def test_every_required_preset_is_packaged_and_loads():
 def test_reference_variants_inherit_the_h100_hyperparameters():
     for name in REQUIRED - {"cpu-demo", "cpu-smoke"}:
         cfg = load_preset(name)
-        assert cfg.model.name == "unsloth/gemma-3-1b-it" and cfg.model.load_in_4bit
+        assert cfg.model.name == "unsloth/gemma-3-1b-it"
+        assert cfg.model.load_in_4bit == name.startswith("ref-")  # h100: 16-bit LoRA; ref-*: as the reference
         assert cfg.model.lora.r == 64 and cfg.sft.learning_rate == 2e-4 and cfg.sft.max_steps == 100
         assert cfg.grpo.learning_rate == 5e-6 and cfg.grpo.lr_scheduler_type == "cosine"
         assert cfg.grpo.warmup_ratio == 0.1 and cfg.grpo.max_grad_norm == 0.1
@@ -58,8 +59,12 @@ def test_cpu_presets_are_small():
     assert smoke.sft.max_steps == 3 and smoke.grpo.max_steps == 2 and smoke.eval.n_prompts <= 4
     demo = load_preset("cpu-demo")
     assert demo.model.name == "embedded" and demo.model.device == "cpu"
-    assert demo.grpo.num_generations == 4 and demo.grpo.max_completion_length <= 64
+    assert demo.grpo.num_generations == 8 and demo.grpo.max_completion_length <= 64
     assert (demo.grpo.temperature, demo.grpo.top_p, demo.grpo.top_k) == (1.0, 0.95, 64)
+    assert demo.eval.n_prompts >= 64 and demo.eval.k == 1  # CIs that mean something
+    full = load_preset("cpu-full")
+    assert full.model.name == "embedded" and full.eval.n_prompts >= 128
+    assert full.sft.max_steps > demo.sft.max_steps and full.grpo.max_steps > demo.grpo.max_steps
 
 
 def test_overrides_parse_yaml_scalars_and_dotted_paths():

@@ -22,7 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 NB_DIR = REPO / "notebooks"
 PY_FILES = sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
 IPYNB_FILES = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
-BADGE = "https://colab.research.google.com/github/haiku-kit/haiku-kit/blob/main/notebooks/{}"
 SYNC_HINT = "regenerate with: jupytext --sync notebooks/*.py"
 
 
@@ -81,7 +80,8 @@ def test_colab_badge_points_at_this_notebook(py: Path):
     first = jupytext.read(py).cells[0]
     assert first.cell_type == "markdown"
     assert "colab-badge.svg" in first.source
-    assert BADGE.format(py.with_suffix(".ipynb").name) in first.source
+    sync = _sync_script()  # the badge is generated from [project.urls] Repository
+    assert sync.colab_badge(sync.repository_url(), py.with_suffix(".ipynb").name) in first.source
 
 
 def _sync_script():
@@ -113,7 +113,7 @@ def test_training_notebooks_show_the_real_trainer_and_train_in_their_own_cell():
 
 def _install_cell(py: Path) -> str:
     cells = [c.source for c in jupytext.read(py).cells if c.cell_type == "code"]
-    install = [s for s in cells if "haiku-kit[gpu]" in s]
+    install = [s for s in cells if 'find_spec("haiku_kit")' in s]
     assert len(install) == 1, f"{py.name}: expected one install cell"
     assert cells.index(install[0]) == 0, f"{py.name}: the install cell must be the first code cell"
     return install[0]
@@ -133,7 +133,10 @@ def test_install_cell_installs_only_when_the_kit_is_missing(py: Path, monkeypatc
         "find_spec",
         lambda name, *a: None if name == "haiku_kit" else real_find_spec(name, *a),
     )
-    for nvidia_smi, package in (("/usr/bin/nvidia-smi", "haiku-kit[gpu]"), (None, "haiku-kit")):
+    monkeypatch.delenv("HAIKU_KIT_SOURCE", raising=False)
+    url = _sync_script().repository_url()
+    for nvidia_smi, package in (("/usr/bin/nvidia-smi", f"haiku-kit[gpu] @ git+{url}"),
+                                (None, f"haiku-kit @ git+{url}")):
         calls.clear()
         monkeypatch.setattr(shutil, "which", lambda name, *a, _p=nvidia_smi: _p)
         exec(compile(source, py.name, "exec"), {})  # noqa: S102 - the cell is ours, run as is

@@ -154,6 +154,9 @@ def test_smoke_pipeline_writes_every_artifact_and_the_report(smoke_run):
         assert (smoke_run / stage / "log.jsonl").is_file()
     table = (paths.report / "table.md").read_text()
     assert all(f"| {name} |" in table for name in ("base", "sft", "grpo"))
+    report_md = (paths.report / "report.md").read_text()
+    assert "GRPO vs SFT:" in report_md and "GRPO learning curve" in report_md
+    assert (paths.report / "learning_curve.png").is_file()
     assert paths.config.is_file()
     for nb in pipeline.NOTEBOOKS.values():
         executed = json.loads((paths.notebooks / nb).read_text())

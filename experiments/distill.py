@@ -1,0 +1,99 @@
+"""Rejection sampling / self-distillation (expert iteration) from an SFT adapter.
+
+Samples k poems per TRAINING topic (sft + rl splits, plus the writers' topics with --extra) at
+the reference sampling, keeps the ones the kit's verifier accepts (one per topic-poem, deduped,
+topic-poem similarity >= 0.5), then continues SFT from the adapter on the original SFT rows plus
+the kept poems, and measures.
+
+    python experiments/distill.py --name D1 --init runs/exp/E1/sft/adapter --k 8 --steps 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import harness as H
+
+
+def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_new_tokens: int):
+    from haiku_kit import haiku as hk
+    from haiku_kit.generate import SamplingSettings, generate
+    from haiku_kit.text import build_prompt
+    from haiku_kit.similarity import get_scorer
+    from haiku_kit.modeling import load_from_config as load_for
+
+    model, tok = load_for(cfg, adapter, trainable=False)
+    gens = generate(model, tok, [build_prompt(t) for t in topics], k=k, seed=1,
+                    sampling=SamplingSettings(**H.REF_SAMPLING), batch_size=batch_size,
+                    max_new_tokens=max_new_tokens)
+    cand, n = [], 0
+    for topic, texts in zip(topics, gens.texts):
+        seen = set()
+        for text in texts:
+            n += 1
+            poem = hk.extract_poem(text).poem
+            if hk.check(poem).is_haiku and poem not in seen:
+                seen.add(poem)
+                cand.append({"topic": topic, "haiku": poem})
+    sims = get_scorer().cosine([c["topic"] for c in cand], [c["haiku"] for c in cand]) if cand else []
+    kept = [dict(c, source_id=f"self:{i}") for i, (c, s) in enumerate(zip(cand, sims)) if s >= 0.5]
+    return kept, {"sampled": n, "valid": len(cand), "kept": len(kept)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--name", required=True)
+    p.add_argument("--init", required=True)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--extra", action="store_true")
+    p.add_argument("--max-topics", type=int, default=400)
+    p.add_argument("--n-ref", type=int, default=64)
+    p.add_argument("--n-demo", type=int, default=64)
+    args = p.parse_args()
+
+    cfg = H.config(args.name, args.overrides + [f"sft.max_steps={args.steps}", f"sft.learning_rate={args.lr}"])
+    splits = H.base_splits()
+    if args.extra:
+        rows, _ = H.clean_extra(H.staged_rows(), H.forbidden_topics())
+        splits = H.with_extra_sft(splits, rows)
+    topics = list(dict.fromkeys(list(splits["sft"]["topic"]) + list(splits["rl"]["topic"])))[: args.max_topics]
+    began = time.perf_counter()
+    kept, stats = sample_valid(cfg, args.init, topics, args.k, 64, 40)
+    sample_s = time.perf_counter() - began
+    print("self-distillation:", stats, f"{sample_s:.0f}s", flush=True)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "self_poems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    data = H.with_extra_sft(splits, kept)
+    from haiku_kit.backends import resolve_device
+    from haiku_kit.modeling import load_from_config as load_for
+    from haiku_kit.modeling import save_adapter
+    from haiku_kit.sft import build_sft_trainer
+
+    began = time.perf_counter()
+    model, tok = load_for(cfg, args.init, trainable=True)
+    stage_dir = out / "sft"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_sft_trainer(cfg, model, tok, data["sft"], stage_dir, resolve_device(cfg))
+    trainer.train()
+    adapter = save_adapter(trainer.model, tok, stage_dir / "adapter")
+    sft_s = time.perf_counter() - began
+
+    sets = H.eval_sets(args.n_ref, args.n_demo)
+    train_answers = list(data["sft"]["haiku"]) + list(data["rl"]["haiku"])
+    res = H.measure(cfg, adapter, f"{args.name}/distill", sets, train_answers,
+                    model_tok=load_for(cfg, adapter, trainable=False))
+    H.log(args.name, "distill", {"init": args.init, "k": args.k, "steps": args.steps, "lr": args.lr,
+                                  "extra": args.extra, "stats": stats, "sft_rows": len(data["sft"])},
+          {"sample_s": sample_s, "sft_s": sft_s}, res)
+
+
+if __name__ == "__main__":
+    main()

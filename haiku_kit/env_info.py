@@ -1,0 +1,120 @@
+"""The versions that decide whether a run behaves: Python, torch + CUDA, the Hugging Face stack,
+Unsloth, vLLM, the GPUs, and the kit itself (version, git commit when run from a checkout).
+
+Versions come from package metadata, never from importing the package: importing transformers,
+trl or peft before Unsloth stops Unsloth from patching them, so this module must be safe to call
+first. It imports torch (when installed) for the CUDA build and the GPUs: Unsloth only needs to
+precede transformers, trl and peft (its own first import is torch).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "torch", "transformers", "trl", "peft", "accelerate", "datasets", "unsloth", "unsloth_zoo",
+    "vllm", "xformers", "bitsandbytes", "triton", "sentence-transformers",
+)
+KIT_DIST = "haiku-kit"
+ENV_FILE = "env.json"
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def kit_version() -> str:
+    found = package_version(KIT_DIST)
+    if found:
+        return found
+    from haiku_kit import __version__
+
+    return __version__
+
+
+def git_commit(folder: Path | None = None) -> str | None:
+    """HEAD of the git checkout holding the kit's source, "+dirty" when it has local changes;
+    None outside a checkout (an installed wheel) or without git."""
+    folder = folder or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=False)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def cuda_info() -> dict[str, Any]:
+    """torch's CUDA build and the visible GPUs (name, compute capability, memory)."""
+    if package_version("torch") is None:
+        return {"torch_cuda": None, "cuda_available": False, "gpus": []}
+    import torch
+
+    info: dict[str, Any] = {"torch_cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+                            "gpus": []}
+    if info["cuda_available"]:
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            info["gpus"].append({
+                "name": props.name,
+                "capability": f"{props.major}.{props.minor}",
+                "memory_gib": round(props.total_memory / 2**30, 1),
+            })
+    return info
+
+
+def collect_env() -> dict[str, Any]:
+    """Everything above as one JSON-ready mapping."""
+    return {
+        "haiku_kit": {"version": kit_version(), "git_commit": git_commit()},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: package_version(name) for name in PACKAGES},
+        **cuda_info(),
+    }
+
+
+def format_env(info: dict[str, Any]) -> str:
+    """Readable lines for `haiku-kit env`."""
+    kit = info["haiku_kit"]
+    rows = [
+        ("haiku-kit", kit["version"] + (f" (git {kit['git_commit']})" if kit["git_commit"] else "")),
+        ("python", f"{info['python']} on {info['platform']}"),
+        *((name, version or "not installed") for name, version in info["packages"].items()),
+        ("torch CUDA", info["torch_cuda"] or "none (CPU build)"),
+    ]
+    rows += [(f"GPU {index}", f"{gpu['name']}, compute capability {gpu['capability']}, {gpu['memory_gib']} GiB")
+             for index, gpu in enumerate(info["gpus"])] or [("GPU", "none visible")]
+    width = max(len(label) for label, _ in rows) + 2
+    lines = [f"{label:<{width}}{value}" for label, value in rows]
+    return "\n".join(lines)
+
+
+def write_env_json(folder: str | Path, info: dict[str, Any] | None = None) -> Path:
+    """RUN/env.json (or FOLDER/env.json): the environment a run was made in."""
+    path = Path(folder) / ENV_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info or collect_env(), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def main() -> int:
+    print(format_env(collect_env()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

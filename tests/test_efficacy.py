@@ -1,0 +1,115 @@
+"""Issue 14's pieces: the per-line exact reward, the GRPO learning curve and verdict in the
+report, and eval topics that never meet a training topic, near-duplicates included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from haiku_kit import data, report, rewards, topics
+from haiku_kit.curve import learning_curve
+from haiku_kit.config import load_preset
+from haiku_kit.data import load_eval_data
+from haiku_kit.evaluate import evaluate
+from haiku_kit.loaders import load_embedded
+from haiku_kit.similarity import get_scorer
+from haiku_kit.text import normalize
+
+HAIKU = "autumn rain taps slow\non the roof of the tool shed\nrust blooms on the rake"
+TWO_EXACT = "autumn rain taps slow\non the roof of the old tool shed\nrust blooms on the rake"
+REF_EVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "gemma_haiku" / "eval_data.json"
+
+
+# --------------------------------------------------------------------------- reward
+
+
+def test_line_exact_reward_counts_exact_lines():
+    scores = rewards.line_exact_reward(None, [HAIKU, TWO_EXACT, "one line only", ""])
+    assert scores == [1.0, pytest.approx(2 / 3), 0.0, 0.0]
+
+
+def test_counting_preset_names_the_line_reward_and_the_demo_uses_it():
+    spec = rewards.RewardSpec.preset("counting")
+    assert "line_exact_reward" in spec.names and "haiku_reward" in spec.names
+    assert load_preset("cpu-demo").grpo.rewards == "counting"
+    assert load_preset("cpu-full").grpo.rewards == "counting"
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _samples(tmp_path: Path) -> Path:
+    path = tmp_path / "samples.jsonl"
+    rows = [{"step": 1, "completion": "a\nb"}, {"step": 1, "completion": HAIKU},
+            {"step": 2, "completion": HAIKU}, {"step": 2, "completion": TWO_EXACT}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 3, "compl', encoding="utf-8")
+    return path
+
+
+def test_learning_curve_judges_each_steps_rollouts(tmp_path):
+    curve = learning_curve(_samples(tmp_path))  # the torn last line is skipped
+    assert [c["step"] for c in curve] == [1, 2]
+    assert curve[0]["valid"] == 0.5 and curve[1]["valid"] == 0.5
+    assert curve[1]["distance"] == 0.5 and curve[0]["distance"] > 5  # "a\nb" misses a line
+
+
+def _result(texts: list[str]):
+    return evaluate(texts, ["autumn rain"] * len(texts), similarity=False, n_boot=200)
+
+
+def test_verdict_says_whether_cis_overlap():
+    none = _result(["a\nb\nc"] * 40)
+    all_ = _result([HAIKU] * 40)
+    half = _result([HAIKU, "a\nb\nc"] * 20)
+    assert report.verdict({"sft": none, "grpo": all_}) == \
+        "GRPO vs SFT: +100.0 points of haiku, 95% CIs do not overlap"
+    assert report.verdict({"sft": half, "grpo": half}).endswith("95% CIs overlap")
+    assert report.verdict({"sft": half}) is None
+
+
+def test_report_shows_the_learning_curve(tmp_path):
+    results = {"sft": _result(["a\nb\nc"] * 8), "grpo": _result([HAIKU] * 8)}
+    md = report.write_report(results, tmp_path / "report", curve=learning_curve(_samples(tmp_path)))
+    text = md.read_text()
+    assert "GRPO learning curve" in text and "GRPO vs SFT" in text
+    assert (tmp_path / "report" / "learning_curve.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- topics
+
+
+def _near_pairs(a: list[str], b: list[str], threshold: float = topics.NEAR_TOPIC_COSINE):
+    scorer = get_scorer()
+    cos = np.asarray(scorer.embed(a)) @ np.asarray(scorer.embed(b)).T
+    return [(a[i], b[j], round(float(cos[i, j]), 3)) for i, j in zip(*np.nonzero(cos >= threshold))]
+
+
+def test_near_topic_groups_link_near_duplicates_only():
+    groups = topics.near_topic_groups(["a kite", "A kite in the wind", "a tax form", "a Kite!"])
+    assert groups["a kite"] == groups["A kite in the wind"] == groups["a Kite!"]
+    assert groups["a tax form"] != groups["a kite"]
+
+
+@pytest.mark.parametrize("preset", ["cpu-demo", "cpu-full"])
+def test_eval_split_topics_have_no_near_duplicate_in_training(preset):
+    cfg = load_preset(preset)
+    dd = data.build_splits(load_embedded(), None, fractions=cfg.data.fractions,
+                           seed=cfg.data.seed, min_similarity=cfg.data.min_similarity)
+    eval_topics = sorted(set(dd["eval"]["topic"]))
+    train_topics = sorted(set(dd["sft"]["topic"]) | set(dd["rl"]["topic"]))
+    assert len(eval_topics) >= 64 and len(dd["eval"]) >= cfg.eval.n_prompts
+    normalized = {normalize(t) for t in train_topics}
+    assert not [t for t in eval_topics if normalize(t) in normalized]
+    assert _near_pairs(eval_topics, train_topics) == []
+
+
+@pytest.mark.skipif(not REF_EVAL.is_file(), reason="../shared (the reference eval set) is absent")
+def test_reference_eval_topics_are_far_from_every_embedded_topic():
+    reference = [r["topic"] for r in load_eval_data(str(REF_EVAL))[0]]
+    embedded = sorted({r["topic"] for r in load_embedded()})
+    normalized = {normalize(t) for t in embedded}
+    assert not [t for t in reference if normalize(t) in normalized]
+    assert _near_pairs(reference, embedded) == []
