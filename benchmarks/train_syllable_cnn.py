@@ -192,7 +192,7 @@ def main() -> None:
 
 def pick_share(nets: list[Net], valid) -> float:
     """The CNN share of the mix with the linear model that is best on the validation slice."""
-    from haiku_kit.syllables import _all_features, _model
+    from haiku_kit.estimator import _all_features, _model
 
     weights, bias = _model()["weights"], _model().get("bias", 0.0)
     lin = np.array([bias + sum(weights.get(f, 0.0) for f in _all_features(w)) for w, _ in valid])

@@ -47,7 +47,7 @@ def main() -> None:
     from scipy.sparse import csr_matrix
     from scipy.sparse.linalg import lsqr
 
-    from haiku_kit.syllables import _all_features
+    from haiku_kit.estimator import _all_features
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--gold", type=Path, default=GOLD)

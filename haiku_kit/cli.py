@@ -13,9 +13,11 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from haiku_kit.errors import HaikuKitError
+from haiku_kit.errors import HaikuKitError, TrainingInterrupted
+from haiku_kit.resume import rerun_command
 
 DEFAULT_PRESET = "cpu-demo"
 
@@ -47,8 +49,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_data_build(args: argparse.Namespace) -> int:
     """Load, filter and split a source; print the rows left after each filter step."""
     from haiku_kit.data import build_splits
-    from haiku_kit.loaders import FilterReport, load_source
+    from haiku_kit.loaders import BadRowWarning, FilterReport, load_source
 
+    _one_line_warnings(BadRowWarning)
     report = FilterReport()
     try:
         rows = load_source(args.source, args.topic_col, args.haiku_col,
@@ -62,6 +65,19 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     print(report)
     print(f"wrote {', '.join(f'{k}={len(v)}' for k, v in dd.items())} to {args.out}")
     return 0
+
+
+def _one_line_warnings(category: type[Warning]) -> None:
+    """Print warnings of this category as one line each (no source line under them)."""
+    default = warnings.showwarning
+
+    def show(message, kind, filename, lineno, file=None, line=None):
+        if issubclass(kind, category):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            default(message, kind, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def backend_first(cfg) -> str:
@@ -88,6 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from haiku_kit.runs import RunPaths
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("torch").setLevel(logging.WARNING)  # its exit-time cache stats
     cfg = resolve_config(args.preset, list(args.overrides or []), args.out)
     backend_first(cfg)
     save_config(cfg, RunPaths.of(cfg).config)
@@ -97,11 +114,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stage == "sft":
         from haiku_kit.sft import run_sft
 
-        out = run_sft(cfg)
+        out = run_sft(cfg, resume_from_checkpoint=args.resume, fresh=args.fresh)
     else:
         from haiku_kit.grpo import run_grpo_stages
 
-        out = run_grpo_stages(cfg)
+        out = run_grpo_stages(cfg, resume=args.resume, fresh=args.fresh)
     print(f"adapter saved to {out}")
     return 0
 
@@ -180,7 +197,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from haiku_kit.pipeline import run_pipeline
 
     run_dir = run_pipeline(args.preset, args.overrides, args.out, from_stage=args.from_stage,
-                           log_output=True)
+                           log_output=True, resume=args.resume, fresh=args.fresh)
     print(f"run folder: {run_dir}")
     return 0
 
@@ -215,8 +232,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_config_args(p: argparse.ArgumentParser, preset_default: str | None, what: str) -> None:
     p.add_argument("--preset", default=preset_default, help=what)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. model.load_in_4bit=true (repeatable)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                   metavar="KEY=VALUE",
+                   help="config overrides, e.g. --set sft.max_steps=20 sft.learning_rate=1e-4")
+
+
+def _add_resume_args(p: argparse.ArgumentParser) -> None:
+    """Rerunning resumes each training stage from its newest checkpoint by default."""
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--resume", nargs="?", const="latest", default=None, metavar="latest|PATH",
+                     help="resume from the newest checkpoint (the default when there is one; "
+                          "then an error when there is none) or from PATH")
+    how.add_argument("--fresh", nargs="?", const=True, default=False, choices=["delete"],
+                     help="start over: old checkpoints and logs move to "
+                          "checkpoints.old-TIME/ (--fresh delete deletes them)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -253,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=["sft", "grpo"])
     _add_config_args(p, DEFAULT_PRESET, "preset name or YAML file")
     p.add_argument("--out", required=True, help="run folder")
+    _add_resume_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model on prompts; writes JSONL, table, plots")
@@ -285,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pipeline", help="run the notebooks end to end with papermill")
     _add_config_args(p, DEFAULT_PRESET, "preset name or YAML file")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--from", dest="from_stage", default=None, help="resume from this stage")
+    p.add_argument("--from", dest="from_stage", default=None,
+                   help="start at this stage, reusing the artifacts of the earlier ones")
+    _add_resume_args(p)
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("env", help="print the versions and GPUs that matter (also RUN/env.json)")
@@ -294,18 +326,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the CPU end-to-end demo (cpu-demo preset)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                   metavar="KEY=VALUE")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as err:
+        print(f"haiku-kit {args.command}: interrupted at step {err.step}; checkpoint saved to "
+              f"{err.checkpoint}; to resume, run: {rerun_command(argv)}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        saved = "; a checkpoint was saved (see above)" if args.command == "train" else ""
-        print(f"haiku-kit {args.command}: interrupted{saved}", file=sys.stderr)
+        again = ""
+        if args.command in ("train", "pipeline"):
+            again = ("; no checkpoint was saved on the way out (a rerun resumes the newest one "
+                     f"saved before, if any): {rerun_command(argv)}")
+        print(f"haiku-kit {args.command}: interrupted{again}", file=sys.stderr)
         return 130
     except (HaikuKitError, OSError, ValueError) as err:
         print(f"haiku-kit {args.command}: error: {err}", file=sys.stderr)

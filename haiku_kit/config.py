@@ -49,7 +49,7 @@ def _read_preset(name: str, seen: tuple[str, ...] = ()) -> dict:
             raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}")
     if name in seen:
         raise ConfigError(f"preset {name!r} inherits from itself: {' -> '.join((*seen, name))}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml(path, "preset file")
     if not isinstance(data, dict):
         raise ConfigError(f"preset file {path}: expected a mapping at the top level")
     base = data.pop("base", None)
@@ -57,6 +57,19 @@ def _read_preset(name: str, seen: tuple[str, ...] = ()) -> dict:
         data = deep_merge(_read_preset(base, (*seen, name)), data)
     data.setdefault("name", path.stem)
     return data
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's data; ConfigError naming the file, line and column when it is not valid."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {path}: not UTF-8 text ({err.reason})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{what} {path}: not valid YAML ({where}{problem}); fix the file") from None
 
 
 def load_preset(name: str, overrides: list[str] | None = None) -> RunConfig:
@@ -133,7 +146,7 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_yaml(path, "config file")
     data.pop("effective", None)
     return RunConfig.from_dict(data)
 

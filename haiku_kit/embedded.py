@@ -5,6 +5,15 @@ tokenizer and chat template, and caches it under ``$HAIKU_KIT_CACHE`` (default
 ``~/.cache/haiku-kit``). Later calls only validate the folder. The folder is built in a temp
 dir and renamed into place, and a marker file listing every file's size and sha256 is written
 last, so an interrupted build or a concurrent process never exposes half a model.
+
+Every load checks the folder before anything reads it: each file's size against the marker,
+then its stat signature (size, mtime, ctime, inode) against a stamp written after the file's
+bytes last matched the marker's sha256. A file whose signature changed - rewritten, zeroed in
+place, restored from a backup - is hashed again, and a mismatch rebuilds the cache. Writing a
+file always moves its ctime, which no user can set back, so no edit slips past the stamp. A
+signature taken within RACY_SECONDS of its stamp is never trusted (timestamps are coarse), so a
+file changed right after a check is still hashed. The second load costs some stat calls; a
+load after a change costs one sha256 pass over the changed files (README: about 1 s per GB).
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ CACHE_ENV = "HAIKU_KIT_CACHE"
 BUILD_VERSION = 1
 MODEL_FOLDER = f"gemma-3-270m-base-v{BUILD_VERSION}"
 MARKER = "haiku_kit_complete.json"
+STAMP = "haiku_kit_verified.json"  # stat signatures of the files last found to match MARKER
+RACY_SECONDS = 2.0  # coarser than any file system's timestamp step
 END_OF_TURN_ID = 106
 EOS_IDS = [1, END_OF_TURN_ID]
 
@@ -46,19 +57,65 @@ def _sha256(path: Path) -> str:
 
 def write_marker(folder: Path) -> None:
     """Record every file's size and sha256; written last, it marks the folder complete."""
-    files = {
-        p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != MARKER
-    }
+    files, signatures = {}, {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name not in (MARKER, STAMP) and not p.name.startswith(".stamp"):
+            signatures[p.name] = _signature(p)
+            files[p.name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
     payload = {"build_version": BUILD_VERSION, "files": files}
     (folder / MARKER).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    _write_stamp(folder, signatures)
+
+
+def _signature(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _write_stamp(folder: Path, signatures: dict[str, list[int]]) -> None:
+    """Record the signatures just verified (atomically; skipped where the cache is read-only)."""
+    payload = {
+        "stamped_ns": time.time_ns(),
+        "marker": _signature(folder / MARKER),
+        "files": signatures,
+    }
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".stamp-", dir=folder)
+    except OSError as exc:  # a read-only cache is hashed on every load instead
+        log.debug("cannot write a stamp in %s: %s", folder, exc)
+        return
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; the cache is an ordinary folder
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh)
+        os.replace(tmp, folder / STAMP)
+    except OSError as exc:
+        log.debug("cannot write %s: %s", folder / STAMP, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _trusted_signatures(folder: Path) -> dict[str, list[int]]:
+    """Signatures in the stamp that still prove a file's bytes (none if the marker moved)."""
+    try:
+        stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
+        if stamp["marker"] != _signature(folder / MARKER):
+            return {}
+        settled = stamp["stamped_ns"] - int(RACY_SECONDS * 1e9)
+        return {
+            name: sig
+            for name, sig in stamp["files"].items()
+            if isinstance(sig, list) and len(sig) == 4 and max(sig[1], sig[2]) < settled
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def validate_model_dir(folder: str | Path, deep: bool = False) -> list[str]:
-    """Problems with a cached model folder ([] when complete).
+    """Problems with a cached model folder ([] when complete and unchanged).
 
-    Checks the marker and each listed file's presence and size; ``deep`` also re-hashes."""
+    Checks the marker, each listed file's presence and size, and its bytes: re-hashed when its
+    stat signature differs from the stamp's (see the module doc); ``deep`` re-hashes every file."""
     folder = Path(folder)
     marker = folder / MARKER
     if not folder.is_dir():
@@ -82,8 +139,20 @@ def validate_model_dir(folder: str | Path, deep: bool = False) -> list[str]:
             problems.append(f"{path} missing")
         elif path.stat().st_size != info["size"]:
             problems.append(f"{path} has {path.stat().st_size} bytes, expected {info['size']}")
-        elif deep and _sha256(path) != info["sha256"]:
-            problems.append(f"{path} checksum mismatch")
+    if problems:
+        return problems
+    trusted = {} if deep else _trusted_signatures(folder)
+    signatures, rehashed = {}, False
+    for name, info in files.items():
+        path = folder / name
+        signatures[name] = _signature(path)  # taken before hashing: a write during it shows
+        if trusted.get(name) == signatures[name]:
+            continue
+        rehashed = True
+        if _sha256(path) != info["sha256"]:
+            problems.append(f"{path} changed: its bytes differ from the sha256 in {marker}")
+    if not problems and rehashed:
+        _write_stamp(folder, signatures)
     return problems
 
 

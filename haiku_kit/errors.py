@@ -15,3 +15,13 @@ class ConfigError(HaikuKitError, ValueError):
 
 class ModelLoadError(HaikuKitError, RuntimeError):
     """A model, backend, adapter or checkpoint cannot be loaded."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training. `checkpoint` is the folder saved on the way out, or None when
+    nothing was saved (e.g. interrupted while the model was still loading)."""
+
+    def __init__(self, checkpoint: str | None = None, step: int | None = None):
+        super().__init__(checkpoint)
+        self.checkpoint = checkpoint
+        self.step = step

@@ -31,6 +31,7 @@ from haiku_kit.errors import ConfigError, DataError, ModelLoadError
 from haiku_kit.fast_inference import grpo_generation_args
 from haiku_kit.fast_sampling import install_fast_topk_topp
 from haiku_kit.modeling import check_adapter_dir, load_from_config, save_adapter
+from haiku_kit.resume import choose_checkpoint, find_checkpoint
 from haiku_kit.rewards import RewardSpec
 from haiku_kit.runs import RunPaths, grpo_stages, grpo_starts_from_sft, phase_of, stage_dir_name
 from haiku_kit.settings import GRPOSettings, RunConfig, grpo_phase_settings
@@ -39,16 +40,14 @@ from haiku_kit.trainer_utils import (
     cap_rows,
     common_args,
     enum_value,
-    find_checkpoint,
-    fresh_stage_dir,
     install_cpu_logprob_fallback,
     precision_name,
     record_effective,
-    resolve_resume,
     select_split,
+    start_stage,
     train_stage,
-    training_precision,
     trainer_config,
+    training_precision,
     write_logs,
 )
 
@@ -220,19 +219,23 @@ def _rollback(trainer, collapse: CollapseCallback) -> Path | None:
     return None
 
 
+def _stage_dir(cfg: RunConfig, phase: str | None) -> Path:
+    stage = f"grpo:{phase}" if phase else "grpo"
+    return RunPaths.of(cfg).stage_dir(stage_dir_name(cfg, stage if stage in cfg.stages else "grpo"))
+
+
 def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, phase: str | None = None,
-                 start: Path | None = None, resume_from_checkpoint=None):
+                 start: Path | None = None, resume_from_checkpoint=None, fresh=False):
     """The trl.GRPOTrainer of one GRPO stage ("grpo", or "grpo:PHASE") on the RL split (of
     `dataset`, else the run's data), in a clean stage folder (kept when resuming). `start` is
     the adapter the model was loaded with (recorded). Train with trainer.train(), then save_grpo."""
     s = grpo_phase_settings(cfg, phase)
     stage = f"grpo:{phase}" if phase else "grpo"
-    stage_dir = RunPaths.of(cfg).stage_dir(stage_dir_name(cfg, stage if stage in cfg.stages else "grpo"))
+    stage_dir = _stage_dir(cfg, phase)
     device = resolve_device(cfg)
-    resume = resolve_resume(resume_from_checkpoint, stage_dir)
     data = cap_rows(grpo_examples(select_split(dataset if dataset is not None else load_run_data(cfg), "rl")),
                     cfg.data.max_rl_rows)
-    fresh_stage_dir(stage_dir, resume)
+    resume = start_stage(stage_dir, resume_from_checkpoint, fresh)
     trainer = build_grpo_trainer(cfg, s, model, tokenizer, data, stage_dir, device, sft_answers(cfg))
     trainer.kit_stage = KitStage(stage, stage_dir, device, tokenizer, resume, s, start, len(data))
     record_effective(cfg, stage, stage_dir, grpo_effective(trainer))
@@ -266,19 +269,24 @@ def run_grpo(
     phase: str | None = None,
     previous: Path | None = None,
     callbacks=(),
+    fresh: bool | str = False,
 ) -> Path:
     """One GRPO stage with the configured rewards; returns RUN/<grpo stage>/adapter.
 
     Starts from `init_adapter` (an adapter folder or a GRPO checkpoint-N, to continue training)
     or grpo.init (auto: RUN/sft/adapter if present, else the base model).
-    `resume_from_checkpoint` (a checkpoint path, or True/"latest") resumes an interrupted run with
-    the Trainer's own mechanism: optimizer, scheduler and step restored.
+    The stage resumes its newest checkpoint by default (optimizer, scheduler and step
+    restored); `resume_from_checkpoint` ("latest", a path, False) and `fresh` (start over, the
+    old state moved aside; "delete" deletes it) change that (resume.py).
     `phase` picks a grpo_phases entry (stages "grpo:PHASE")."""
     s = grpo_phase_settings(cfg, phase)
+    choose_checkpoint(_stage_dir(cfg, phase), resume_from_checkpoint, fresh)  # before loading
     init = start_adapter(cfg, s, init_adapter, previous)
     logger.info("GRPO %s starts from %s", phase or "grpo", init or "the base model")
     model, tokenizer = load_from_config(cfg, adapter=init)
-    trainer = grpo_trainer(cfg, model, tokenizer, dataset, phase, init, resume_from_checkpoint)
+    trainer = grpo_trainer(
+        cfg, model, tokenizer, dataset, phase, init, resume_from_checkpoint, fresh
+    )
     for cb in callbacks:
         trainer.add_callback(cb)
     train_stage(trainer)
@@ -286,9 +294,12 @@ def run_grpo(
 
 
 def run_grpo_stages(cfg: RunConfig, dataset=None, previous: Path | None = None,
-                    stages: list[str] | None = None) -> Path | None:
+                    stages: list[str] | None = None, resume=None, fresh=False) -> Path | None:
     """Every GRPO stage of cfg.stages in order (plain "grpo" when none is listed), or `stages`;
-    each continues from the previous adapter (`previous`: where the first starts, None = grpo.init)."""
+    each continues from the previous adapter (`previous`: where the first starts, None = grpo.init).
+    `resume`/`fresh` as in run_grpo, for every stage (a checkpoint path: the first stage only)."""
     for stage in (grpo_stages(cfg) or ["grpo"]) if stages is None else stages:
-        previous = Path(run_grpo(cfg, dataset, phase=phase_of(stage), previous=previous))
+        previous = Path(run_grpo(cfg, dataset, phase=phase_of(stage), previous=previous,
+                                 resume_from_checkpoint=resume, fresh=fresh))
+        resume = resume if resume in (None, False, True, "latest") else None
     return previous

@@ -1,4 +1,11 @@
-"""Get the poem out of a model answer and check it against a syllable pattern (5-7-5)."""
+"""Get the poem out of a model answer and check it against a syllable pattern (5-7-5).
+
+Caps, so both run in bounded time and memory on any input (a reward loop or a data filter may be
+fed megabytes): `check` and `extract_poem` read texts of at most MAX_TEXT_CHARS characters (a
+longer text is not a haiku, and has no poem); `check` does not count lines over MAX_LINE_CHARS
+(the line gets no count and the reason says so), and words over MAX_ESTIMATE_LETTERS letters are
+counted by their vowel groups (see syllables). Real poems are far inside all three.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .syllables import analyze_line
+from .syllables import MAX_ESTIMATE_LETTERS, MAX_LINE_CHARS, analyze_line
 
 __all__ = [
     "LINE_COUNT_PENALTY",
+    "MAX_ESTIMATE_LETTERS",
+    "MAX_LINE_CHARS",
+    "MAX_TEXT_CHARS",
     "Extraction",
     "HaikuCheck",
     "check",
@@ -25,12 +35,18 @@ __all__ = [
 # Distance added per missing or extra line: about one short line's worth of syllables, so a
 # 2-line answer is never closer than a 3-line answer that is a few syllables off.
 LINE_COUNT_PENALTY = 5
+MAX_TEXT_CHARS = 20_000  # a model answer of 1,000 tokens has about 5,000
+_MEMO_MAX_CHARS = 1_000  # longer texts are checked each time, so the cache stays small
+
+
+# (?<!\s) makes a match start only at the first space of a run: linear time on long blank runs.
+_SLASH = re.compile(r"(?<!\s)\s+/\s+")
 
 
 def split_lines(text: str) -> list[str]:
     """Lines of a poem: newlines, or ' / ' when the text is a single line. Stripped, no blanks."""
     text = text.strip()
-    parts = text.splitlines() if "\n" in text or "\r" in text else re.split(r"\s+/\s+", text)
+    parts = text.splitlines() if "\n" in text or "\r" in text else _SLASH.split(text)
     return [p.strip() for p in parts if p.strip()]
 
 
@@ -75,15 +91,33 @@ _TITLE_PREFIX = re.compile(r"^(?:title|haiku)\s*:\s*", re.IGNORECASE)
 _QUOTE_PAIRS = {'"': '"', "\u201c": "\u201d", "'": "'", "\u2018": "\u2019", "\u00ab": "\u00bb"}
 
 
+_THINK_OPEN = re.compile(re.escape("<think>"), re.IGNORECASE)
+_THINK_CLOSE = re.compile(re.escape("</think>"), re.IGNORECASE)
+
+
 def _drop_think(text: str, kinds: list[str]) -> str:
-    out = re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL | re.IGNORECASE)
-    if "<think>" in out.lower():  # an unclosed think block: the model never answered
-        out = out[: out.lower().index("<think>")]
-    if "</think>" in out.lower():  # the opening tag was in the prompt
-        out = out[out.lower().rindex("</think>") + len("</think>") :]
+    """Drop <think>...</think> blocks (searched left to right: linear time)."""
+    parts, pos = [], 0
+    while (opened := _THINK_OPEN.search(text, pos)) and (
+        closed := _THINK_CLOSE.search(text, opened.end())
+    ):
+        parts.append(text[pos : opened.start()])
+        pos = closed.end()
+    out = "".join(parts) + text[pos:]
+    if opened := _THINK_OPEN.search(out):  # an unclosed think block: the model never answered
+        out = out[: opened.start()]
+    if last := _last(_THINK_CLOSE, out):  # the opening tag was in the prompt
+        out = out[last.end() :]
     if out != text:
         kinds.append("think")
     return out
+
+
+def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    found = None
+    for found in pattern.finditer(text):  # the last match is the one wanted
+        pass
+    return found
 
 
 def _drop_fence(text: str, kinds: list[str]) -> str:
@@ -153,7 +187,11 @@ def _is_title(lines: list[str], blank_after_first: bool, first_bold: bool, other
 
 
 def extract_poem(completion: str) -> Extraction:
-    """The poem in a model answer, and which kinds of wrapping were stripped to find it."""
+    """The poem in a model answer, and which kinds of wrapping were stripped to find it.
+
+    An answer over MAX_TEXT_CHARS characters has no poem (stripped: "oversize")."""
+    if completion and len(completion) > MAX_TEXT_CHARS:
+        return Extraction("", ("oversize",))
     kinds: list[str] = []
     text = _drop_fence(_drop_think(completion or "", kinds), kinds)
     raw = [line.strip() for line in text.strip().splitlines()]
@@ -194,7 +232,13 @@ def extract_poem(completion: str) -> Extraction:
 
 
 def _plain(line: str) -> str:
-    return _EMPHASIS.sub(r"\2", _BULLET.sub("", line)).strip("*_\"' ")
+    return _unemphasized(_BULLET.sub("", line)).strip("*_\"' ")
+
+
+def _unemphasized(line: str) -> str:
+    """line without **bold**/_italic_ marks; a line over MAX_LINE_CHARS, which is no verse line,
+    is left as it is (the emphasis pattern can take quadratic time on a long line)."""
+    return line if len(line) > MAX_LINE_CHARS else _EMPHASIS.sub(r"\2", line)
 
 
 def _strip_markup(lines: list[str], kinds: list[str]) -> tuple[list[str], list[bool]]:
@@ -203,7 +247,7 @@ def _strip_markup(lines: list[str], kinds: list[str]) -> tuple[list[str], list[b
         stripped = _BULLET.sub("", line)
         if stripped != line:
             kinds.append("bullet")
-        plain = _EMPHASIS.sub(r"\2", stripped)
+        plain = _unemphasized(stripped)
         whole = bool(re.fullmatch(r"(\*\*\*|\*\*|__|\*|_)(.+)\1", stripped))
         if plain != stripped:
             kinds.append("bold")
@@ -232,10 +276,18 @@ class HaikuCheck:
 
 
 def check(text: str, pattern=(5, 7, 5), strict: bool = False) -> HaikuCheck:
-    """Check text as given (no extraction) against a syllable pattern. Never raises."""
+    """Check text as given (no extraction) against a syllable pattern. Never raises.
+
+    A text over MAX_TEXT_CHARS characters is not read: not a haiku, as far off as an empty one."""
     try:
         target = tuple(int(n) for n in pattern)
-        return _check(text if isinstance(text, str) else str(text), target, bool(strict))
+        text = text if isinstance(text, str) else str(text)
+        if len(text) > MAX_TEXT_CHARS:
+            reason = f"text has {len(text)} characters, over the {MAX_TEXT_CHARS} checked"
+            return HaikuCheck((), (), target, False, LINE_COUNT_PENALTY * len(target), (), reason)
+        if len(text) > _MEMO_MAX_CHARS:
+            return _check(text, target, bool(strict))
+        return _check_memo(text, target, bool(strict))
     except Exception as exc:  # noqa: BLE001 - a verifier in a reward loop must not crash training
         return HaikuCheck(
             (),
@@ -256,6 +308,10 @@ def _hashable(pattern) -> bool:
 
 
 @lru_cache(maxsize=65536)
+def _check_memo(text: str, pattern: tuple[int, ...], strict: bool) -> HaikuCheck:
+    return _check(text, pattern, strict)
+
+
 def _check(text: str, pattern: tuple[int, ...], strict: bool) -> HaikuCheck:
     lines = tuple(split_lines(text))
     analyses = [analyze_line(line) for line in lines]
@@ -270,7 +326,11 @@ def _check(text: str, pattern: tuple[int, ...], strict: bool) -> HaikuCheck:
     elif missing:
         problems.append(f"{len(lines)} line{'s' * (len(lines) != 1)}, needs {len(pattern)}")
     for i, (c, t, e) in enumerate(zip(counts, pattern, errors), 1):
-        if e:
+        if analyses[i - 1].over_cap:
+            problems.append(
+                f"line {i} has {len(lines[i - 1])} characters, over the {MAX_LINE_CHARS} counted"
+            )
+        elif e:
             has = " or ".join(str(n) for n in sorted(c)[:4]) or "0"
             plural = "s" * (has != "1")
             problems.append(f"line {i} has {has} syllable{plural}, needs {t}")

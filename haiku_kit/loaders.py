@@ -10,11 +10,9 @@ Eval prompts from a chat file keep the user turn verbatim (`load_chat_prompts`).
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 
 from haiku_kit.errors import DataError
 from haiku_kit.haiku import split_lines
+from haiku_kit.reading import csv_records, field_problem, json_records, jsonl_records
 from haiku_kit.text import topic_from_prompt
 
 log = logging.getLogger(__name__)
@@ -122,6 +121,9 @@ def _rows_from_records(
                     f"a {type(record[column]).__name__}, not text"
                 bad(f"{where}: row {number}: field {column!r} is {got}")
                 break
+            if too_long := field_problem(value, column):
+                bad(f"{where}: row {number}: {too_long}")
+                break
         else:
             source_id = str(record.get(id_col)) if id_col and isinstance(record, dict) \
                 and record.get(id_col) is not None else f"{id_prefix}:{number}"
@@ -156,29 +158,12 @@ def load_embedded() -> list[Row]:
     return [{**row, "source_id": f"embedded:{i}"} for i, row in enumerate(rows)]
 
 
-def _read_json_records(path: Path, bad: _BadRows) -> list[tuple[int, Any]]:
-    """(row number, record) pairs of a .jsonl file (1-based line numbers) or a .json list."""
-    text = path.read_text(encoding="utf-8")
+def _read_json_records(path: Path, bad: _BadRows) -> Iterator[tuple[int, Any]]:
+    """(row number, record) pairs of a .jsonl file (1-based line numbers, streamed) or a .json
+    list; reading.py names the file and line of a non-UTF-8 byte, an empty file, an oversize line."""
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON ({err})") from None
-        if isinstance(data, dict):  # {"train": [...]} or {"data": [...]} style files
-            lists = [v for v in data.values() if isinstance(v, list)]
-            data = lists[0] if len(lists) == 1 else data
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON list of rows")
-        return list(enumerate(data, start=1))
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append((number, json.loads(line)))
-        except json.JSONDecodeError as err:
-            bad(f"{path}: row {number}: not valid JSON ({err.msg})")
-    return records
+        return iter(json_records(path))
+    return jsonl_records(path, bad)
 
 
 def load_table(
@@ -202,12 +187,9 @@ def load_table(
     bad = _BadRows(on_bad_row, report)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            _require_columns(reader.fieldnames or [], (topic_col, haiku_col, id_col), str(path))
-            records = [(n, _csv_record(rec)) for n, rec in enumerate(reader, start=1)]
+        records = _csv_rows(path, bad, (topic_col, haiku_col, id_col))
     elif suffix in (".jsonl", ".json"):
-        records = _read_json_records(path, bad)
+        records = list(_read_json_records(path, bad))
         dicts = [r for _, r in records if isinstance(r, dict)]
         for column in (topic_col, haiku_col, id_col):
             # A column no row has is a wrong mapping, not a bad row.
@@ -218,9 +200,15 @@ def load_table(
     return _rows_from_records(records, str(path), topic_col, haiku_col, id_col, bad, path.name)
 
 
-def _csv_record(record: dict) -> dict:
-    # csv gives None for a short row's missing cells: treat those as missing fields.
-    return {k: v for k, v in record.items() if k is not None and v is not None}
+def _csv_rows(path: Path, bad: _BadRows, needed) -> Iterator[tuple[int, dict]]:
+    """(row number, record) of a CSV file, streamed, after checking its header has `needed`."""
+    checked = False
+    for number, record, header in csv_records(path, bad):
+        if not checked:
+            _require_columns(header, needed, str(path))
+            checked = True
+        # csv gives None for a short row's missing cells: treat those as missing fields.
+        yield number, {k: v for k, v in record.items() if k is not None and v is not None}
 
 
 def load_conversations(
@@ -329,13 +317,17 @@ def _pick(columns: Sequence[str], wanted: str | None, candidates: Sequence[str])
 
 
 def _file_columns(path: Path) -> list[str]:
+    """The columns of a file's first row (bad rows are left for the real read to report)."""
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return next(csv.reader(f), [])
-    for _, record in _read_json_records(path, _BadRows("skip", None)):
+        return next((header for _, _, header in csv_records(path, _ignore)), [])
+    for _, record in _read_json_records(path, _ignore):
         if isinstance(record, dict):
             return list(record)
     return []
+
+
+def _ignore(message: str) -> None:
+    """Bad rows seen while only sniffing a file's columns: reported once, by the real read."""
 
 
 def is_chat_file(path: Path) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from haiku_kit.adapter_check import check_adapter_fits
 from haiku_kit.backends import (
     GPU_INSTALL_HINT,
     backend_for,
@@ -282,6 +283,8 @@ def load_model(
         lora = LoraSettings.from_dict(lora)
     adapter_dir = check_adapter_dir(adapter) if adapter is not None else None
     source = resolve_model_source(model)
+    if adapter_dir is not None:  # one clear line, not a size-mismatch traceback, on a wrong base
+        check_adapter_fits(adapter_dir, source, os.fspath(model))
     if chosen == "unsloth":
         net, tokenizer = _load_unsloth(
             source, load_in_4bit, dtype, max_seq_length, lora, adapter_dir, seed,

@@ -176,12 +176,17 @@ def _kept_effective(paths: RunPaths) -> dict | None:
     return {"effective": effective} if effective else None
 
 
+TRAINING_STAGES = ("sft", "grpo")
+
+
 def run_pipeline(
     preset: str,
     overrides: list[str] | None,
     out_dir: str | Path,
     from_stage: str | None = None,
     log_output: bool = False,
+    resume: str | None = None,
+    fresh: bool | str = False,
 ) -> Path:
     """Execute the stage notebooks in order into `out_dir`; returns the run folder.
 
@@ -189,6 +194,9 @@ def run_pipeline(
     Stops at the first failing stage (StageFailed names it and the cell, and the executed
     notebook is kept in RUN/notebooks/). `from_stage` reuses the artifacts of earlier stages.
     Overrides reach the notebooks as papermill parameters, next to the input artifact paths.
+    Training stages resume their newest checkpoint by default; `resume` ("latest", or a path for
+    the first training stage run) and `fresh` (True: old state moved aside; "delete") reach
+    them as the notebooks' `resume`/`fresh` parameters (resume.py).
     """
     overrides = list(overrides or [])
     paths = RunPaths(Path(out_dir).resolve())
@@ -215,6 +223,9 @@ def run_pipeline(
         print(f"[{i}/{len(STAGES)}] {stage}: {src.name} -> {out}", flush=True)
         began = time.perf_counter()
         params = stage_parameters(stage, preset, overrides, paths)
+        if stage in TRAINING_STAGES:
+            params.update(resume=resume, fresh=fresh)
+            resume = resume if resume in (None, "latest") else None  # a path: first stage only
         execute_notebook(src, out, params, stage, log_output=log_output)
         _record_timing(paths, stage, time.perf_counter() - began)
         for param in stage_outputs(stage, cfg):

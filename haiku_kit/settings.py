@@ -20,6 +20,7 @@ from typing import Any
 
 from haiku_kit.errors import ConfigError
 from haiku_kit.fast_inference import fast_inference_problem
+from haiku_kit.value_checks import training_value_problem
 
 # Named reward weightings a config may use (grpo.rewards, or a "grpo:NAME" stage); RewardSpec
 # builds TRL's reward_funcs/reward_weights from them. The reference (axeld5/gemma_haiku,
@@ -115,7 +116,7 @@ class DataSettings:
 
 @dataclass
 class SFTSettings:
-    max_steps: int = 100  # <= 0: train num_train_epochs instead
+    max_steps: int = 100  # -1: train num_train_epochs instead (value_checks)
     num_train_epochs: float = 1.0
     learning_rate: float = 2e-4
     lr_scheduler_type: str = "linear"
@@ -359,10 +360,15 @@ def validate(cfg: RunConfig) -> None:
         kind, _, phase = stage.partition(":")
         if kind not in ("sft", "grpo") or (kind == "sft" and phase):
             raise ConfigError(f"stages: unknown stage {stage!r}; use sft, grpo or grpo:PHASE")
-    for phase in cfg.grpo_phases:
-        grpo_phase_settings(cfg, phase)  # unknown keys in a phase fail at load time
+    problem = training_value_problem("sft", cfg.sft) or training_value_problem("grpo", cfg.grpo)
+    for phase in cfg.grpo_phases:  # unknown keys in a phase fail at load time
+        problem = problem or training_value_problem(
+            f"grpo_phases.{phase}", grpo_phase_settings(cfg, phase)
+        )
     m = cfg.model
-    problem = fast_inference_problem(m.fast_inference, m.backend, m.device, m.gpu_memory_utilization)
+    problem = problem or fast_inference_problem(
+        m.fast_inference, m.backend, m.device, m.gpu_memory_utilization
+    )
     if problem:
         raise ConfigError(problem)
     g = cfg.grpo

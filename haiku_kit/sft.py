@@ -21,6 +21,7 @@ from haiku_kit.chat_format import text_tokenizer
 from haiku_kit.data import load_run_data
 from haiku_kit.errors import DataError
 from haiku_kit.modeling import load_from_config, save_adapter
+from haiku_kit.resume import choose_checkpoint
 from haiku_kit.runs import RunPaths
 from haiku_kit.settings import RunConfig
 from haiku_kit.trainer_utils import (
@@ -28,15 +29,14 @@ from haiku_kit.trainer_utils import (
     cap_rows,
     common_args,
     enum_value,
-    fresh_stage_dir,
     install_cpu_logprob_fallback,
     precision_name,
     record_effective,
-    resolve_resume,
     select_split,
+    start_stage,
     train_stage,
-    training_precision,
     trainer_config,
+    training_precision,
     write_logs,
 )
 
@@ -107,15 +107,18 @@ def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, stage_dir: Path
     return trainer
 
 
-def sft_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_checkpoint=None):
-    """The trl.SFTTrainer for this config on the SFT split (of `dataset`, else the run's data),
-    in a clean RUN/sft (kept when resuming). Train it with trainer.train(), then save_sft."""
+def sft_trainer(
+    cfg: RunConfig, model, tokenizer, dataset=None, resume_from_checkpoint=None, fresh=False
+):
+    """The trl.SFTTrainer for this config on the SFT split (of `dataset`, else the run's data).
+    RUN/sft resumes its newest checkpoint by default (`resume_from_checkpoint`: "latest", a path,
+    False) or, with `fresh`, starts over with the old state moved aside (resume.py). Train with
+    trainer.train(resume_from_checkpoint=trainer.kit_stage.resume), then save_sft."""
     stage_dir = RunPaths.of(cfg).stage_dir("sft")
     device = resolve_device(cfg)
     data = cap_rows(select_split(dataset if dataset is not None else load_run_data(cfg), "sft"),
                     cfg.data.max_sft_rows)
-    resume = resolve_resume(resume_from_checkpoint, stage_dir)
-    fresh_stage_dir(stage_dir, resume)
+    resume = start_stage(stage_dir, resume_from_checkpoint, fresh)
     trainer = build_sft_trainer(cfg, model, tokenizer, data, stage_dir, device)
     trainer.kit_stage = KitStage("sft", stage_dir, device, tokenizer, resume, cfg.sft, rows=len(data))
     record_effective(cfg, "sft", stage_dir, sft_effective(trainer))
@@ -155,12 +158,16 @@ def save_sft(cfg: RunConfig, trainer) -> Path:
     return save_adapter(trainer.model, kit.tokenizer, kit.folder / "adapter")
 
 
-def run_sft(cfg: RunConfig, dataset=None, resume_from_checkpoint=None, callbacks=()) -> Path:
-    """Load the config's model with a fresh LoRA, train it on the SFT split, save; returns
-    RUN/sft/adapter."""
+def run_sft(
+    cfg: RunConfig, dataset=None, resume_from_checkpoint=None, callbacks=(), fresh=False
+) -> Path:
+    """Load the config's model with a fresh LoRA, train it on the SFT split (resuming RUN/sft's
+    newest checkpoint unless `fresh`), save; returns RUN/sft/adapter."""
+    # A bad --resume/--fresh fails before the model loads.
+    choose_checkpoint(RunPaths.of(cfg).stage_dir("sft"), resume_from_checkpoint, fresh)
     model, tokenizer = load_from_config(cfg)
     # Data after the model: building splits may import transformers (unsloth must come first).
-    trainer = sft_trainer(cfg, model, tokenizer, dataset, resume_from_checkpoint)
+    trainer = sft_trainer(cfg, model, tokenizer, dataset, resume_from_checkpoint, fresh)
     for cb in callbacks:
         trainer.add_callback(cb)
     train_stage(trainer)

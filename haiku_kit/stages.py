@@ -64,14 +64,19 @@ class Run:
     cfg: Any
     paths: RunPaths
     started: float = field(default_factory=time.perf_counter)
+    resume: Any = None  # training stages: None = the newest checkpoint if any (resume.py)
+    fresh: Any = False  # True: start over, old state moved aside; "delete": deleted
 
     def path(self, param: str, given: str | Path | None = None) -> Path:
         """An input artifact's path: the one given as a notebook parameter, else the default."""
         return Path(given).resolve() if given else self.paths.artifact(param)
 
 
-def open_run(preset: str, overrides: list[str], run_dir: str | Path) -> Run:
-    """Resolve the config for a stage notebook; writes RUN/config.yaml if it is not there."""
+def open_run(
+    preset: str, overrides: list[str], run_dir: str | Path, resume: Any = None, fresh: Any = False
+) -> Run:
+    """Resolve the config for a stage notebook; writes RUN/config.yaml if it is not there.
+    `resume`/`fresh`: where training stages start (default: their newest checkpoint, if any)."""
     paths = RunPaths(Path(run_dir).resolve())
     paths.root.mkdir(parents=True, exist_ok=True)
     cfg = resolve_config(preset, overrides, paths.root)
@@ -79,7 +84,7 @@ def open_run(preset: str, overrides: list[str], run_dir: str | Path) -> Run:
     write_env_json(paths.root)  # RUN/env.json: the versions and GPU this stage runs with
     if not paths.config.is_file():  # training adds the trainer's effective settings to it later
         save_config(cfg, paths.config)
-    return Run(preset, list(overrides), cfg, paths)
+    return Run(preset, list(overrides), cfg, paths, resume=resume or None, fresh=fresh or False)
 
 
 def _require(path: Path, marker: str, what: str) -> Path:
@@ -127,7 +132,7 @@ def _needs(run: Run, stage: str, present: bool) -> None:
 def sft_trainer(run: Run, model, tokenizer, data_dir: str | Path):
     """Stage 03: the trl.SFTTrainer on the sft split, ready for trainer.train()."""
     _needs(run, "SFT", has_sft(run.cfg))
-    return sft.sft_trainer(run.cfg, model, tokenizer, load_data(data_dir))
+    return sft.sft_trainer(run.cfg, model, tokenizer, load_data(data_dir), run.resume, run.fresh)
 
 
 def save_sft(run: Run, trainer) -> Path:
@@ -152,7 +157,8 @@ def grpo_trainer(run: Run, model, tokenizer, data_dir: str | Path, start: Path |
     `start`), ready for trainer.train()."""
     stages = grpo_stages(run.cfg)
     _needs(run, "GRPO", bool(stages))
-    return grpo.grpo_trainer(run.cfg, model, tokenizer, load_data(data_dir), phase_of(stages[0]), start)
+    return grpo.grpo_trainer(run.cfg, model, tokenizer, load_data(data_dir), phase_of(stages[0]),
+                             start, run.resume, run.fresh)
 
 
 def save_grpo(run: Run, trainer, data_dir: str | Path) -> Path:
@@ -163,7 +169,9 @@ def save_grpo(run: Run, trainer, data_dir: str | Path) -> Path:
     later = grpo_stages(run.cfg)[1:]
     if later:
         print(f"training the preset's later GRPO stages {later} from {adapter}")
-        adapter = grpo.run_grpo_stages(run.cfg, load_data(data_dir), adapter, later)
+        resume = run.resume if run.resume in (None, "latest") else None  # a path: stage 1 only
+        adapter = grpo.run_grpo_stages(run.cfg, load_data(data_dir), adapter, later, resume,
+                                       run.fresh)
     return adapter
 
 

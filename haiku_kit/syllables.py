@@ -5,26 +5,30 @@ Two paths:
 * the dictionary path (`counts`, `count`, `analyze_line`) looks words up in CMUdict (every
   pronunciation is a valid count), reads numbers, ordinals, abbreviations and acronyms aloud,
   and falls back to the estimator for words CMUdict lacks;
-* `estimate(word)` never consults the dictionary: the rounded weighted mean of a linear model over the
-  vowel groups of the spelling and small character CNNs (one nucleus score per letter,
-  summed), all learned from CMUdict (minus the gold words and a held-out slice; see
-  benchmarks/train_syllable_estimator.py and benchmarks/train_syllable_cnn.py), shipped as
-  JSON data and run in numpy.
+* `estimate(word)` (haiku_kit.estimator) reads the spelling alone, never the dictionary: a
+  linear model and small character CNNs learned from CMUdict.
 
 "Most common count" (`count`) is the count of CMUdict's first pronunciation, which CMUdict
 lists first by convention.
+
+Caps, so any input runs in bounded time and memory: `estimate` counts words longer than
+MAX_ESTIMATE_LETTERS letters as their vowel groups, and `analyze_line` does not analyze lines
+longer than MAX_LINE_CHARS characters (`over_cap` is set and `totals` is empty). Only short
+inputs are memoised.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+
+from .estimator import MAX_ESTIMATE_LETTERS, VOWELS, ascii_letters, estimate
 
 __all__ = [
+    "MAX_ESTIMATE_LETTERS",
+    "MAX_LINE_CHARS",
     "LineSyllables",
     "WordSyllables",
     "analyze_line",
@@ -35,7 +39,8 @@ __all__ = [
     "number_words",
 ]
 
-VOWELS = "aeiouy"
+MAX_LINE_CHARS = 1_000  # a 5- or 7-syllable line has well under 200
+_MEMO_MAX_CHARS = 64  # longer words are computed each time, so the caches stay small
 
 
 # --------------------------------------------------------------------------- dictionary
@@ -59,141 +64,6 @@ def _dictionary() -> dict[str, tuple[int, ...]]:
 
 def _lookup(word: str) -> tuple[int, ...] | None:
     return _dictionary().get(word)
-
-
-# --------------------------------------------------------------------------- estimator
-
-
-@lru_cache(maxsize=1)
-def _model() -> dict:
-    path = resources.files("haiku_kit") / "resources" / "syllable_model.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-
-
-_GROUP = re.compile(r"[aeiou]+|y(?![aeiou])")
-
-
-def _groups(word: str) -> list[tuple[int, int]]:
-    """Vowel groups; 'y' counts as a vowel unless a vowel follows it (yes, beyond, arroyo)."""
-    spans: list[tuple[int, int]] = []
-    for m in _GROUP.finditer(word):
-        if spans and spans[-1][1] == m.start():  # 'ay', 'ey', 'oy' stay one group
-            spans[-1] = (spans[-1][0], m.end())
-        else:
-            spans.append(m.span())
-    return spans
-
-
-def _features(word: str, i: int, j: int) -> list[str]:
-    w = f"^^^{word}$$$"
-    i, j = i + 3, j + 3
-    g = w[i:j]
-    return [
-        "g" + g,
-        "l" + w[i - 1] + g,
-        "r" + g + w[j],
-        "lr" + w[i - 1] + g + w[j],
-        "r2" + g + w[j : j + 2],
-        "l2" + w[i - 2 : i] + g,
-        "l2r2" + w[i - 2 : i] + g + w[j : j + 2],
-        "r3" + g + w[j : j + 3],
-        "l3" + w[i - 3 : i] + g,
-        "l1r3" + w[i - 1] + g + w[j : j + 3],
-        "l3r1" + w[i - 3 : i] + g + w[j],
-    ]
-
-
-def _word_features(word: str) -> list[str]:
-    """Whole-word corrections by ending and beginning (-ed, -es, -ism, re-, pre-...)."""
-    return [f"S{word[-k:]}$" for k in range(1, 6)] + [f"P^{word[:k]}" for k in range(2, 5)]
-
-
-def _all_features(word: str) -> list[str]:
-    return [f for i, j in _groups(word) for f in _features(word, i, j)] + _word_features(word)
-
-
-def _rules(word: str) -> int:
-    """Fallback when no learned model is shipped: vowel groups with the usual corrections."""
-    n = len(_groups(word))
-    if word.endswith("e") and not word.endswith(("le", "ee", "ye")) and n > 1:
-        n -= 1
-    elif word.endswith("le") and len(word) > 2 and word[-3] not in VOWELS and n == 1:
-        n += 1
-    if word.endswith("ed") and len(word) > 3 and word[-3] not in "td" and n > 1:
-        n -= 1
-    n += len(re.findall(r"[aeiou]a|i[ou]|eo|ua|uo", word))
-    return max(n, 1)
-
-
-@lru_cache(maxsize=1)
-def _cnns() -> tuple[list[dict], float]:
-    """The character CNNs as numpy arrays (numpy imported lazily), and their share."""
-    import numpy as np
-
-    path = resources.files("haiku_kit") / "resources" / "syllable_cnn.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return [], 0.0
-    nets = []
-    for net in data["nets"]:
-        convs = []
-        for conv in net["convs"]:
-            w = np.asarray(conv["w"], dtype=np.float32)  # (width, in, out)
-            convs.append((w.reshape(-1, w.shape[2]), np.asarray(conv["b"], np.float32), len(w)))
-        nets.append(
-            {
-                "index": {c: k + 1 for k, c in enumerate(net["alphabet"])},
-                "pad": net["pad"],
-                "embedding": np.asarray(net["embedding"], dtype=np.float32),
-                "convs": convs,
-                "out_w": np.asarray(net["out_w"], dtype=np.float32),
-                "out_b": float(net["out_b"]),
-            }
-        )
-    return nets, float(data["share"])
-
-
-def _cnn_score(net: dict, word: str):
-    """Sum over letters of the net's syllable-nucleus probability (residual ReLU convs)."""
-    import numpy as np
-
-    pad = net["pad"]
-    h = net["embedding"][[net["index"][c] for c in "^" * pad + word + "$" * pad]]
-    n, dim = h.shape
-    for w, b, width in net["convs"]:
-        r = width // 2
-        padded = np.zeros((n + 2 * r, dim), dtype=h.dtype)  # zero padding, as torch's Conv1d
-        padded[r : r + n] = h
-        window = np.lib.stride_tricks.sliding_window_view(padded, (width, dim))
-        h = h + np.maximum(window.reshape(n, width * dim) @ w + b, 0.0)
-    z = h[pad : pad + len(word)] @ net["out_w"] + net["out_b"]
-    return float((1.0 / (1.0 + np.exp(-z))).sum())
-
-
-@lru_cache(maxsize=65536)
-def estimate(word: str) -> int:
-    """Syllables of one word from its spelling alone (never the dictionary); at least 1."""
-    w = _ascii_letters(word)
-    if not w:
-        return 0
-    weights = _model().get("weights")
-    if not weights:
-        return _rules(w)
-    total = _model().get("bias", 0.0) + sum(weights.get(f, 0.0) for f in _all_features(w))
-    nets, share = _cnns()
-    if nets:  # the CNNs' mean score, mixed in by the share picked on validation words
-        cnn = sum(_cnn_score(net, w) for net in nets) / len(nets)
-        total = (1 - share) * total + share * cnn
-    return max(1, round(total))
-
-
-def _ascii_letters(word: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", word.lower())
-    return "".join(c for c in decomposed if "a" <= c <= "z")
 
 
 # --------------------------------------------------------------------------- numbers
@@ -326,22 +196,32 @@ def _sum_sets(sets) -> frozenset[int]:
         for k in values:
             combined |= mask << k
         mask = combined
-    return frozenset(i for i in range(mask.bit_length()) if mask >> i & 1)
+    return frozenset(i for i, bit in enumerate(reversed(bin(mask)[2:])) if bit == "1")
 
 
 def _dict_sets(words: list[str]) -> frozenset[int]:
     return _sum_sets(frozenset(_lookup(w) or (estimate(w),)) for w in words)
 
 
-@lru_cache(maxsize=131072)
 def _word(token: str, spell_acronyms: bool = True) -> tuple[tuple[int, ...], str]:
     """(counts with the most common first, source) of one token (letters, maybe apostrophes)."""
+    if len(token) <= _MEMO_MAX_CHARS:
+        return _word_memo(token, spell_acronyms)
+    return _word_counts(token, spell_acronyms)
+
+
+@lru_cache(maxsize=131072)
+def _word_memo(token: str, spell_acronyms: bool) -> tuple[tuple[int, ...], str]:
+    return _word_counts(token, spell_acronyms)
+
+
+def _word_counts(token: str, spell_acronyms: bool) -> tuple[tuple[int, ...], str]:
     low = token.lower()
     if spell_acronyms and len(token) >= 2 and token.isupper() and token.isalpha():
         found = _lookup(low)
         if found:
             return found, "dict"
-        letters = _ascii_letters(low)
+        letters = ascii_letters(low)
         if _pronounceable(letters):
             return (estimate(letters),), "acronym"
         return (sum(_LETTER_SYLLABLES.get(c, 1) for c in letters),), "acronym"
@@ -367,7 +247,7 @@ def _word(token: str, spell_acronyms: bool = True) -> tuple[tuple[int, ...], str
         if found:
             return tuple(n + extra for n in found), "dict"
         return (estimate(base) + extra,), "estimate"
-    letters = _ascii_letters(bare)
+    letters = ascii_letters(bare)
     if not letters:
         return (0,), "symbol"
     if letters != bare:  # accents or internal apostrophes: try the plain spelling too
@@ -404,6 +284,7 @@ class LineSyllables:
     totals: frozenset[int]
     symbols: tuple[str, ...]
     common: int = 0  # total under each word's most common pronunciation
+    over_cap: bool = False  # longer than MAX_LINE_CHARS: not analyzed, no totals
 
 
 _QUOTES = str.maketrans(
@@ -458,9 +339,17 @@ def _common(words: list[str]) -> int:
     return sum((_lookup(w) or (estimate(w),))[0] for w in words)
 
 
-@lru_cache(maxsize=65536)
 def analyze_line(line: str) -> LineSyllables:
-    """Every word's counts, the achievable line totals, and the symbols (emoji...) found."""
+    """Every word's counts, the achievable line totals, and the symbols (emoji...) found.
+
+    A line over MAX_LINE_CHARS characters is not analyzed: empty totals, ``over_cap`` set."""
+    if len(line) > MAX_LINE_CHARS:
+        return LineSyllables((), frozenset(), (), 0, over_cap=True)
+    return _analyze_line(line)
+
+
+@lru_cache(maxsize=65536)
+def _analyze_line(line: str) -> LineSyllables:
     text = line.translate(_QUOTES)
     letters = [c for c in text if c.isalpha()]
     # A shouted line (all caps) is words, not acronyms.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +20,13 @@ import yaml
 from haiku_kit.callbacks import plot_training, write_csv
 from haiku_kit.config import save_config
 from haiku_kit.env_info import write_env_json
-from haiku_kit.errors import ConfigError, DataError, ModelLoadError
+from haiku_kit.errors import ConfigError, DataError, TrainingInterrupted
 from haiku_kit.precision import Precision, choose_precision, gpu_capabilities
+from haiku_kit.resume import prepare_stage
 from haiku_kit.runs import run_root
 from haiku_kit.settings import RunConfig
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
 
 @dataclass
 class KitStage:
@@ -147,51 +143,19 @@ def trainer_config(config_cls, kit_args: dict[str, Any], overrides: dict[str, An
 # --------------------------------------------------------------------------- checkpoints and the stage folder
 
 
-def find_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest checkpoint-N folder under out_dir (or out_dir/checkpoints)."""
-    out_dir = Path(out_dir)
-    found = []
-    for folder in (out_dir, out_dir / "checkpoints"):
-        if folder.is_dir():
-            found += [
-                (int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()
-            ]
-    return max(found)[1] if found else None
+def start_stage(stage_dir: Path, resume: str | Path | bool | None, fresh: bool | str) -> str | None:
+    """Make the stage folder ready (resume.prepare_stage: the newest checkpoint by default, old
+    state moved aside on a fresh start, never deleted); the checkpoint to resume from, or None."""
+    return prepare_stage(stage_dir, resume, fresh).checkpoint
 
 
-def resolve_resume(resume: str | Path | bool | None, stage_dir: Path) -> str | None:
-    """True / "latest" -> newest checkpoint in the stage folder; a path -> checked path."""
-    if resume in (None, False, ""):
-        return None
-    if resume is True or str(resume) == "latest":
-        ckpt = find_checkpoint(stage_dir)
-        if ckpt is None:
-            raise ModelLoadError(f"resume_from_checkpoint=latest but {stage_dir / 'checkpoints'} holds no checkpoint-N")
-        return str(ckpt)
-    path = Path(resume).expanduser()
-    if not path.is_dir():
-        raise ModelLoadError(f"checkpoint {path} does not exist")
-    if not (path / "trainer_state.json").is_file():
-        nested = find_checkpoint(path)
-        if nested is None:
-            raise ModelLoadError(
-                f"{path} is not a trainer checkpoint (no trainer_state.json, no checkpoint-N inside); "
-                f"to start from an adapter instead, pass it as init_adapter"
-            )
-        path = nested
-    return str(path)
-
-
-def _save_interrupt_checkpoint(trainer) -> Path:
+def _save_interrupt_checkpoint(trainer) -> TrainingInterrupted:
+    """Save a checkpoint on Ctrl-C; the exception to raise says where (rerunning resumes it)."""
     trainer._save_checkpoint(trainer.model, trial=None)
-    ckpt = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
-    msg = (
-        f"interrupted at step {trainer.state.global_step}: checkpoint saved to {ckpt}; "
-        f"resume with resume_from_checkpoint={ckpt}"
-    )
-    logger.warning(msg)
-    print(msg, file=sys.stderr)
-    return ckpt
+    step = trainer.state.global_step
+    ckpt = Path(trainer.args.output_dir) / f"checkpoint-{step}"
+    logger.warning("interrupted at step %s: checkpoint saved to %s", step, ckpt)
+    return TrainingInterrupted(str(ckpt), step)
 
 
 def write_logs(stage_dir: Path) -> None:
@@ -213,8 +177,7 @@ def train_stage(trainer) -> None:
     try:
         trainer.train(resume_from_checkpoint=kit.resume)
     except KeyboardInterrupt:
-        _save_interrupt_checkpoint(trainer)
-        raise
+        raise _save_interrupt_checkpoint(trainer) from None
     finally:
         write_logs(kit.folder)
 
@@ -231,16 +194,6 @@ def record_effective(cfg: RunConfig, stage: str, stage_dir: Path, values: dict) 
         effective = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("effective") or {}
     effective[stage] = values
     save_config(cfg, config_path, extra={"effective": effective})
-
-
-def fresh_stage_dir(stage_dir: Path, resume: str | None) -> None:
-    """Start a stage in a clean folder, except for what resuming needs (checkpoints, logs)."""
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        return
-    for name in ("log.jsonl", "log.csv", "samples.jsonl", "training.png", "collapse.yaml"):
-        (stage_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
 
 
 def precision_name(args) -> str:

@@ -55,11 +55,13 @@ if importlib.util.find_spec("haiku_kit") is None:
 preset = "cpu-demo"
 overrides = []
 run_dir = "runs/quickstart"
+resume = None  # None: the newest checkpoint, if any; "latest"; a checkpoint path
+fresh = False  # True: start over, old checkpoints moved aside; "delete": deleted
 
 # %%
 from haiku_kit import stages
 
-run = stages.open_run(preset, overrides, run_dir)
+run = stages.open_run(preset, overrides, run_dir, resume, fresh)
 print(f"run folder: {run.paths.root}\nstages: {run.cfg.stages}")
 
 # %% [markdown]
@@ -91,7 +93,7 @@ trainer = stages.sft_trainer(run, model, tokenizer, data_dir)
 stages.show_args(trainer)
 
 # %%
-trainer.train()
+trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from step 0
 
 # %%
 sft_adapter = stages.save_sft(run, trainer)
@@ -109,7 +111,7 @@ trainer = stages.grpo_trainer(run, model, tokenizer, data_dir, start)
 stages.show_args(trainer)
 
 # %%
-trainer.train()
+trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from step 0
 
 # %%
 grpo_adapter = stages.save_grpo(run, trainer, data_dir)

@@ -56,11 +56,13 @@ preset = "cpu-demo"
 overrides = []
 run_dir = "runs/demo"
 data_dir = ""
+resume = None  # None: the newest checkpoint, if any; "latest"; a checkpoint path
+fresh = False  # True: start over, old checkpoints moved aside; "delete": deleted
 
 # %%
 from haiku_kit import stages
 
-run = stages.open_run(preset, overrides, run_dir)
+run = stages.open_run(preset, overrides, run_dir, resume, fresh)
 data_dir = run.path("data_dir", data_dir)
 
 # %% [markdown]
@@ -79,7 +81,7 @@ stages.show_args(trainer)
 # ## Train
 
 # %%
-trainer.train()
+trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from step 0
 
 # %% [markdown]
 # ## Save the adapter

@@ -58,11 +58,13 @@ overrides = []
 run_dir = "runs/demo"
 data_dir = ""
 sft_adapter = ""
+resume = None  # None: the newest checkpoint, if any; "latest"; a checkpoint path
+fresh = False  # True: start over, old checkpoints moved aside; "delete": deleted
 
 # %%
 from haiku_kit import stages
 
-run = stages.open_run(preset, overrides, run_dir)
+run = stages.open_run(preset, overrides, run_dir, resume, fresh)
 data_dir = run.path("data_dir", data_dir)
 sft_adapter = run.path("sft_adapter", sft_adapter)
 
@@ -83,7 +85,7 @@ stages.show_args(trainer)
 # ## Train
 
 # %%
-trainer.train()
+trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from step 0
 
 # %% [markdown]
 # ## Save the adapter

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 
 import pytest
 import torch
 
 from haiku_kit import embedded
-from haiku_kit.embedded import MARKER, validate_model_dir, write_marker
+from haiku_kit.embedded import MARKER, STAMP, validate_model_dir, write_marker
 
 # fmt: off
 REFERENCE_IDS = {
@@ -82,11 +84,98 @@ def test_deleted_file_detected(tmp_path):
     assert any("tokenizer.json" in p for p in validate_model_dir(folder))
 
 
-def test_corrupted_bytes_detected_by_deep_check(tmp_path):
+def test_same_size_corruption_detected_without_deep_check(tmp_path):
     folder = _fake_model_dir(tmp_path)
     (folder / "model.safetensors").write_bytes(b"y" * 1000)
-    assert validate_model_dir(folder) == []  # same size: only the checksum catches it
+    problems = validate_model_dir(folder)
+    assert problems and "model.safetensors changed" in problems[0]
     assert validate_model_dir(folder, deep=True)
+
+
+def _settled_model_dir(root):
+    """A fake cache whose stamp trusts every file (files older than RACY_SECONDS)."""
+    folder = _fake_model_dir(root)
+    old = time.time() - 10 * embedded.RACY_SECONDS
+    for path in folder.iterdir():
+        os.utime(path, (old, old))
+    time.sleep(embedded.RACY_SECONDS + 0.2)  # ctime cannot be set back: let it settle
+    assert validate_model_dir(folder) == []  # hashes once, then stamps the settled files
+    return folder
+
+
+def _count_hashes(monkeypatch):
+    hashed = []
+    real = embedded._sha256
+
+    def counting(path):
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(embedded, "_sha256", counting)
+    return hashed
+
+
+def test_unchanged_cache_is_not_rehashed_and_zeroed_bytes_are_caught(tmp_path, monkeypatch):
+    folder = _settled_model_dir(tmp_path)
+    hashed = _count_hashes(monkeypatch)
+    assert validate_model_dir(folder) == [] and hashed == []  # the second load: stat only
+    weights = folder / "model.safetensors"
+    before = weights.stat()
+    with weights.open("r+b") as fh:  # zero 200 bytes in place: same size, same inode
+        fh.seek(300)
+        fh.write(bytes(200))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))  # and hide the mtime
+    assert weights.stat().st_size == before.st_size and weights.stat().st_ino == before.st_ino
+    problems = validate_model_dir(folder)
+    assert hashed == ["model.safetensors"]  # only the changed file is hashed
+    assert problems == [f"{weights} changed: its bytes differ from the sha256 in {folder / MARKER}"]
+
+
+def test_touched_but_unchanged_file_is_rehashed_once(tmp_path, monkeypatch):
+    folder = _settled_model_dir(tmp_path)
+    hashed = _count_hashes(monkeypatch)
+    (folder / "tokenizer.json").write_text("{}")  # same bytes, new mtime and ctime
+    assert validate_model_dir(folder) == [] and hashed == ["tokenizer.json"]
+
+
+def test_garbled_or_missing_stamp_falls_back_to_hashing(tmp_path):
+    folder = _fake_model_dir(tmp_path)
+    (folder / STAMP).write_text("{not json")
+    (folder / "config.json").write_text("[]")  # same size, garbage
+    assert any("config.json changed" in p for p in validate_model_dir(folder))
+    (folder / STAMP).unlink()
+    assert any("config.json changed" in p for p in validate_model_dir(folder))
+
+
+def test_unwritable_stamp_still_validates(tmp_path):
+    """A cache where the stamp cannot be written (read-only, here a folder in its place) is
+    hashed on every load, still correct, and leaves no temp file."""
+    folder = _fake_model_dir(tmp_path)
+    (folder / STAMP).unlink()
+    (folder / STAMP).mkdir()
+    assert validate_model_dir(folder) == []
+    (folder / "config.json").write_text("[]")
+    assert any("config.json changed" in p for p in validate_model_dir(folder))
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".stamp")] == []
+
+
+def test_same_size_garbage_config_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv(embedded.CACHE_ENV, str(tmp_path))
+    folder = _fake_model_dir(tmp_path)
+    (folder / "config.json").write_text("[]")  # same size as "{}"
+    built = []
+
+    def fake_build(out_dir):
+        built.append(out_dir)
+        (out_dir / "config.json").write_text('{"model_type": "gemma3_text"}')
+        (out_dir / "model.safetensors").write_bytes(b"z" * 50)
+        (out_dir / "tokenizer.json").write_text("{}")
+        write_marker(out_dir)
+
+    monkeypatch.setattr(embedded, "build_model_dir", fake_build)
+    assert embedded.embedded_model_dir() == folder and len(built) == 1
+    assert json.loads((folder / "config.json").read_text()) == {"model_type": "gemma3_text"}
+    assert validate_model_dir(folder, deep=True) == []
 
 
 def test_garbled_marker_detected(tmp_path):
@@ -235,3 +324,25 @@ def test_generation_stops_at_end_of_turn(embedded):
     model, _ = embedded
     assert set(model.generation_config.eos_token_id) >= {1, 106}
     assert model.dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_real_cache_zeroed_in_place_is_rebuilt(embedded_dir, tmp_path, monkeypatch):
+    """200 MB of the real cached weights zeroed in place (same size) are caught before any load,
+    and the cache is rebuilt to the same bytes (in a temp HAIKU_KIT_CACHE)."""
+    cache = tmp_path / "cache"
+    folder = cache / embedded.MODEL_FOLDER
+    shutil.copytree(embedded_dir, folder)
+    monkeypatch.setenv(embedded.CACHE_ENV, str(cache))
+    weights = folder / "model.safetensors"
+    size = weights.stat().st_size
+    with weights.open("r+b") as fh:
+        fh.seek(size // 4)
+        for _ in range(200):
+            fh.write(bytes(1 << 20))
+    assert weights.stat().st_size == size
+    assert any("model.safetensors changed" in p for p in validate_model_dir(folder))
+    assert embedded.embedded_model_dir() == folder
+    assert validate_model_dir(folder, deep=True) == []
+    expected = json.loads((embedded_dir / MARKER).read_text())["files"]["model.safetensors"]
+    assert embedded._sha256(weights) == expected["sha256"]

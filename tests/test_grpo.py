@@ -43,7 +43,7 @@ def test_run_grpo_two_steps_with_samples_and_effective_settings(tiny_model_dir, 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tiny_model_dir, tmp_path, dataset):
     from haiku_kit.grpo import run_grpo
-    from haiku_kit.trainer_utils import find_checkpoint
+    from haiku_kit.resume import find_checkpoint
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, "grpo.init=base", FAST_REWARDS, "grpo.save_steps=100")
     with pytest.raises(KeyboardInterrupt):
@@ -127,7 +127,7 @@ def test_notebook_steps_give_the_real_trainer_and_save_later_stages(tiny_model_d
 
 def test_missing_or_empty_start_adapter_is_named(tiny_model_dir, tmp_path, dataset):
     from haiku_kit.grpo import start_adapter
-    from haiku_kit.trainer_utils import resolve_resume
+    from haiku_kit.resume import resolve_checkpoint
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path)
     with pytest.raises(ModelLoadError, match="does not exist"):
@@ -135,12 +135,12 @@ def test_missing_or_empty_start_adapter_is_named(tiny_model_dir, tmp_path, datas
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="adapter"):
         start_adapter(cfg, cfg.grpo, tmp_path / "empty")
-    with pytest.raises(ModelLoadError, match="does not exist"):
-        resolve_resume(tmp_path / "nowhere", tmp_path / "grpo")
+    with pytest.raises(ModelLoadError, match="no such checkpoint folder"):
+        resolve_checkpoint(tmp_path / "nowhere", tmp_path / "grpo")
     with pytest.raises(ModelLoadError, match="not a trainer checkpoint"):
-        resolve_resume(tmp_path / "empty", tmp_path / "grpo")
-    with pytest.raises(ModelLoadError, match="no checkpoint"):
-        resolve_resume("latest", tmp_path / "grpo")
+        resolve_checkpoint(tmp_path / "empty", tmp_path / "grpo")
+    with pytest.raises(ModelLoadError, match="no complete checkpoint"):
+        resolve_checkpoint("latest", tmp_path / "grpo")
 
 
 def test_trl_batch_error_is_translated(tiny_model_dir, tmp_path, dataset):

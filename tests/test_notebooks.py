@@ -102,7 +102,11 @@ def test_the_install_cell_is_the_one_generated_source(path: Path):
 def test_training_notebooks_show_the_real_trainer_and_train_in_their_own_cell():
     for name in ("03_sft.py", "04_grpo.py", "00_quickstart.py"):
         code = [c.source.strip() for c in jupytext.read(NB_DIR / name).cells if c.cell_type == "code"]
-        assert code.count("trainer.train()") >= 1, f"{name}: trainer.train() needs its own cell"
+        train = "trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)"
+        cells = [c for c in code if c.splitlines()[0].split("  #")[0] == train]
+        assert len(cells) >= 1 and all(len(c.splitlines()) == 1 for c in cells), (
+            f"{name}: {train} (it resumes the newest checkpoint, if any) needs its own cell"
+        )
         assert any("model, tokenizer = stages.load_model(" in s for s in code), name
         assert any("stages.show_args(trainer)" in s for s in code), name
 

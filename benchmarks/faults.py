@@ -1,0 +1,399 @@
+"""Fault matrix (issue 17): every bad input through the real `haiku-kit` CLI, a Ctrl-C while the
+model loads, and a kill -9 at a random step of a smoke SFT followed by a plain rerun.
+
+    python benchmarks/faults.py [--seed N] [--skip-kill] [--only NAME,...]
+
+Prints one table: inputs tried, clear errors (exit 2 and one last line naming the file, key or
+argument), tracebacks, checkpoints lost, steps redone. tests/test_faults.py runs the same cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD_ROWS = REPO / "haiku_kit" / "resources" / "haiku.jsonl"
+TRACEBACK = "Traceback (most recent call last)"
+SMOKE = ["--preset", "cpu-smoke"]
+
+
+# --------------------------------------------------------------------------- running the CLI
+
+
+@dataclass
+class Outcome:
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def last_line(self) -> str:
+        """The kit's own last message ("haiku-kit COMMAND: ..."), else the last stderr line
+        (libraries may log after it at exit)."""
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        own = [line for line in lines if line.startswith("haiku-kit ")]
+        return (own or lines or [""])[-1]
+
+
+def cli_command(argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "haiku_kit.cli", *argv]
+
+
+def cli_env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return env
+
+
+def run_cli(argv: list[str], cwd: Path, timeout: float = 900) -> Outcome:
+    began = time.perf_counter()
+    done = subprocess.run(
+        cli_command(argv),
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Outcome(done.returncode, done.stdout, done.stderr, time.perf_counter() - began)
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def _good_lines(n: int = 40) -> list[str]:
+    return GOOD_ROWS.read_text(encoding="utf-8").splitlines()[:n]
+
+
+def _data_build(source: Path, tmp: Path) -> list[str]:
+    return ["data", "build", "--source", str(source), "--out", str(tmp / "splits"),
+            "--min-similarity", "none"]  # fmt: skip
+
+
+def _non_utf8_jsonl(tmp: Path) -> list[str]:
+    path = tmp / "latin1.jsonl"
+    bad = '{"topic": "caf\u00e9", "haiku": "a\\nb\\nc"}'.encode("latin-1")
+    path.write_bytes("\n".join(_good_lines(5)).encode() + b"\n" + bad + b"\n")
+    return _data_build(path, tmp)
+
+
+def _non_utf8_csv(tmp: Path) -> list[str]:
+    path = tmp / "latin1.csv"
+    path.write_bytes(b'topic,haiku\nautumn,"a\nb\nc"\n' + "caf\u00e9,x\n".encode("latin-1"))
+    return _data_build(path, tmp)
+
+
+def _csv_field_over_limit(tmp: Path) -> list[str]:
+    path = tmp / "big_field.csv"
+    path.write_text('topic,haiku\nautumn,"' + "leaf " * 40_000 + '"\n', encoding="utf-8")
+    return _data_build(path, tmp)
+
+
+def _empty_file(tmp: Path) -> list[str]:
+    path = tmp / "empty.jsonl"
+    path.write_bytes(b"")
+    return _data_build(path, tmp)
+
+
+def _bad_preset_yaml(tmp: Path) -> list[str]:
+    path = tmp / "broken.yaml"
+    path.write_text("base: cpu-smoke\nsft:\n  max_steps: [3, 4\n", encoding="utf-8")
+    return ["train", "sft", "--preset", str(path), "--out", str(tmp / "run")]
+
+
+def _unknown_preset_pipeline(tmp: Path) -> list[str]:
+    return ["pipeline", "--preset", "no-such-preset", "--out", str(tmp / "run")]
+
+
+def _mistyped_key_pipeline(tmp: Path) -> list[str]:
+    return ["pipeline", *SMOKE, "--set", "sft.lerning_rate=1e-4", "--out", str(tmp / "run")]
+
+
+def _negative_learning_rate(tmp: Path) -> list[str]:
+    return ["train", "sft", *SMOKE, "--set", "sft.learning_rate=-2e-4", "--out", str(tmp / "run")]
+
+
+def _grpo_max_steps_minus_one(tmp: Path) -> list[str]:
+    return ["train", "grpo", *SMOKE, "--set", "grpo.max_steps=-1", "--out", str(tmp / "run")]
+
+
+def _sft_zero_steps(tmp: Path) -> list[str]:
+    return ["train", "sft", *SMOKE, "--set", "sft.max_steps=0", "--out", str(tmp / "run")]
+
+
+def _two_keys_one_set(tmp: Path) -> list[str]:
+    """Both values after one --set are read: the second one is the bad one."""
+    return ["train", "sft", *SMOKE, "--set", "sft.max_steps=2", "sft.save_steps=0",
+            "--out", str(tmp / "run")]  # fmt: skip
+
+
+def _resume_without_checkpoint(tmp: Path) -> list[str]:
+    return ["train", "sft", *SMOKE, "--resume", "latest", "--out", str(tmp / "run")]
+
+
+def _resume_and_fresh(tmp: Path) -> list[str]:
+    return ["train", "sft", *SMOKE, "--resume", "--fresh", "--out", str(tmp / "run")]
+
+
+def make_adapter(folder: Path, hidden: int, declares: str, arch: str = "gemma3") -> Path:
+    """A LoRA adapter (untrained) for a tiny random model of another shape or architecture."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config
+
+    if arch == "gemma3":
+        config = Gemma3TextConfig(
+            vocab_size=512, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+            sliding_window=64, layer_types=["sliding_attention", "full_attention"],
+        )  # fmt: skip
+        targets = ["q_proj", "v_proj"]
+    else:
+        config = GPT2Config(vocab_size=512, n_embd=hidden, n_layer=2, n_head=4, n_positions=64)
+        targets = ["c_attn"]
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_config(config),
+        LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM"),
+    )
+    model.save_pretrained(folder)
+    adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = declares
+    (folder / "adapter_config.json").write_text(json.dumps(adapter_config))
+    return folder
+
+
+def _adapter_other_gemma3(tmp: Path) -> list[str]:
+    adapter = make_adapter(tmp / "adapter-1b", 96, "google/gemma-3-1b-pt")
+    return ["eval", "--adapter", str(adapter), "--model", "embedded", "--n", "1",
+            "--out", str(tmp / "eval")]  # fmt: skip
+
+
+def _adapter_other_architecture(tmp: Path) -> list[str]:
+    adapter = make_adapter(tmp / "adapter-gpt2", 64, "gpt2", arch="gpt2")
+    return ["eval", "--adapter", str(adapter), "--model", "embedded", "--n", "1",
+            "--out", str(tmp / "eval")]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[Path], list[str]]
+    expect: tuple[str, ...]  # all in the last stderr line
+
+
+CASES = [
+    Case("non-UTF-8 JSONL", _non_utf8_jsonl, ("latin1.jsonl: line 6 is not UTF-8", "save the")),
+    Case("non-UTF-8 CSV", _non_utf8_csv, ("latin1.csv: line 5 is not UTF-8",)),
+    Case("CSV field over the csv limit", _csv_field_over_limit, ("big_field.csv: line", "limit")),
+    Case("empty file", _empty_file, ("empty.jsonl: the file is empty",)),
+    Case("preset YAML syntax error", _bad_preset_yaml, ("broken.yaml: not valid YAML",)),
+    Case(
+        "pipeline: unknown preset", _unknown_preset_pipeline, ("unknown preset 'no-such-preset'",)
+    ),
+    Case("pipeline: mistyped --set key", _mistyped_key_pipeline, ("sft.lerning_rate",)),
+    Case("negative learning rate", _negative_learning_rate, ("sft.learning_rate=-0.0002",)),
+    Case("grpo.max_steps=-1", _grpo_max_steps_minus_one, ("grpo.max_steps=-1",)),
+    Case("sft.max_steps=0", _sft_zero_steps, ("sft.max_steps=0",)),
+    Case("--set a=1 b=2 (b bad)", _two_keys_one_set, ("sft.save_steps=0",)),
+    Case("--resume latest, no checkpoint", _resume_without_checkpoint, ("no complete checkpoint",)),
+    Case("--resume with --fresh", _resume_and_fresh, ("--resume", "--fresh")),
+    Case("adapter of another Gemma 3", _adapter_other_gemma3, ("different base model",)),
+    Case("adapter of another architecture", _adapter_other_architecture, ("different base",)),
+]
+
+
+def classify(outcome: Outcome, case: Case) -> str:
+    if TRACEBACK in outcome.stderr:
+        return "traceback"
+    line = outcome.last_line
+    if outcome.rc == 2 and all(bit in line for bit in case.expect):
+        return "clear"
+    return "unclear"
+
+
+# --------------------------------------------------------------------------- interruptions
+
+
+def interrupt_while_loading(tmp: Path, delay: float = 4.0) -> Outcome:
+    """SIGINT a `train sft` a few seconds in, while it imports and loads the model."""
+    proc = subprocess.Popen(
+        cli_command(["train", "sft", *SMOKE, "--out", str(tmp / "run")]),
+        cwd=tmp, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(delay)
+    began = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    return Outcome(proc.returncode, out, err, time.perf_counter() - began)
+
+
+def huge_lines_build(tmp: Path) -> tuple[Outcome, float]:
+    """`data build` on a 50 MB JSONL holding three 16 MB lines: (outcome, peak RSS in MB)."""
+    import psutil
+
+    path = tmp / "huge.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for line in _good_lines(200):
+            fh.write(line + "\n")
+        for _ in range(3):
+            fh.write(json.dumps({"topic": "t", "haiku": "x " * (8 << 20)}) + "\n")
+    proc = subprocess.Popen(
+        cli_command(_data_build(path, tmp)), cwd=tmp, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    began, peak, watched = time.perf_counter(), 0, psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.Error:
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    return Outcome(proc.returncode, out, err, time.perf_counter() - began), peak / 1e6
+
+
+def _logged_steps(log: Path) -> list[int]:
+    steps = []
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if "loss" in entry and isinstance(entry.get("step"), int):
+                steps.append(entry["step"])
+    return steps
+
+
+def _complete_checkpoints(stage: Path) -> dict[int, Path]:
+    found = {}
+    for path in (stage / "checkpoints").glob("checkpoint-*"):
+        if (path / "trainer_state.json").is_file():
+            found[int(path.name.split("-")[1])] = path
+    return found
+
+
+def kill_and_rerun(
+    tmp: Path, seed: int = 0, steps: int = 8, save_every: int = 2, extra: list[str] = ()
+) -> dict:
+    """kill -9 a smoke SFT at a random step, rerun the same command, count what was lost."""
+    kill_at = random.Random(seed).randint(save_every + 1, steps - 1)
+    run = tmp / "run"
+    argv = ["train", "sft", *SMOKE, "--set", f"sft.max_steps={steps}", f"sft.save_steps={save_every}",
+            "sft.save_total_limit=100", "sft.logging_steps=1", *extra, "--out", str(run)]  # fmt: skip
+    stage = run / "sft"
+    proc = subprocess.Popen(
+        cli_command(argv), cwd=tmp, env=cli_env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None:
+        if max(_logged_steps(stage / "log.jsonl"), default=0) >= kill_at:
+            break
+        time.sleep(0.2)
+    killed_step = max(_logged_steps(stage / "log.jsonl"), default=0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    before = _complete_checkpoints(stage)
+    rerun = run_cli(argv, tmp)
+    after = _complete_checkpoints(stage)
+    logged = _logged_steps(stage / "log.jsonl")
+    resumed = max((s for s in before if s <= killed_step), default=0)
+    return {
+        "kill_at": kill_at,
+        "killed_step": killed_step,
+        "checkpoints_before": sorted(before),
+        "checkpoints_lost": len(set(before) - set(after)),
+        "resumed_from": resumed,
+        "steps_redone": killed_step - resumed,
+        "rerun_rc": rerun.rc,
+        "rerun_said_resume": f"checkpoint-{resumed}" in rerun.stderr if resumed else None,
+        "duplicate_steps": len(logged) - len(set(logged)),
+        "final_steps": sorted(set(logged)),
+        "rerun": rerun,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-kill", action="store_true")
+    parser.add_argument("--only", default=None, help="comma-separated case names")
+    args = parser.parse_args()
+    wanted = set(args.only.split(",")) if args.only else None
+    rows, tracebacks, clear, tried = [], 0, 0, 0
+    with tempfile.TemporaryDirectory(prefix="haiku-faults-") as root:
+        for i, case in enumerate(CASES):
+            if wanted and case.name not in wanted:
+                continue
+            tmp = Path(root) / f"case{i}"
+            tmp.mkdir()
+            outcome = run_cli(case.build(tmp), tmp)
+            verdict = classify(outcome, case)
+            tried += 1
+            clear += verdict == "clear"
+            tracebacks += verdict == "traceback"
+            rows.append(
+                (case.name, verdict, outcome.rc, f"{outcome.seconds:.1f}", outcome.last_line)
+            )
+        lost = redone = "-"
+        if not wanted or "huge" in wanted:
+            tmp = Path(root) / "huge"
+            tmp.mkdir()
+            outcome, peak_mb = huge_lines_build(tmp)
+            ok = outcome.rc == 0 and TRACEBACK not in outcome.stderr
+            tried += 1
+            tracebacks += TRACEBACK in outcome.stderr
+            rows.append(("50 MB JSONL, three 16 MB lines", f"built, peak {peak_mb:.0f} MB" if ok
+                         else "failed", outcome.rc, f"{outcome.seconds:.1f}", outcome.last_line))  # fmt: skip
+        if not wanted or "interrupt" in wanted:
+            tmp = Path(root) / "sigint"
+            tmp.mkdir()
+            outcome = interrupt_while_loading(tmp)
+            ok = outcome.rc == 130 and "no checkpoint was saved" in outcome.last_line
+            tried += 1
+            tracebacks += TRACEBACK in outcome.stderr
+            clear += ok and TRACEBACK not in outcome.stderr
+            rows.append(("Ctrl-C while loading", "clear" if ok else "unclear", outcome.rc,
+                         f"{outcome.seconds:.1f}", outcome.last_line))  # fmt: skip
+        if not args.skip_kill and (not wanted or "kill" in wanted):
+            tmp = Path(root) / "kill"
+            tmp.mkdir()
+            result = kill_and_rerun(tmp, seed=args.seed)
+            tried += 1
+            tracebacks += TRACEBACK in result["rerun"].stderr
+            lost, redone = result["checkpoints_lost"], result["steps_redone"]
+            summary = {k: v for k, v in result.items() if k != "rerun"}
+            rows.append(("kill -9 at a random SFT step, rerun", "resumed" if
+                         result["rerun_said_resume"] else "NOT resumed", result["rerun_rc"],
+                         f"{result['rerun'].seconds:.1f}", json.dumps(summary)))  # fmt: skip
+    print("| case | verdict | exit | s | last stderr line |")
+    print("|---|---|---|---|---|")
+    for name, verdict, rc, seconds, line in rows:
+        print(f"| {name} | {verdict} | {rc} | {seconds} | {line[:160]} |")
+    print()
+    print("| inputs tried | clear errors | tracebacks | checkpoints lost | steps redone |")
+    print("|---|---|---|---|---|")
+    print(f"| {tried} | {clear} | {tracebacks} | {lost} | {redone} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

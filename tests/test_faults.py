@@ -1,0 +1,75 @@
+"""Every bad input of the fault matrix through the real CLI: exit 2 and one clear last line; a
+Ctrl-C while loading claims no checkpoint; kill -9 mid-SFT then a plain rerun resumes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("faults", REPO / "benchmarks" / "faults.py")
+faults = importlib.util.module_from_spec(_spec)
+sys.modules["faults"] = faults  # dataclasses look their module up there
+_spec.loader.exec_module(faults)
+
+
+@pytest.mark.parametrize("case", faults.CASES, ids=[c.name for c in faults.CASES])
+def test_bad_input_is_one_clear_line_and_exit_2(case, tmp_path):
+    outcome = faults.run_cli(case.build(tmp_path), tmp_path)
+    assert faults.TRACEBACK not in outcome.stderr, outcome.stderr[-3000:]
+    assert outcome.rc == 2, outcome.stderr[-3000:]
+    for bit in case.expect:
+        assert bit in outcome.last_line, outcome.last_line
+
+
+def test_negative_learning_rate_fails_before_loading_and_records_nothing(tmp_path):
+    outcome = faults.run_cli(faults._negative_learning_rate(tmp_path), tmp_path)
+    assert outcome.rc == 2
+    assert "Loading" not in outcome.stderr and "Building the embedded" not in outcome.stderr
+    assert not list((tmp_path / "run").rglob("effective.yaml"))
+
+
+def test_two_values_after_one_set_are_both_applied(tmp_path):
+    outcome = faults.run_cli(
+        ["train", "sft", *faults.SMOKE, "--set", "sft.max_steps=-1", "sft.num_train_epochs=0",
+         "--out", str(tmp_path / "run")],
+        tmp_path,
+    )  # fmt: skip
+    assert outcome.rc == 2 and "sft.num_train_epochs=0" in outcome.last_line
+
+
+def test_data_build_prints_each_bad_row_and_the_counts_once(tmp_path):
+    source = tmp_path / "rows.jsonl"
+    lines = faults._good_lines(60) + ["{broken", json.dumps({"topic": "t", "haiku": "x" * 20_000})]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outcome = faults.run_cli(faults._data_build(source, tmp_path), tmp_path)
+    assert outcome.rc == 0, outcome.stderr[-2000:]
+    both = outcome.stdout + outcome.stderr
+    assert both.count("row 61: not valid JSON") == 1
+    assert both.count("row 62: field 'haiku' has 20000 characters, over the 10000 read") == 1
+    assert outcome.stdout.count("loaded") == 1, outcome.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_loading_claims_no_checkpoint(tmp_path):
+    outcome = faults.interrupt_while_loading(tmp_path)
+    assert faults.TRACEBACK not in outcome.stderr, outcome.stderr[-3000:]
+    assert outcome.rc == 130
+    assert "no checkpoint was saved on the way out" in outcome.last_line
+    assert "haiku-kit train sft --preset cpu-smoke --out" in outcome.last_line
+
+
+@pytest.mark.slow
+def test_kill_9_then_plain_rerun_resumes_within_one_save_interval(tmp_path):
+    result = faults.kill_and_rerun(tmp_path, seed=1, steps=6, save_every=2)
+    assert result["rerun_rc"] == 0, result["rerun"].stderr[-3000:]
+    assert result["checkpoints_before"], result  # the kill came after the first save
+    assert result["rerun_said_resume"], result["rerun"].stderr[-3000:]
+    assert result["checkpoints_lost"] == 0
+    assert result["steps_redone"] <= 2  # at most one save interval
+    assert result["duplicate_steps"] == 0
+    assert result["final_steps"] == list(range(1, 7))
