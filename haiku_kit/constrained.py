@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from haiku_kit.constrained_tokens import FORBIDDEN, NEWLINE, TokenTable, token_table
-from haiku_kit.syllables import _QUOTES, _lookup, _rules, analyze_line
+from haiku_kit.estimator import _rules
+from haiku_kit.syllables import _QUOTES, _lookup, analyze_line
 
 __all__ = [
     "LineState",
