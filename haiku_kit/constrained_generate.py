@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from haiku_kit import haiku as hk
-from haiku_kit.constrained import LineState, PoemTracker, SyllableLogitsProcessor, token_table
 from haiku_kit.chat_format import encode, prompt_strings, stop_token_ids
+from haiku_kit.constrained import LineState, PoemTracker, SyllableLogitsProcessor, token_table
 
 __all__ = ["ConstrainedResult", "constrained_generate"]
 

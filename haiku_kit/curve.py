@@ -9,7 +9,6 @@ from pathlib import Path
 from haiku_kit import haiku as hk
 
 
-
 def learning_curve(samples_path: str | Path) -> list[dict]:
     """Per GRPO step, from the rollouts in samples.jsonl (every completion of the step): the
     valid-haiku share and the mean syllable distance, judged like the eval (extract_poem +

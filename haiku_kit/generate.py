@@ -17,7 +17,6 @@ from typing import Any
 from haiku_kit import haiku as hk
 from haiku_kit.chat_format import encode, prompt_strings, stop_token_ids
 from haiku_kit.constrained_generate import constrained_generate
-from haiku_kit.errors import DataError
 from haiku_kit.fast_sampling import install_fast_topk_topp
 from haiku_kit.modeling import load_from_config
 from haiku_kit.settings import EvalSettings, ModelSettings, RunConfig
