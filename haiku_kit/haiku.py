@@ -9,12 +9,9 @@ counted by their vowel groups (see syllables). Real poems are far inside all thr
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from .syllables import MAX_ESTIMATE_LETTERS, MAX_LINE_CHARS, analyze_line
 
@@ -26,7 +23,6 @@ __all__ = [
     "Extraction",
     "HaikuCheck",
     "check",
-    "cli_check",
     "extract_poem",
     "parse_pattern",
     "split_lines",
@@ -351,26 +347,3 @@ def parse_pattern(text: str) -> tuple[int, ...]:
     if not pattern or any(n <= 0 for n in pattern):
         raise ValueError(f"--pattern {text!r}: expected positive numbers like 5-7-5")
     return pattern
-
-
-def cli_check(args: argparse.Namespace) -> int:
-    """`haiku-kit check FILE|-`: each line with its count(s), then the verdict. 0 = haiku."""
-    try:
-        pattern = parse_pattern(args.pattern)
-        if args.file in (None, "-"):
-            text = sys.stdin.read()
-        else:
-            text = Path(args.file).read_text(encoding="utf-8")
-    except (OSError, ValueError) as exc:
-        print(f"haiku-kit check: {exc}", file=sys.stderr)
-        return 2
-    result = check(text, pattern, strict=args.strict)
-    for i, (line, c) in enumerate(zip(result.lines, result.counts)):
-        target = f"/{pattern[i]}" if i < len(pattern) else "/-"
-        shown = "|".join(str(n) for n in sorted(c))
-        print(f"{shown:>6}{target:<4} {line}")
-    if result.symbols:
-        print(f"symbols (0 syllables): {' '.join(result.symbols)}")
-    name = "-".join(map(str, pattern))
-    print(f"haiku ({name})" if result.is_haiku else f"not a haiku ({name}): {result.reason}")
-    return 0 if result.is_haiku else 1

@@ -42,7 +42,7 @@ REWARD_PRESETS: dict[str, dict[str, float]] = {
         "format_penalty": 0.25,
         "length_penalty": 0.5,
     },
-    # shaped plus per-line exact counts: the CPU presets' choice (docs/experiments.efficacy.md).
+    # shaped plus per-line exact counts: the CPU presets' choice (docs/experiments.md).
     "counting": {
         "haiku_reward": 1.0,
         "line_exact_reward": 1.0,
