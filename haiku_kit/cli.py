@@ -87,6 +87,25 @@ def backend_first(cfg) -> str:
     return import_backend(backend_for(cfg))
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Merged weights and/or GGUF of a run's adapter, its model card, a re-scored table; push."""
+    from haiku_kit.config import load_config
+    from haiku_kit.export import export_run, push
+    from haiku_kit.runs import RunPaths
+
+    backend_first(load_config(RunPaths(Path(args.run)).config))
+    result = export_run(args.run, stage=args.stage, merged=args.merged or not args.gguf,
+                        gguf=args.gguf, out=args.out, repo_id=args.push, rescore=args.rescore)
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    if result.scores:
+        print(f"valid haiku on the run's first {args.rescore} eval prompts (same seed):")
+        print(result.table())
+    if args.push:
+        print(f"pushed: {push(result.folder, args.push)}")
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     """The versions that matter: Python, torch + CUDA, transformers, trl, peft, unsloth, vllm, GPUs."""
     from haiku_kit.env_info import collect_env, format_env, write_env_json
@@ -319,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start at this stage, reusing the artifacts of the earlier ones")
     _add_resume_args(p)
     p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("export", help="merged model / GGUF of a run, with its model card")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--stage", default="grpo", help="training stage folder (default: grpo)")
+    p.add_argument("--merged", action="store_true", help="merged 16-bit safetensors (default)")
+    p.add_argument("--gguf", default=None, choices=["q8_0", "f16", "f32"], help="also a GGUF")
+    p.add_argument("--out", default=None, help="folder (default: RUN/export/STAGE)")
+    p.add_argument("--push", default=None, metavar="USER/REPO",
+                   help="upload to the Hub (token from HF_TOKEN or `hf auth login`)")
+    p.add_argument("--rescore", type=int, default=32, help="eval prompts to re-score (0: none)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("env", help="print the versions and GPUs that matter (also RUN/env.json)")
     p.add_argument("--out", default=None, help="also write FOLDER/env.json")

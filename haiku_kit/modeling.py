@@ -318,7 +318,7 @@ def load_from_config(cfg: RunConfig, adapter: str | Path | None = None, trainabl
 # --------------------------------------------------------------------------- saving
 
 
-def _backend_of(model) -> str:
+def backend_of(model) -> str:
     found = getattr(model, "_haiku_kit_backend", None)
     if found:
         return found
@@ -329,7 +329,7 @@ def _write_meta(model, path: Path, kind: str) -> None:
     meta = {
         "kind": kind,
         "base_model": getattr(model, "_haiku_kit_source", None),
-        "backend": _backend_of(model),
+        "backend": backend_of(model),
     }
     (path / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
@@ -352,7 +352,7 @@ def save_merged(model, tokenizer, path: str | os.PathLike) -> Path:
     """Save base + LoRA merged into 16-bit weights (safetensors) with the tokenizer."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    if _backend_of(model) == "unsloth":
+    if backend_of(model) == "unsloth":
         model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
         return out
     import torch
@@ -376,7 +376,7 @@ def save_merged(model, tokenizer, path: str | os.PathLike) -> Path:
 
 def save_gguf(model, tokenizer, path: str | os.PathLike, quantization: str = "q4_k_m") -> Path:
     """Export a GGUF through Unsloth (llama.cpp); Unsloth backend only."""
-    if _backend_of(model) != "unsloth":
+    if backend_of(model) != "unsloth":
         raise ModelLoadError(
             "save_gguf needs the unsloth backend (it drives llama.cpp through Unsloth): load "
             f"with backend='unsloth' on a CUDA machine ({GPU_INSTALL_HINT}), or save_merged "
