@@ -52,11 +52,11 @@ if importlib.util.find_spec("haiku_kit") is None:
 # ## Parameters
 
 # %% tags=["parameters"]
-preset = "cpu-demo"
-overrides = []
-run_dir = "runs/quickstart"
+preset: str = "cpu-demo"  # preset name or YAML file (cpu-demo, cpu-smoke, cpu-full, colab-t4-gemma3-1b, h100-gemma3-1b, ref-*)
+overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
+run_dir: str = "runs/quickstart"  # run folder: every artifact of the run is written here
 resume = None  # None: the newest checkpoint, if any; "latest"; a checkpoint path
-fresh = False  # True: start over, old checkpoints moved aside; "delete": deleted
+fresh: bool = False  # True: start over, old checkpoints moved aside; "delete": deleted
 
 # %%
 from haiku_kit import stages

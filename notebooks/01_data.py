@@ -57,9 +57,9 @@ if importlib.util.find_spec("haiku_kit") is None:
 # Colab); `overrides` are `key=value` settings on top of it, e.g. `"data.source=my.csv"`.
 
 # %% tags=["parameters"]
-preset = "cpu-demo"
-overrides = []
-run_dir = "runs/demo"
+preset: str = "cpu-demo"  # preset name or YAML file (cpu-demo, cpu-smoke, cpu-full, colab-t4-gemma3-1b, h100-gemma3-1b, ref-*)
+overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
+run_dir: str = "runs/demo"  # run folder: every artifact of the run is written here
 
 # %%
 from haiku_kit import stages

@@ -55,10 +55,10 @@ if importlib.util.find_spec("haiku_kit") is None:
 # `data_dir` is the splits folder written by 01 (empty: `RUN/data`).
 
 # %% tags=["parameters"]
-preset = "cpu-demo"
-overrides = []
-run_dir = "runs/demo"
-data_dir = ""
+preset: str = "cpu-demo"  # preset name or YAML file (cpu-demo, cpu-smoke, cpu-full, colab-t4-gemma3-1b, h100-gemma3-1b, ref-*)
+overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
+run_dir: str = "runs/demo"  # run folder: every artifact of the run is written here
+data_dir: str = ""  # splits folder written by 01 (empty: RUN/data)
 
 # %%
 from haiku_kit import stages

@@ -53,13 +53,13 @@ if importlib.util.find_spec("haiku_kit") is None:
 # (empty: their places in the run folder).
 
 # %% tags=["parameters"]
-preset = "cpu-demo"
-overrides = []
-run_dir = "runs/demo"
-data_dir = ""
-sft_adapter = ""
+preset: str = "cpu-demo"  # preset name or YAML file (cpu-demo, cpu-smoke, cpu-full, colab-t4-gemma3-1b, h100-gemma3-1b, ref-*)
+overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
+run_dir: str = "runs/demo"  # run folder: every artifact of the run is written here
+data_dir: str = ""  # splits folder written by 01 (empty: RUN/data)
+sft_adapter: str = ""  # SFT adapter written by 03 (empty: RUN/sft/adapter)
 resume = None  # None: the newest checkpoint, if any; "latest"; a checkpoint path
-fresh = False  # True: start over, old checkpoints moved aside; "delete": deleted
+fresh: bool = False  # True: start over, old checkpoints moved aside; "delete": deleted
 
 # %%
 from haiku_kit import stages

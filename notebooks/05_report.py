@@ -48,12 +48,12 @@ if importlib.util.find_spec("haiku_kit") is None:
 # The eval result folders written by 02, 03 and 04 (empty: `RUN/eval/base`, `sft`, `grpo`).
 
 # %% tags=["parameters"]
-preset = "cpu-demo"
-overrides = []
-run_dir = "runs/demo"
-base_result = ""
-sft_result = ""
-grpo_result = ""
+preset: str = "cpu-demo"  # preset name or YAML file (cpu-demo, cpu-smoke, cpu-full, colab-t4-gemma3-1b, h100-gemma3-1b, ref-*)
+overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
+run_dir: str = "runs/demo"  # run folder: every artifact of the run is written here
+base_result: str = ""  # eval folder of the base model (empty: RUN/eval/base)
+sft_result: str = ""  # eval folder of the SFT model (empty: RUN/eval/sft)
+grpo_result: str = ""  # eval folder of the SFT->GRPO model (empty: RUN/eval/grpo)
 
 # %%
 from haiku_kit import stages

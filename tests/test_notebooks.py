@@ -64,8 +64,8 @@ def test_exactly_one_parameters_cell_with_the_pipeline_parameters(py: Path):
     assigned = {
         t.id
         for node in ast.parse(params[0].source).body
-        if isinstance(node, ast.Assign)
-        for t in node.targets
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
         if isinstance(t, ast.Name)
     }
     expected = {"preset", "overrides", "run_dir"}
@@ -73,6 +73,26 @@ def test_exactly_one_parameters_cell_with_the_pipeline_parameters(py: Path):
     if stage is not None:  # the pipeline passes exactly these; each must be declared
         expected |= set(STAGE_INPUTS[stage])
     assert expected <= assigned, f"{py.name}: parameters cell lacks {expected - assigned}"
+
+
+@pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=lambda p: p.stem)
+def test_papermill_help_lists_every_parameter_with_its_help(ipynb: Path):
+    """`papermill --help-notebook` (the real CLI) shows each parameter with an inline help."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(ipynb)],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    nb = jupytext.read(ipynb)
+    source = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", ()))
+    names = [line.split(":")[0].split("=")[0].strip() for line in source.splitlines()
+             if line.strip() and not line.startswith("#")]
+    shown = out.split("Parameters inferred", 1)[1]
+    for name in names:
+        assert f"  {name}:" in shown, f"{ipynb.name}: papermill does not list {name}"
+        line = next(x for x in source.splitlines() if x.startswith(name))
+        help_text = line.split("#", 1)[1].strip() if "#" in line else ""
+        assert help_text, f"{ipynb.name}: {name} has no inline help"
+        assert " ".join(help_text.split()) in " ".join(shown.split()), name
 
 
 @pytest.mark.parametrize("py", PY_FILES, ids=lambda p: p.stem)
