@@ -2,7 +2,9 @@
 
 A call like `GRPOConfig(**_common_args(...), num_generations=...)` is followed into the function
 that builds the splatted mapping (dict literals, `dict(...)`, `name[key] = ...` and nested `**`),
-so fields set only on the GPU path are found too.
+so fields set only on the GPU path are found too. `trainer_config(SFTConfig, MAPPING, ...)`,
+the kit's way of building a TRL config with the user's pass-through on top, counts as a call of
+SFTConfig with MAPPING's keys.
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ def call_sites(callee: str, receiver: str | None = None) -> list[CallSite]:
     sites: dict[str, CallSite] = {}
     for path, tree in modules.items():
         for scope, call in _enclosing(tree):
+            if (_callee(call) == "trainer_config" and len(call.args) >= 2  # TRL config + pass-through
+                    and isinstance(call.args[0], ast.Name) and call.args[0].id == callee):
+                where = f"{path}:{call.lineno}"
+                keywords = _keys_of_expr(call.args[1], scope, funcs, frozenset())
+                sites[where] = CallSite(where, frozenset(keywords), 0, ())
+                continue
             if _callee(call) != callee:
                 continue
             if receiver is not None and not (isinstance(call.func, ast.Attribute)
