@@ -13,7 +13,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """/work/shared (REPO.parent / "shared"); skips when absent."""
+    """../shared beside the checkout (REPO.parent / "shared"); skips when absent."""
     path = REPO.parent / "shared"
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} is absent")
