@@ -29,7 +29,7 @@ RUNS = REPO / "runs" / "exp"
 SPLITS = RUNS / "_splits"
 RESULTS = REPO / "experiments" / "results.jsonl"
 REF_EVAL = REPO.parent / "shared" / "data" / "gemma_haiku" / "eval_data.json"
-STAGING = Path(os.environ.get("HAIKU_STAGING", "/work/staging"))
+STAGING = Path(os.environ.get("HAIKU_STAGING", "staging"))  # extra rows to try; shipped rows live in haiku.jsonl
 REF_SAMPLING = {"temperature": 1.0, "top_p": 0.95, "top_k": 64}
 
 
