@@ -18,7 +18,8 @@ from pathlib import Path
 import harness as H
 
 
-def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_new_tokens: int):
+def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_new_tokens: int,
+                 constrained: bool = False, min_sim: float = 0.5):
     from haiku_kit import haiku as hk
     from haiku_kit.generate import SamplingSettings, generate
     from haiku_kit.text import build_prompt
@@ -28,7 +29,7 @@ def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_n
     model, tok = load_for(cfg, adapter, trainable=False)
     gens = generate(model, tok, [build_prompt(t) for t in topics], k=k, seed=1,
                     sampling=SamplingSettings(**H.REF_SAMPLING), batch_size=batch_size,
-                    max_new_tokens=max_new_tokens)
+                    max_new_tokens=max_new_tokens, constrained=constrained, progress=True)
     cand, n = [], 0
     for topic, texts in zip(topics, gens.texts):
         seen = set()
@@ -39,7 +40,7 @@ def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_n
                 seen.add(poem)
                 cand.append({"topic": topic, "haiku": poem})
     sims = get_scorer().cosine([c["topic"] for c in cand], [c["haiku"] for c in cand]) if cand else []
-    kept = [dict(c, source_id=f"self:{i}") for i, (c, s) in enumerate(zip(cand, sims)) if s >= 0.5]
+    kept = [dict(c, source_id=f"self:{i}") for i, (c, s) in enumerate(zip(cand, sims)) if s >= min_sim]
     return kept, {"sampled": n, "valid": len(cand), "kept": len(kept)}
 
 
@@ -52,6 +53,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=120)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--extra", action="store_true")
+    p.add_argument("--constrained", action="store_true",
+                   help="sample through the syllable-constrained decoder (valid by construction)")
+    p.add_argument("--self-only", action="store_true",
+                   help="continue SFT on the kept poems alone (default: mixed with the SFT rows)")
+    p.add_argument("--min-sim", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-topics", type=int, default=400)
     p.add_argument("--n-ref", type=int, default=64)
     p.add_argument("--n-demo", type=int, default=64)
@@ -64,7 +71,8 @@ def main() -> None:
         splits = H.with_extra_sft(splits, rows)
     topics = list(dict.fromkeys(list(splits["sft"]["topic"]) + list(splits["rl"]["topic"])))[: args.max_topics]
     began = time.perf_counter()
-    kept, stats = sample_valid(cfg, args.init, topics, args.k, 64, 40)
+    kept, stats = sample_valid(cfg, args.init, topics, args.k, args.batch_size, 48,
+                               constrained=args.constrained, min_sim=args.min_sim)
     sample_s = time.perf_counter() - began
     print("self-distillation:", stats, f"{sample_s:.0f}s", flush=True)
     out = Path(cfg.output_dir)
@@ -72,6 +80,12 @@ def main() -> None:
     (out / "self_poems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     data = H.with_extra_sft(splits, kept)
+    if args.self_only:
+        import datasets
+
+        keep = set(r["haiku"] for r in kept)
+        data = datasets.DatasetDict(dict(data))
+        data["sft"] = data["sft"].filter(lambda r: r["haiku"] in keep)
     from haiku_kit.backends import resolve_device
     from haiku_kit.modeling import load_from_config as load_for
     from haiku_kit.modeling import save_adapter
@@ -91,7 +105,8 @@ def main() -> None:
     res = H.measure(cfg, adapter, f"{args.name}/distill", sets, train_answers,
                     model_tok=load_for(cfg, adapter, trainable=False))
     H.log(args.name, "distill", {"init": args.init, "k": args.k, "steps": args.steps, "lr": args.lr,
-                                  "extra": args.extra, "stats": stats, "sft_rows": len(data["sft"])},
+                                  "extra": args.extra, "constrained": args.constrained,
+                                  "self_only": args.self_only, "min_sim": args.min_sim, "stats": stats, "sft_rows": len(data["sft"])},
           {"sample_s": sample_s, "sft_s": sft_s}, res)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from haiku_kit.runs import RunPaths
+
 # What a reader needs to reproduce a run, in the order the card lists them.
 KEY_HYPERPARAMETERS = (
     "learning_rate", "lr_scheduler_type", "max_steps", "num_train_epochs",
@@ -22,7 +24,7 @@ KEY_HYPERPARAMETERS = (
     "max_completion_length", "temperature", "beta", "loss_type", "epsilon", "epsilon_high",
     "max_grad_norm", "num_iterations", "scale_rewards", "seed",
 )
-EVAL_ORDER = ("base", "sft", "grpo")
+EVAL_ORDER = ("base", "sft", "sft + constrained", "grpo", "grpo + constrained")
 
 
 @dataclass
@@ -66,7 +68,7 @@ def _eval_table(run: Path) -> str:
 
     results = {}
     for name in EVAL_ORDER:
-        folder = run / "eval" / name
+        folder = RunPaths(run).eval_dir(name)
         if (folder / "result.json").is_file():
             results[name] = EvalResult.load(folder)
     return compare(results).markdown() if results else ""

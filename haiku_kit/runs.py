@@ -100,7 +100,8 @@ class RunPaths:
         return self.root / folder
 
     def eval_dir(self, name: str) -> Path:
-        return self.root / "eval" / name
+        """RUN/eval/NAME; a constrained row "sft + constrained" lives in RUN/eval/sft+constrained."""
+        return self.root / "eval" / name.replace(" ", "")
 
 
 def run_root(cfg: RunConfig) -> Path:
@@ -146,9 +147,22 @@ def grpo_starts_from_sft(init: str, sft_ready: bool) -> bool:
     return init == "sft" or (init == "auto" and sft_ready)
 
 
+CONSTRAINED = " + constrained"
+
+
+def constrained_name(name: str) -> str:
+    """The eval row of a model decoded with the syllable-constrained decoder: "sft + constrained"."""
+    return name + CONSTRAINED
+
+
 def expected_evals(cfg: RunConfig) -> list[str]:
-    """The evaluations a run of this config makes: base, then each trained model."""
-    return ["base"] + ["sft"] * has_sft(cfg) + ["grpo"] * bool(grpo_stages(cfg))
+    """The evaluations a run of this config makes: base, then each trained model, each followed
+    by its "+ constrained" row when eval.constrained is on (beside the free row, never instead)."""
+    trained = ["sft"] * has_sft(cfg) + ["grpo"] * bool(grpo_stages(cfg))
+    names = ["base"]
+    for name in trained:
+        names += [name, constrained_name(name)] if cfg.eval.constrained else [name]
+    return names
 
 
 # --------------------------------------------------------------------------- pipeline stages

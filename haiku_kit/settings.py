@@ -214,6 +214,9 @@ class EvalSettings:
     top_p: float = 0.95
     top_k: int = 64
     seed: int = 0
+    # Also evaluate each trained model with the syllable-constrained decoder: extra rows
+    # "sft + constrained" / "grpo + constrained", reported beside the free-sampling rows.
+    constrained: bool = False
 
     @property
     def n(self) -> int:

@@ -34,6 +34,7 @@ from haiku_kit.generate import SamplingSettings
 from haiku_kit.modeling import load_from_config
 from haiku_kit.runs import (
     RunPaths,
+    constrained_name,
     expected_evals,
     grpo_stages,
     grpo_starts_from_sft,
@@ -41,6 +42,7 @@ from haiku_kit.runs import (
     phase_of,
 )
 from haiku_kit.settings import grpo_phase_settings
+from haiku_kit.showcase import TRY_TOPICS, save_and_share, tried_markdown, try_it  # noqa: F401 - notebooks call stages.save_and_share
 from haiku_kit.trainer_utils import enum_value, train_stage
 
 # The trainer arguments show_args lists (those a reader most often changes or checks).
@@ -210,15 +212,27 @@ def train_grpo(run: Run, data_dir: str | Path, sft_adapter: str | Path | None) -
 # --------------------------------------------------------------------------- evaluation and report
 
 
-def evaluate_model(run: Run, name: str, data_dir: str | Path, adapter: str | Path | None = None):
+def evaluate_model(run: Run, name: str, data_dir: str | Path, adapter: str | Path | None = None,
+                   constrained: bool = False):
     """Generate for the first eval.n_prompts eval prompts with the base model (+ adapter), score
-    and save to RUN/eval/NAME. A trained model whose stage was skipped (adapter None) -> None."""
+    and save to RUN/eval/NAME. A trained model whose stage was skipped (adapter None) -> None.
+
+    constrained=True decodes with the syllable-constrained decoder into the row
+    "NAME + constrained", beside the free row; it runs only where the preset's
+    eval.constrained is on (else None)."""
     if adapter is None and name != "base":
         print(f"no '{name}' model in this run (stages: {run.cfg.stages}); nothing to evaluate")
         return None
+    if constrained:
+        if not run.cfg.eval.constrained:
+            print("eval.constrained is off in this preset: no constrained row "
+                  "(--set eval.constrained=true adds one)")
+            return None
+        name = constrained_name(name)
     rows, train_answers = load_eval_data(str(_require(Path(data_dir), "manifest.json", "splits")))
     n = run.cfg.eval.n_prompts
-    result = evaluate_rows(run.cfg, name, rows[:n] if n else rows, train_answers, adapter)
+    result = evaluate_rows(run.cfg, name, rows[:n] if n else rows, train_answers, adapter,
+                           constrained=constrained)
     result.meta["preset"] = run.preset
     result.save(run.paths.eval_dir(name))
     return result
@@ -240,9 +254,11 @@ def evaluate_rows(cfg, name: str, rows: list[dict], train_answers, adapter=None,
 
 
 def make_report(run: Run, results: dict[str, str | Path]) -> Path:
-    """Stage 05: compare the saved evaluations this preset makes and write RUN/report/."""
+    """Stage 05: compare the saved evaluations this preset makes and write RUN/report/;
+    `results` names their folders (a name left out: its place in the run folder)."""
     loaded = {
-        name: EvalResult.load(_require(Path(results[name]), "result.json", f"'{name}' eval"))
+        name: EvalResult.load(_require(Path(results.get(name) or run.paths.eval_dir(name)),
+                                       "result.json", f"'{name}' eval"))
         for name in expected_evals(run.cfg)
     }
     samples = run.paths.stage_dir("grpo") / "samples.jsonl"
@@ -346,6 +362,13 @@ def show_result(result: Any, title: str = "model") -> None:
 
 def show_samples(result: Any, title: str = "model", n: int = 5) -> None:
     _show_markdown(samples_markdown(result, title, n))
+
+
+def show_tried(model, tokenizer, topics=TRY_TOPICS, constrained: bool = True):
+    """Write one haiku per topic with `model`, free and constrained, and show them as a table."""
+    tried = try_it(model, tokenizer, topics, constrained=constrained)
+    _show_markdown(tried_markdown(tried))
+    return tried
 
 
 def show_training(stage_dir: str | Path, last: int = 5) -> None:

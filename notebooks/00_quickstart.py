@@ -57,6 +57,10 @@ overrides: list = []  # config overrides: a list of strings, each a dotted key, 
 run_dir: str = "runs/quickstart"  # run folder: every artifact of the run is written here
 resume = None  # None: the newest checkpoint, if any; "latest"; a checkpoint path
 fresh: bool = False  # True: start over, old checkpoints moved aside; "delete": deleted
+try_topics: list = ["first snow in the city", "a cat asleep in the sun", "the last train home"]  # topics the Try it cell writes about
+export_merged: bool = False  # True: also save merged 16-bit weights (Save & share cell)
+export_gguf: str = ""  # q8_0 or f16: also write a GGUF (empty: none)
+push_to: str = ""  # Hub repo (user/name) to upload to (empty: nothing is uploaded)
 
 # %%
 from haiku_kit import stages
@@ -100,6 +104,9 @@ sft_adapter = stages.save_sft(run, trainer)
 stages.show_training(run.paths.stage_dir("sft"))
 sft = stages.evaluate_model(run, "sft", data_dir, adapter=sft_adapter)
 stages.show_result(sft, "SFT")
+# the same prompts through the syllable-constrained decoder, a row beside the free one
+# (when the preset's eval.constrained is on)
+stages.evaluate_model(run, "sft", data_dir, adapter=sft_adapter, constrained=True)
 
 # %% [markdown]
 # ## 4 · GRPO
@@ -118,6 +125,7 @@ grpo_adapter = stages.save_grpo(run, trainer, data_dir)
 stages.show_training(run.paths.stage_dir("grpo"))
 grpo = stages.evaluate_model(run, "grpo", data_dir, adapter=grpo_adapter)
 stages.show_result(grpo, "SFT→GRPO")
+stages.evaluate_model(run, "grpo", data_dir, adapter=grpo_adapter, constrained=True)
 
 # %% [markdown]
 # ## 5 · Compare
@@ -126,3 +134,21 @@ stages.show_result(grpo, "SFT→GRPO")
 results = {name: run.paths.eval_dir(name) for name in ("base", "sft", "grpo")}
 report_dir = stages.make_report(run, results)
 stages.show_report(report_dir)
+
+# %% [markdown]
+# ## 6 · Try it
+# One haiku per topic from the trained model (`model` is the SFT→GRPO model in memory): one free
+# sample and one through the syllable-constrained decoder, with the verifier's syllables per line.
+
+# %%
+tried = stages.show_tried(model, tokenizer, try_topics)
+
+# %% [markdown]
+# ## 7 · Save & share
+# A model card in the adapter folder; with `export_merged` / `export_gguf`, merged weights / a
+# GGUF in `RUN/export/grpo/`, re-scored beside the adapter; with `push_to`, an upload to the Hub
+# (token from `HF_TOKEN` or `hf auth login`).
+
+# %%
+shared = stages.save_and_share(run.paths.root, "grpo", merged=export_merged,
+                               gguf=export_gguf or None, push_to=push_to or None)

@@ -102,5 +102,17 @@ stages.show_result(sft, "SFT")
 # %%
 stages.show_samples(sft, "SFT")
 
+# %% [markdown]
+# ## SFT + constrained decoding
+# The same prompts through the syllable-constrained decoder, which lets through only tokens that
+# keep each line able to land on 5-7-5. This row is reported beside the free-sampling row above,
+# never instead of it: it measures what the decoder adds, not what SFT taught. Runs when the
+# preset's `eval.constrained` is on.
+
+# %%
+sft_constrained = stages.evaluate_model(run, "sft", data_dir, adapter=sft_adapter, constrained=True)
+if sft_constrained is not None:
+    stages.show_result(sft_constrained, "SFT + constrained")
+
 # %%
 print(stages.elapsed(run))

@@ -60,6 +60,10 @@ data_dir: str = ""  # splits folder written by 01 (empty: RUN/data)
 sft_adapter: str = ""  # SFT adapter written by 03 (empty: RUN/sft/adapter)
 resume = None  # None: the newest checkpoint, if any; "latest"; a checkpoint path
 fresh: bool = False  # True: start over, old checkpoints moved aside; "delete": deleted
+try_topics: list = ["first snow in the city", "a cat asleep in the sun", "the last train home"]  # topics the Try it cell writes about
+export_merged: bool = False  # True: also save merged 16-bit weights (Save & share cell)
+export_gguf: str = ""  # q8_0 or f16: also write a GGUF (empty: none)
+push_to: str = ""  # Hub repo (user/name) to upload to (empty: nothing is uploaded)
 
 # %%
 from haiku_kit import stages
@@ -106,6 +110,39 @@ stages.show_result(grpo, "SFT→GRPO")
 
 # %%
 stages.show_samples(grpo, "SFT→GRPO")
+
+# %% [markdown]
+# ## SFT→GRPO + constrained decoding
+# The same prompts through the syllable-constrained decoder, reported beside the free-sampling
+# row above, never instead of it. Runs when the preset's `eval.constrained` is on.
+
+# %%
+grpo_constrained = stages.evaluate_model(run, "grpo", data_dir, adapter=grpo_adapter,
+                                         constrained=True)
+if grpo_constrained is not None:
+    stages.show_result(grpo_constrained, "SFT→GRPO + constrained")
+
+# %% [markdown]
+# ## Try it
+# One haiku per topic from the trained model: one free sample (what the table above measures)
+# and one through the constrained decoder, with the verifier's syllables per line. `model` is
+# the trained model itself; `haiku_kit.write_haiku(topic, model, tokenizer, k=8)` picks the best
+# of 8.
+
+# %%
+tried = stages.show_tried(model, tokenizer, try_topics)
+
+# %% [markdown]
+# ## Save & share
+# Always writes a model card (base model, data, rewards, hyperparameters, the eval table,
+# versions, usage) into the adapter folder. `export_merged` / `export_gguf` also write merged
+# weights / a GGUF to `RUN/export/grpo/`, re-scored beside the adapter. `push_to` uploads the
+# result to the Hub (the token comes from `HF_TOKEN` or `hf auth login`, never from here);
+# the same as `haiku-kit export RUN --merged --gguf q8_0 --push user/repo`.
+
+# %%
+shared = stages.save_and_share(run.paths.root, "grpo", merged=export_merged,
+                               gguf=export_gguf or None, push_to=push_to or None)
 
 # %%
 print(stages.elapsed(run))

@@ -86,3 +86,18 @@ def test_cli_push_offline_is_one_line_and_keeps_the_files(run, tmp_path):
     assert "push to someone/haiku failed" in last and str(tmp_path / "x") in last
     assert (tmp_path / "x" / "merged" / "model.safetensors").is_file()
     assert (tmp_path / "x" / "README.md").is_file()
+
+
+def test_save_and_share_cell_writes_the_adapters_card_and_keeps_it_when_push_fails(
+        run, monkeypatch):
+    from haiku_kit.showcase import save_and_share
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    adapter = run / "grpo" / "adapter"
+    with pytest.raises(ExportError, match=f"push to someone/haiku failed.*{adapter}"):
+        save_and_share(run, "grpo", push_to="someone/haiku")
+    card = (adapter / "README.md").read_text()
+    assert "library_name: peft" in card and "LoRA adapter" in card and "someone/haiku" in card
+    assert (adapter / "adapter_model.safetensors").is_file()  # the adapter itself untouched
+    with pytest.raises(ExportError, match="no adapter to share"):
+        save_and_share(run, "sft")

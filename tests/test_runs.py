@@ -11,7 +11,7 @@ from haiku_kit.config import load_preset, resolve_config
 
 
 def test_artifacts_follow_the_presets_stages():
-    demo = resolve_config("cpu-demo", [], "runs/x")
+    demo = resolve_config("cpu-demo", ["eval.constrained=false"], "runs/x")
     assert runs.stage_inputs("grpo", demo) == ("data_dir", "sft_adapter")
     assert runs.expected_evals(demo) == ["base", "sft", "grpo"]
 
@@ -20,8 +20,13 @@ def test_artifacts_follow_the_presets_stages():
     assert runs.stage_inputs("report", rl_only) == ("base_result", "grpo_result")
     assert runs.stage_outputs("sft", rl_only) == []
 
-    sft_only = resolve_config("cpu-demo", ["stages=[sft]"], "runs/x")
+    sft_only = resolve_config("cpu-demo", ["stages=[sft]", "eval.constrained=false"], "runs/x")
     assert runs.expected_evals(sft_only) == ["base", "sft"]
+    both = resolve_config("cpu-demo", ["eval.constrained=true"], "runs/x")
+    assert runs.expected_evals(both) == ["base", "sft", "sft + constrained",
+                                         "grpo", "grpo + constrained"]
+    paths = runs.RunPaths(Path("runs/x"))
+    assert paths.eval_dir("grpo + constrained") == Path("runs/x/eval/grpo+constrained")
     assert runs.stage_outputs("grpo", sft_only) == []
 
 

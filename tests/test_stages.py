@@ -80,3 +80,36 @@ def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatc
     assert adapter == run.paths.sft_adapter and (adapter / "adapter_config.json").is_file()
     assert yaml.safe_load((run.paths.root / "sft" / "effective.yaml").read_text())["max_steps"] == 1
     assert stages.grpo_start(run, adapter) == adapter  # cpu-smoke: GRPO continues from SFT
+
+    # 03's "+ constrained" cell: nothing unless the preset asks, then a row of its own.
+    assert stages.evaluate_model(run, "sft", data_dir, adapter=adapter, constrained=True) is None
+    run.cfg.eval.constrained = True
+    row = stages.evaluate_model(run, "sft", data_dir, adapter=adapter, constrained=True)
+    assert row.meta["constrained"] is True and row.meta["name"] == "sft + constrained"
+    assert (run.paths.root / "eval" / "sft+constrained" / "result.json").is_file()
+    assert not (run.paths.root / "eval" / "sft").exists()  # the free row is not replaced
+
+    # 04/00's "Try it" cell: one free and one constrained haiku per topic, as a table.
+    from haiku_kit import haiku as hk
+
+    shown.clear()
+    tried = stages.show_tried(model, tokenizer, ["autumn rain", "a | pipe"])
+    assert [t.topic for t in tried] == ["autumn rain", "a | pipe"]
+    for t in tried:  # the decoder never claims a poem check rejects
+        assert t.constrained.is_haiku == hk.check(t.constrained.poem).is_haiku
+        assert t.free.is_haiku == hk.check(t.free.poem).is_haiku
+    table = getattr(shown[0], "data", shown[0])
+    assert "| autumn rain |" in table and "| a \\| pipe |" in table
+
+
+def test_report_puts_constrained_rows_beside_the_free_ones(tmp_path):
+    from haiku_kit.evaluate import evaluate
+
+    run = stages.open_run("cpu-smoke", ["stages=[sft]", "eval.constrained=true"], tmp_path / "run")
+    poem = "autumn rain taps slow\non the roof of the tool shed\nrust blooms on the rake"
+    for name in ("base", "sft", "sft + constrained"):
+        evaluate([poem], ["autumn rain"], similarity=False, n_boot=20).save(run.paths.eval_dir(name))
+    report_dir = stages.make_report(run, {})
+    table = (report_dir / "table.md").read_text()
+    rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| base", "| sft", "| sft + constrained"]
