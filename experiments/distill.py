@@ -58,6 +58,8 @@ def main() -> None:
     p.add_argument("--self-only", action="store_true",
                    help="continue SFT on the kept poems alone (default: mixed with the SFT rows)")
     p.add_argument("--min-sim", type=float, default=0.5)
+    p.add_argument("--poems", default=None, help="reuse the kept poems of an earlier run (jsonl)")
+    p.add_argument("--measure-init", action="store_true", help="measure --init first")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-topics", type=int, default=400)
     p.add_argument("--n-ref", type=int, default=64)
@@ -70,9 +72,17 @@ def main() -> None:
         rows, _ = H.clean_extra(H.staged_rows(), H.forbidden_topics())
         splits = H.with_extra_sft(splits, rows)
     topics = list(dict.fromkeys(list(splits["sft"]["topic"]) + list(splits["rl"]["topic"])))[: args.max_topics]
+    if args.measure_init:
+        sets = H.eval_sets(args.n_ref, args.n_demo)
+        H.log(args.name, "init", {"init": args.init}, {},
+              H.measure(cfg, args.init, f"{args.name}/init", sets))
     began = time.perf_counter()
-    kept, stats = sample_valid(cfg, args.init, topics, args.k, args.batch_size, 48,
-                               constrained=args.constrained, min_sim=args.min_sim)
+    if args.poems:
+        kept = [json.loads(line) for line in Path(args.poems).read_text().splitlines()]
+        stats = {"reused": args.poems, "kept": len(kept)}
+    else:
+        kept, stats = sample_valid(cfg, args.init, topics, args.k, args.batch_size, 48,
+                                   constrained=args.constrained, min_sim=args.min_sim)
     sample_s = time.perf_counter() - began
     print("self-distillation:", stats, f"{sample_s:.0f}s", flush=True)
     out = Path(cfg.output_dir)

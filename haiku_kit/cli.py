@@ -131,9 +131,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if any("trackio" in str(getattr(cfg, st).report_to) for st in ("sft", "grpo")):
         os.environ.setdefault("TRACKIO_DIR", str(RunPaths.of(cfg).root.resolve() / "trackio"))
     if args.stage == "sft":
+        from haiku_kit.distill import distil_after_sft
         from haiku_kit.sft import run_sft
 
-        out = run_sft(cfg, resume_from_checkpoint=args.resume, fresh=args.fresh)
+        out = run_sft(cfg, resume_from_checkpoint=args.resume, fresh=args.fresh,
+                      then=lambda model, tok, adapter: distil_after_sft(
+                          cfg, model, tok, adapter, None, args.resume, args.fresh))
     else:
         from haiku_kit.grpo import run_grpo_stages
 

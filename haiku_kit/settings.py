@@ -138,6 +138,24 @@ class SFTSettings:
 
 
 @dataclass
+class DistillSettings:
+    """Self-distillation after SFT (distill.py): constrained poems for the first `topics`
+    training topics, verified, then SFT continued on them alone. topics 0: off."""
+
+    topics: int = 0
+    k: int = 1  # poems per topic
+    min_similarity: float = 0.5  # cos(topic, poem) a kept poem needs
+    max_steps: int = 200
+    learning_rate: float = 2e-4
+    save_steps: int = 50
+    batch_size: int = 32
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 64
+
+
+@dataclass
 class MonitorSettings:
     """Thresholds of the reward-hacking monitor (shares in [0, 1]); crossing one warns loudly."""
 
@@ -228,6 +246,7 @@ class RunConfig:
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     sft: SFTSettings = field(default_factory=SFTSettings)
+    distill: DistillSettings = field(default_factory=DistillSettings)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     output_dir: str = "runs/run"

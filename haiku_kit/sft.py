@@ -159,10 +159,12 @@ def save_sft(cfg: RunConfig, trainer) -> Path:
 
 
 def run_sft(
-    cfg: RunConfig, dataset=None, resume_from_checkpoint=None, callbacks=(), fresh=False
+    cfg: RunConfig, dataset=None, resume_from_checkpoint=None, callbacks=(), fresh=False,
+    then=None,
 ) -> Path:
     """Load the config's model with a fresh LoRA, train it on the SFT split (resuming RUN/sft's
-    newest checkpoint unless `fresh`), save; returns RUN/sft/adapter."""
+    newest checkpoint unless `fresh`), save; returns RUN/sft/adapter, or what
+    `then(model, tokenizer, adapter)` returns (the CLI: distill.distil_after_sft)."""
     # A bad --resume/--fresh fails before the model loads.
     choose_checkpoint(RunPaths.of(cfg).stage_dir("sft"), resume_from_checkpoint, fresh)
     model, tokenizer = load_from_config(cfg)
@@ -171,4 +173,5 @@ def run_sft(
     for cb in callbacks:
         trainer.add_callback(cb)
     train_stage(trainer)
-    return save_sft(cfg, trainer)
+    adapter = save_sft(cfg, trainer)
+    return then(model, tokenizer, adapter) if then else adapter

@@ -15,14 +15,13 @@ cells with papermill.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from haiku_kit import grpo, report, sft
+from haiku_kit import distill, grpo, report, sft
 from haiku_kit.backends import backend_for, import_backend
 from haiku_kit.config import load_config, resolve_config, save_config
 from haiku_kit.curve import learning_curve
@@ -32,6 +31,21 @@ from haiku_kit.errors import HaikuKitError
 from haiku_kit.evaluate import EvalResult, run_eval
 from haiku_kit.generate import SamplingSettings
 from haiku_kit.modeling import load_from_config
+from haiku_kit.notebook_view import (  # noqa: F401 - the notebooks call them as stages.X
+    _show_markdown,
+    data_markdown,
+    report_markdown,
+    result_markdown,
+    samples_markdown,
+    show_data,
+    show_images,
+    show_report,
+    show_result,
+    show_samples,
+    show_training,
+    show_tried,
+    training_markdown,
+)
 from haiku_kit.runs import (
     RunPaths,
     constrained_name,
@@ -42,7 +56,7 @@ from haiku_kit.runs import (
     phase_of,
 )
 from haiku_kit.settings import grpo_phase_settings
-from haiku_kit.showcase import TRY_TOPICS, save_and_share, tried_markdown, try_it  # noqa: F401 - notebooks call stages.save_and_share
+from haiku_kit.showcase import save_and_share  # noqa: F401 - the notebooks call stages.save_and_share
 from haiku_kit.trainer_utils import enum_value, train_stage
 
 # The trainer arguments show_args lists (those a reader most often changes or checks).
@@ -142,6 +156,19 @@ def save_sft(run: Run, trainer) -> Path:
     return sft.save_sft(run.cfg, trainer)
 
 
+def distill_trainer(run: Run, model, tokenizer, data_dir: str | Path):
+    """After SFT: TRL's SFTTrainer continuing the SFT model on its own poems, written through
+    the syllable-constrained decoder and verified (distill.py); None when distill.topics is 0."""
+    return distill.distill_trainer(run.cfg, model, tokenizer, load_data(data_dir), run.resume,
+                                   run.fresh)
+
+
+def save_distill(run: Run, trainer) -> Path:
+    """After trainer.train(): the distilled adapter in RUN/sft/adapter (the plain SFT one is
+    kept in RUN/sft/distill/sft-adapter)."""
+    return distill.save_distill(run.cfg, trainer)
+
+
 def grpo_start(run: Run, sft_adapter: str | Path | None) -> Path | None:
     """Where the first GRPO stage starts: `sft_adapter` when the preset trains SFT first and
     grpo.init is auto/sft (runs.grpo_starts_from_sft), else as grpo.init says (None: base)."""
@@ -194,7 +221,8 @@ def train_sft(run: Run, data_dir: str | Path) -> Path | None:
     model, tokenizer = load_model(run)
     trainer = sft_trainer(run, model, tokenizer, data_dir)
     train_stage(trainer)
-    return save_sft(run, trainer)
+    return distill.distil_after_sft(run.cfg, model, tokenizer, save_sft(run, trainer),
+                                    load_data(data_dir), run.resume, run.fresh)
 
 
 def train_grpo(run: Run, data_dir: str | Path, sft_adapter: str | Path | None) -> Path | None:
@@ -276,111 +304,3 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
 
 def elapsed(run: Run) -> str:
     return f"stage finished in {time.perf_counter() - run.started:.0f} s"
-
-
-# ---------------------------------------------------------------------------------------------
-# Showing results inline: `*_markdown` builds the text (tests read it), `show_*` displays it
-# and returns None, so a show call at the end of a cell prints nothing twice.
-
-
-def _display(*objs: Any) -> None:
-    try:
-        from IPython.display import display
-    except ImportError:  # plain Python without IPython: print the text parts
-        for obj in objs:
-            print(getattr(obj, "data", obj))
-        return
-    display(*objs)
-
-
-def _show_markdown(text: str) -> None:
-    try:
-        from IPython.display import Markdown
-    except ImportError:
-        _display(text)
-    else:
-        _display(Markdown(text))
-
-
-def show_images(folder: str | Path) -> None:
-    try:
-        from IPython.display import Image
-    except ImportError:
-        return
-    for png in sorted(Path(folder).glob("*.png")):
-        _display(Image(filename=str(png)))
-
-
-def data_markdown(data_dir: str | Path, n: int = 3) -> str:
-    """Rows kept by each filter, split sizes and a few example rows of the sft split."""
-    splits = load_data(data_dir)
-    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
-    kept = " → ".join(f"{k} {v}" for k, v in manifest.get("stages", {}).items())
-    lines = [f"Rows kept by each filter: {kept}", ""] if kept else []
-    lines += ["| split | rows |", "|---|---:|"]
-    lines += [f"| {name} | {len(ds)} |" for name, ds in splits.items()]
-    lines += ["", "**Examples (sft split)**", ""]
-    for row in splits["sft"].select(range(min(n, len(splits["sft"])))):
-        lines += [f"*{row['topic']}*", "", *(f"> {ln}  " for ln in row["haiku"].splitlines()), ""]
-    return "\n".join(lines)
-
-
-def result_markdown(result: Any, title: str = "model") -> str:
-    """The metrics of one evaluation with their 95% confidence intervals."""
-    if result is None:
-        return f"*{title}: not part of this run*"
-    return f"### {title}\n\n" + report.compare({title: result}).markdown()
-
-
-def samples_markdown(result: Any, title: str = "model", n: int = 5) -> str:
-    """A few of the model's poems with the verifier's verdict."""
-    return "" if result is None else report.samples_markdown({title: result}, n)
-
-
-def training_markdown(stage_dir: str | Path, last: int = 5) -> str:
-    """The last few log lines of an SFT or GRPO run."""
-    log = Path(stage_dir) / "log.jsonl"
-    rows = log.read_text().splitlines()[-last:] if log.is_file() else []
-    return "\n".join(["```", *rows, "```"]) if rows else f"(no training log in {stage_dir})"
-
-
-def report_markdown(report_dir: str | Path) -> str:
-    """The comparison table and the sample poems of RUN/report/."""
-    report_dir = Path(report_dir)
-    text = (report_dir / "table.md").read_text()
-    samples = report_dir / "samples.md"
-    return text + ("\n" + samples.read_text() if samples.is_file() else "")
-
-
-def show_data(data_dir: str | Path, n: int = 3) -> None:
-    _show_markdown(data_markdown(data_dir, n))
-
-
-def show_result(result: Any, title: str = "model") -> None:
-    _show_markdown(result_markdown(result, title))
-
-
-def show_samples(result: Any, title: str = "model", n: int = 5) -> None:
-    _show_markdown(samples_markdown(result, title, n))
-
-
-def show_tried(model, tokenizer, topics=TRY_TOPICS, constrained: bool = True):
-    """Write one haiku per topic with `model`, free and constrained, and show them as a table."""
-    tried = try_it(model, tokenizer, topics, constrained=constrained)
-    _show_markdown(tried_markdown(tried))
-    return tried
-
-
-def show_training(stage_dir: str | Path, last: int = 5) -> None:
-    """The training curves and the last few log lines."""
-    show_images(stage_dir)
-    _show_markdown(training_markdown(stage_dir, last))
-
-
-def show_report(report_dir: str | Path) -> None:
-    """The comparison table, the plots, then the sample poems."""
-    report_dir = Path(report_dir)
-    _show_markdown((report_dir / "table.md").read_text())
-    show_images(report_dir)
-    if (report_dir / "samples.md").is_file():
-        _show_markdown((report_dir / "samples.md").read_text())

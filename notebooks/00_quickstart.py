@@ -102,6 +102,19 @@ trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from ste
 # %%
 sft_adapter = stages.save_sft(run, trainer)
 stages.show_training(run.paths.stage_dir("sft"))
+
+# %% [markdown]
+# Self-distillation, when the preset asks (`distill.topics` > 0): the SFT model writes poems for
+# the training topics through the syllable-constrained decoder, the verifier keeps the valid ones,
+# and SFT continues on them (see 03).
+
+# %%
+distill_trainer = stages.distill_trainer(run, model, tokenizer, data_dir)
+if distill_trainer is not None:
+    distill_trainer.train(resume_from_checkpoint=distill_trainer.kit_stage.resume)
+    sft_adapter = stages.save_distill(run, distill_trainer)
+
+# %%
 sft = stages.evaluate_model(run, "sft", data_dir, adapter=sft_adapter)
 stages.show_result(sft, "SFT")
 # the same prompts through the syllable-constrained decoder, a row beside the free one

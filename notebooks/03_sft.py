@@ -93,6 +93,23 @@ sft_adapter = stages.save_sft(run, trainer)
 stages.show_training(run.paths.stage_dir("sft"))
 
 # %% [markdown]
+# ## Self-distillation (presets with `distill.topics` > 0)
+# The SFT model writes one poem per training topic through the syllable-constrained decoder, the
+# verifier keeps the valid, on-topic ones, and SFT continues on those poems alone: the model
+# learns which of its own lines land on 5-7-5. `distill_trainer` is TRL's `SFTTrainer` again
+# (None when the preset does not distil); the plain SFT adapter is kept in
+# `RUN/sft/distill/sft-adapter`, the distilled one becomes `RUN/sft/adapter`. The evaluation
+# below samples freely: the decoder only made training data.
+
+# %%
+distill_trainer = stages.distill_trainer(run, model, tokenizer, data_dir)
+if distill_trainer is not None:
+    stages.show_args(distill_trainer)
+    distill_trainer.train(resume_from_checkpoint=distill_trainer.kit_stage.resume)
+    sft_adapter = stages.save_distill(run, distill_trainer)
+    stages.show_training(run.paths.stage_dir("sft") / "distill")
+
+# %% [markdown]
 # ## Evaluate the SFT model
 
 # %%

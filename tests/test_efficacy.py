@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from haiku_kit import data, report, rewards, topics
-from haiku_kit.curve import learning_curve
 from haiku_kit.config import load_preset
+from haiku_kit.curve import learning_curve
 from haiku_kit.data import load_eval_data
 from haiku_kit.evaluate import evaluate
 from haiku_kit.loaders import load_embedded

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from haiku_kit import stages
+from haiku_kit import notebook_view, stages
 from haiku_kit.errors import HaikuKitError
 
 
@@ -21,7 +21,7 @@ def test_result_helpers_build_markdown_and_display_it(tmp_path, monkeypatch):
     assert "no training log" in stages.training_markdown(tmp_path)
 
     shown: list = []
-    monkeypatch.setattr(stages, "_display", lambda *objs: shown.extend(objs))
+    monkeypatch.setattr(notebook_view, "_display", lambda *objs: shown.extend(objs))
     assert stages.show_result(result, "base") is None  # nothing echoed twice in a notebook
     assert "Haiku" in getattr(shown[0], "data", shown[0])
 
@@ -69,7 +69,7 @@ def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatc
     assert isinstance(trainer, SFTTrainer) and trainer.model is model
 
     shown: list = []
-    monkeypatch.setattr(stages, "_display", lambda *objs: shown.extend(objs))
+    monkeypatch.setattr(notebook_view, "_display", lambda *objs: shown.extend(objs))
     stages.show_args(trainer)
     table = getattr(shown[0], "data", shown[0])
     assert "SFTTrainer" in table and "| `max_steps` | `3` |" in table

@@ -1,0 +1,159 @@
+"""Self-distillation after SFT (expert iteration): the SFT model writes one poem per training
+topic through the syllable-constrained decoder, the verifier keeps the valid, on-topic ones, and
+SFT continues on those poems alone.
+
+Why: SFT on human haiku teaches the form, but the model's own lines miss by a syllable or two.
+The constrained decoder turns the model's own drafts into valid 5-7-5 poems with small edits
+(a different word here, an earlier line break there); training on them teaches the model which
+of its own lines land, in its own words. Measured in docs/experiments.md (D1-D4). The
+constrained decoder only makes training data here: every eval row of the model that results is
+free sampling unless it is named "+ constrained".
+
+Two steps, each visible in notebook 03 after SFT: `distill_trainer(cfg, model, tokenizer)`
+samples the poems (RUN/sft/distill/poems.jsonl, reused by a rerun) and builds TRL's SFTTrainer
+on them, continuing the SFT model; `save_distill(cfg, trainer)` keeps the plain SFT adapter as
+RUN/sft/distill/sft-adapter and writes the distilled one to RUN/sft/adapter, which the rest of
+the pipeline uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from haiku_kit import haiku as hk
+from haiku_kit.backends import resolve_device
+from haiku_kit.data import load_run_data
+from haiku_kit.generate import SamplingSettings, generate
+from haiku_kit.modeling import save_adapter
+from haiku_kit.runs import RunPaths
+from haiku_kit.settings import DistillSettings, RunConfig
+from haiku_kit.sft import build_sft_trainer, sft_effective
+from haiku_kit.trainer_utils import (
+    KitStage,
+    record_effective,
+    start_stage,
+    train_stage,
+    write_logs,
+)
+
+POEMS = "poems.jsonl"
+
+
+def distill_dir(cfg: RunConfig) -> Path:
+    return RunPaths.of(cfg).stage_dir("sft") / "distill"
+
+
+def training_prompts(dataset, n: int) -> list[dict]:
+    """The first n distinct topics of the sft then rl splits, with their prompts (never eval)."""
+    seen, out = set(), []
+    for split in ("sft", "rl"):
+        if split not in dataset:
+            continue
+        for row in dataset[split]:
+            if row["topic"] not in seen and len(out) < n:
+                seen.add(row["topic"])
+                out.append({"topic": row["topic"], "prompt": row["prompt"]})
+    return out
+
+
+def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed: int = 0,
+                    scorer=None) -> tuple[list[dict], dict]:
+    """Constrained poems for rows ({topic, prompt}); keeps those check accepts, deduplicated,
+    with cos(topic, poem) >= s.min_similarity. Returns (kept rows, counts)."""
+    sampling = SamplingSettings(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+    gens = generate(model, tokenizer, [r["prompt"] for r in rows], k=s.k, seed=seed,
+                    sampling=sampling, batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
+                    constrained=True)
+    candidates, seen = [], set()
+    for row, texts in zip(rows, gens.texts):
+        for text in texts:
+            poem = hk.extract_poem(text).poem
+            if hk.check(poem).is_haiku and poem not in seen:
+                seen.add(poem)
+                candidates.append({**row, "haiku": poem})
+    if candidates and s.min_similarity > -1:
+        if scorer is None:
+            from haiku_kit.similarity import get_scorer
+
+            scorer = get_scorer()
+        sims = scorer.cosine([c["topic"] for c in candidates], [c["haiku"] for c in candidates])
+        candidates = [c for c, sim in zip(candidates, sims) if sim >= s.min_similarity]
+    kept = [{**c, "source_id": f"self:{i}"} for i, c in enumerate(candidates)]
+    return kept, {"prompts": len(rows), "sampled": len(rows) * s.k, "valid": len(seen),
+                  "kept": len(kept)}
+
+
+def poems_dataset(kept: list[dict]):
+    """SFT rows (chat "messages") of the kept poems, shuffled."""
+    import datasets
+
+    records = [{"topic": r["topic"], "haiku": r["haiku"], "source_id": r["source_id"],
+                "prompt": r["prompt"],
+                "messages": list(r["prompt"]) + [{"role": "assistant", "content": r["haiku"]}]}
+               for r in kept]
+    return datasets.Dataset.from_list(records).shuffle(seed=0)
+
+
+def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_checkpoint=None,
+                    fresh=False):
+    """TRL's SFTTrainer continuing `model` (the trained SFT model) on its own verified poems;
+    None when distill.topics is 0. The poems are sampled once and kept in
+    RUN/sft/distill/poems.jsonl, which a rerun reuses."""
+    s = cfg.distill
+    if s.topics <= 0:
+        return None
+    folder = distill_dir(cfg)
+    resume = start_stage(folder, resume_from_checkpoint, fresh)
+    poems_file = folder / POEMS
+    if poems_file.is_file():
+        kept = [json.loads(line) for line in poems_file.read_text(encoding="utf-8").splitlines()]
+        stats = {"reused": str(poems_file), "kept": len(kept)}
+    else:
+        rows = training_prompts(dataset if dataset is not None else load_run_data(cfg), s.topics)
+        kept, stats = sample_verified(model, tokenizer, rows, s, seed=cfg.seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        poems_file.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    print(f"self-distillation poems: {stats}")
+    if not kept:
+        print("no verified poem to distil: the SFT adapter stays as it is")
+        return None
+    dcfg = copy.deepcopy(cfg)
+    dcfg.sft = replace(cfg.sft, max_steps=s.max_steps, learning_rate=s.learning_rate,
+                       save_steps=s.save_steps)
+    device = resolve_device(cfg)
+    trainer = build_sft_trainer(dcfg, model, tokenizer, poems_dataset(kept), folder, device)
+    trainer.kit_stage = KitStage("distill", folder, device, tokenizer, resume, dcfg.sft,
+                                 rows=len(kept))
+    trainer.distill_stats = stats
+    record_effective(cfg, "distill", folder, sft_effective(trainer))
+    return trainer
+
+
+def save_distill(cfg: RunConfig, trainer) -> Path:
+    """After trainer.train(): the plain SFT adapter moves to RUN/sft/distill/sft-adapter (kept,
+    not deleted) and the distilled one becomes RUN/sft/adapter, whose path it returns."""
+    kit = trainer.kit_stage
+    write_logs(kit.folder)
+    record_effective(cfg, "distill", kit.folder, sft_effective(trainer))
+    adapter = RunPaths.of(cfg).sft_adapter
+    before = kit.folder / "sft-adapter"
+    if adapter.is_dir():
+        if before.exists():
+            shutil.rmtree(before)  # the SFT stage just rewrote RUN/sft/adapter: that is newer
+        shutil.move(str(adapter), str(before))
+    return save_adapter(trainer.model, kit.tokenizer, adapter)
+
+
+def distil_after_sft(cfg: RunConfig, model, tokenizer, adapter: Path, dataset=None,
+                     resume_from_checkpoint=None, fresh=False) -> Path:
+    """The SFT stage's last step: sample, train and save the distilled adapter when
+    distill.topics > 0; else `adapter` (RUN/sft/adapter) as it is."""
+    trainer = distill_trainer(cfg, model, tokenizer, dataset, resume_from_checkpoint, fresh)
+    if trainer is None:
+        return adapter
+    train_stage(trainer)
+    return save_distill(cfg, trainer)

@@ -1,0 +1,83 @@
+"""distill.py: self-distillation after SFT, on the tiny random Gemma 3 with real TRL training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from training_helpers import read_log, rows, tiny_cfg
+
+from haiku_kit import data, distill
+from haiku_kit import haiku as hk
+from haiku_kit.settings import DistillSettings
+
+POEMS = [
+    "autumn rain taps slow\non the roof of the tool shed\nrust blooms on the rake",
+    "the cat sleeps all day\nin a square of morning sun\nher tail twitches once",
+    "first snow on the street\nthe buses hum through the white\nquiet bus stop lights",
+]
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("splits")
+    data.build_splits(rows(30), folder, fractions=(1, 1, 1), min_similarity=None)
+    return data.load_splits(str(folder))
+
+
+def test_prompts_come_from_training_topics_only(splits):
+    prompts = distill.training_prompts(splits, 1000)
+    topics = [p["topic"] for p in prompts]
+    assert len(topics) == len(set(topics))
+    assert set(topics) == set(splits["sft"]["topic"]) | set(splits["rl"]["topic"])
+    assert not set(topics) & set(splits["eval"]["topic"])
+    assert [p["topic"] for p in distill.training_prompts(splits, 2)] == topics[:2]
+
+
+def test_sampled_poems_are_all_ones_check_accepts(tiny_model_dir, tmp_path, splits):
+    from haiku_kit import modeling
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path)
+    model, tok = modeling.load_from_config(cfg, trainable=False)
+    settings = DistillSettings(topics=4, k=2, min_similarity=-1.0, batch_size=8, max_new_tokens=24)
+    kept, stats = distill.sample_verified(model, tok, distill.training_prompts(splits, 4), settings)
+    assert stats["prompts"] == 4 and stats["sampled"] == 8 and stats["kept"] == len(kept)
+    assert stats["valid"] <= 8
+    for row in kept:
+        assert hk.check(row["haiku"]).is_haiku and row["source_id"].startswith("self:")
+    assert len({r["haiku"] for r in kept}) == len(kept)
+
+
+def test_distill_continues_sft_on_the_kept_poems_and_keeps_the_sft_adapter(
+        tiny_model_dir, tmp_path, splits):
+    from haiku_kit import modeling, sft
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, "distill.topics=3", "distill.max_steps=2",
+                   "distill.learning_rate=1e-3")
+    assert distill.distill_trainer(tiny_cfg(tiny_model_dir, tmp_path / "off"), None, None,
+                                   splits) is None  # distill.topics 0: off
+    model, tok = modeling.load_from_config(cfg)
+    trainer = sft.sft_trainer(cfg, model, tok, splits)
+    trainer.args.max_steps = 1
+    trainer.train()
+    sft_adapter = sft.save_sft(cfg, trainer)
+    sft_weights = (sft_adapter / "adapter_model.safetensors").read_bytes()
+
+    # Poems already sampled (a rerun) are reused, not sampled again.
+    folder = distill.distill_dir(cfg)
+    folder.mkdir(parents=True)
+    prompts = distill.training_prompts(splits, 3)
+    (folder / "poems.jsonl").write_text("".join(
+        json.dumps({**p, "haiku": poem, "source_id": f"self:{i}"}) + "\n"
+        for i, (p, poem) in enumerate(zip(prompts, POEMS))))
+    adapter = distill.distil_after_sft(cfg, model, tok, sft_adapter, splits)
+
+    assert adapter == sft_adapter  # the pipeline goes on from RUN/sft/adapter
+    assert (folder / "sft-adapter" / "adapter_model.safetensors").read_bytes() == sft_weights
+    assert (adapter / "adapter_model.safetensors").read_bytes() != sft_weights
+    assert [e["step"] for e in read_log(folder / "log.jsonl") if "loss" in e] == [1, 2]
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["sft"]["max_steps"] == 3  # the run's own SFT settings stay as they were
+    assert saved["effective"]["distill"]["train_rows"] == 3
+    assert saved["effective"]["distill"]["max_steps"] == 2
