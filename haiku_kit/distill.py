@@ -10,10 +10,11 @@ constrained decoder only makes training data here: every eval row of the model t
 free sampling unless it is named "+ constrained".
 
 Two steps, each visible in notebook 03 after SFT: `distill_trainer(cfg, model, tokenizer)`
-samples the poems (RUN/sft/distill/poems.jsonl, reused by a rerun) and builds TRL's SFTTrainer
-on them, continuing the SFT model; `save_distill(cfg, trainer)` keeps the plain SFT adapter as
-RUN/sft/distill/sft-adapter and writes the distilled one to RUN/sft/adapter, which the rest of
-the pipeline uses.
+samples the poems (RUN/sft/distill/round-N/poems.jsonl, reused by a rerun) and builds TRL's
+SFTTrainer on them, continuing the SFT model; `save_distill(cfg, trainer)` keeps the plain SFT
+adapter as RUN/sft/distill/sft-adapter and writes the distilled one to RUN/sft/adapter, which the
+rest of the pipeline uses. `distill.rounds` repeats both (expert iteration), each round sampling
+from the model the previous round trained.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ from haiku_kit.trainer_utils import (
 POEMS = "poems.jsonl"
 
 
-def distill_dir(cfg: RunConfig) -> Path:
-    return RunPaths.of(cfg).stage_dir("sft") / "distill"
+def distill_dir(cfg: RunConfig, round_: int | None = None) -> Path:
+    """RUN/sft/distill, or the folder of one round: RUN/sft/distill/round-N."""
+    folder = RunPaths.of(cfg).stage_dir("sft") / "distill"
+    return folder if round_ is None else folder / f"round-{round_}"
 
 
 def training_prompts(dataset, n: int) -> list[dict]:
@@ -99,14 +102,14 @@ def poems_dataset(kept: list[dict]):
 
 
 def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_checkpoint=None,
-                    fresh=False):
-    """TRL's SFTTrainer continuing `model` (the trained SFT model) on its own verified poems;
-    None when distill.topics is 0. The poems are sampled once and kept in
-    RUN/sft/distill/poems.jsonl, which a rerun reuses."""
+                    fresh=False, round_: int = 1):
+    """TRL's SFTTrainer continuing `model` (the SFT model, or the previous round's) on its own
+    verified poems; None when distill.topics is 0 or `round_` > distill.rounds. Round N's poems
+    are sampled once and kept in RUN/sft/distill/round-N/poems.jsonl, which a rerun reuses."""
     s = cfg.distill
-    if s.topics <= 0:
+    if s.topics <= 0 or round_ > s.rounds:
         return None
-    folder = distill_dir(cfg)
+    folder = distill_dir(cfg, round_)
     resume = start_stage(folder, resume_from_checkpoint, fresh)
     poems_file = folder / POEMS
     if poems_file.is_file():
@@ -114,10 +117,10 @@ def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_
         stats = {"reused": str(poems_file), "kept": len(kept)}
     else:
         rows = training_prompts(dataset if dataset is not None else load_run_data(cfg), s.topics)
-        kept, stats = sample_verified(model, tokenizer, rows, s, seed=cfg.seed)
+        kept, stats = sample_verified(model, tokenizer, rows, s, seed=cfg.seed + round_ - 1)
         folder.mkdir(parents=True, exist_ok=True)
         poems_file.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    print(f"self-distillation poems: {stats}")
+    print(f"self-distillation round {round_}/{s.rounds}, poems: {stats}")
     if not kept:
         print("no verified poem to distil: the SFT adapter stays as it is")
         return None
@@ -126,34 +129,44 @@ def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_
                        save_steps=s.save_steps)
     device = resolve_device(cfg)
     trainer = build_sft_trainer(dcfg, model, tokenizer, poems_dataset(kept), folder, device)
-    trainer.kit_stage = KitStage("distill", folder, device, tokenizer, resume, dcfg.sft,
-                                 rows=len(kept))
-    trainer.distill_stats = stats
-    record_effective(cfg, "distill", folder, sft_effective(trainer))
+    trainer.kit_stage = KitStage(f"distill-{round_}", folder, device, tokenizer, resume,
+                                 dcfg.sft, rows=len(kept))
+    trainer.distill_round, trainer.distill_stats = round_, stats
+    record_effective(cfg, f"distill-{round_}", folder, sft_effective(trainer))
     return trainer
 
 
 def save_distill(cfg: RunConfig, trainer) -> Path:
-    """After trainer.train(): the plain SFT adapter moves to RUN/sft/distill/sft-adapter (kept,
-    not deleted) and the distilled one becomes RUN/sft/adapter, whose path it returns."""
+    """After trainer.train(): the round's adapter in RUN/sft/distill/round-N/adapter, and a copy
+    as RUN/sft/adapter, whose path it returns (the rest of the pipeline reads it there). Round 1
+    first moves the plain SFT adapter to RUN/sft/distill/sft-adapter: kept, never deleted."""
     kit = trainer.kit_stage
     write_logs(kit.folder)
-    record_effective(cfg, "distill", kit.folder, sft_effective(trainer))
+    record_effective(cfg, kit.stage, kit.folder, sft_effective(trainer))
+    own = save_adapter(trainer.model, kit.tokenizer, kit.folder / "adapter")
     adapter = RunPaths.of(cfg).sft_adapter
-    before = kit.folder / "sft-adapter"
     if adapter.is_dir():
-        if before.exists():
-            shutil.rmtree(before)  # the SFT stage just rewrote RUN/sft/adapter: that is newer
-        shutil.move(str(adapter), str(before))
-    return save_adapter(trainer.model, kit.tokenizer, adapter)
+        if trainer.distill_round == 1:
+            before = distill_dir(cfg) / "sft-adapter"
+            if before.exists():
+                shutil.rmtree(before)  # the SFT stage just rewrote RUN/sft/adapter: newer
+            shutil.move(str(adapter), str(before))
+        else:  # a copy of the previous round's adapter, which stays in its round folder
+            shutil.rmtree(adapter)
+    shutil.copytree(own, adapter)
+    return adapter
 
 
 def distil_after_sft(cfg: RunConfig, model, tokenizer, adapter: Path, dataset=None,
                      resume_from_checkpoint=None, fresh=False) -> Path:
-    """The SFT stage's last step: sample, train and save the distilled adapter when
-    distill.topics > 0; else `adapter` (RUN/sft/adapter) as it is."""
-    trainer = distill_trainer(cfg, model, tokenizer, dataset, resume_from_checkpoint, fresh)
-    if trainer is None:
-        return adapter
-    train_stage(trainer)
-    return save_distill(cfg, trainer)
+    """The SFT stage's last step: every round of self-distillation the config asks for
+    (distill.topics > 0, distill.rounds), each sampling with the model the previous one
+    trained; returns RUN/sft/adapter (`adapter` as it is when there is none)."""
+    for round_ in range(1, cfg.distill.rounds + 1):
+        trainer = distill_trainer(cfg, model, tokenizer, dataset, resume_from_checkpoint, fresh,
+                                  round_)
+        if trainer is None:
+            break
+        train_stage(trainer)
+        adapter = save_distill(cfg, trainer)
+    return adapter

@@ -143,6 +143,7 @@ class DistillSettings:
     training topics, verified, then SFT continued on them alone. topics 0: off."""
 
     topics: int = 0
+    rounds: int = 1  # expert iteration: each round samples from the model the last one trained
     k: int = 1  # poems per topic
     min_similarity: float = 0.5  # cos(topic, poem) a kept poem needs
     max_steps: int = 200

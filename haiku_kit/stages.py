@@ -156,11 +156,12 @@ def save_sft(run: Run, trainer) -> Path:
     return sft.save_sft(run.cfg, trainer)
 
 
-def distill_trainer(run: Run, model, tokenizer, data_dir: str | Path):
-    """After SFT: TRL's SFTTrainer continuing the SFT model on its own poems, written through
-    the syllable-constrained decoder and verified (distill.py); None when distill.topics is 0."""
+def distill_trainer(run: Run, model, tokenizer, data_dir: str | Path, round_: int = 1):
+    """After SFT: TRL's SFTTrainer continuing the model on its own poems, written through the
+    syllable-constrained decoder and verified (distill.py); None when the preset does not
+    distil or has fewer rounds (distill.topics, distill.rounds)."""
     return distill.distill_trainer(run.cfg, model, tokenizer, load_data(data_dir), run.resume,
-                                   run.fresh)
+                                   run.fresh, round_)
 
 
 def save_distill(run: Run, trainer) -> Path:

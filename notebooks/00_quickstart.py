@@ -109,8 +109,10 @@ stages.show_training(run.paths.stage_dir("sft"))
 # and SFT continues on them (see 03).
 
 # %%
-distill_trainer = stages.distill_trainer(run, model, tokenizer, data_dir)
-if distill_trainer is not None:
+for round_ in range(1, run.cfg.distill.rounds + 1):
+    distill_trainer = stages.distill_trainer(run, model, tokenizer, data_dir, round_)
+    if distill_trainer is None:  # the preset does not distil
+        break
     distill_trainer.train(resume_from_checkpoint=distill_trainer.kit_stage.resume)
     sft_adapter = stages.save_distill(run, distill_trainer)
 

@@ -97,17 +97,21 @@ stages.show_training(run.paths.stage_dir("sft"))
 # The SFT model writes one poem per training topic through the syllable-constrained decoder, the
 # verifier keeps the valid, on-topic ones, and SFT continues on those poems alone: the model
 # learns which of its own lines land on 5-7-5. `distill_trainer` is TRL's `SFTTrainer` again
-# (None when the preset does not distil); the plain SFT adapter is kept in
-# `RUN/sft/distill/sft-adapter`, the distilled one becomes `RUN/sft/adapter`. The evaluation
-# below samples freely: the decoder only made training data.
+# (None when the preset does not distil). `distill.rounds` repeats it, each round sampling from
+# the model the last one trained (expert iteration). The plain SFT adapter is kept in
+# `RUN/sft/distill/sft-adapter`, each round's in `RUN/sft/distill/round-N/adapter`, and the last
+# one becomes `RUN/sft/adapter`. The evaluation below samples freely: the decoder only made
+# training data.
 
 # %%
-distill_trainer = stages.distill_trainer(run, model, tokenizer, data_dir)
-if distill_trainer is not None:
+for round_ in range(1, run.cfg.distill.rounds + 1):
+    distill_trainer = stages.distill_trainer(run, model, tokenizer, data_dir, round_)
+    if distill_trainer is None:  # the preset does not distil
+        break
     stages.show_args(distill_trainer)
     distill_trainer.train(resume_from_checkpoint=distill_trainer.kit_stage.resume)
     sft_adapter = stages.save_distill(run, distill_trainer)
-    stages.show_training(run.paths.stage_dir("sft") / "distill")
+    stages.show_training(distill_trainer.kit_stage.folder)
 
 # %% [markdown]
 # ## Evaluate the SFT model

@@ -64,7 +64,9 @@ def test_cpu_presets_are_small():
     assert demo.eval.n_prompts >= 64 and demo.eval.k == 1  # CIs that mean something
     full = load_preset("cpu-full")
     assert full.model.name == "embedded" and full.eval.n_prompts >= 128
-    assert full.sft.max_steps > demo.sft.max_steps and full.grpo.max_steps > demo.grpo.max_steps
+    assert full.sft.max_steps > demo.sft.max_steps and full.grpo.max_steps >= demo.grpo.max_steps
+    assert full.distill.topics > 0 == demo.distill.topics and full.distill.rounds == 2
+    assert full.eval.constrained and not demo.eval.constrained
 
 
 def test_overrides_parse_yaml_scalars_and_dotted_paths():

@@ -49,35 +49,44 @@ def test_sampled_poems_are_all_ones_check_accepts(tiny_model_dir, tmp_path, spli
     assert len({r["haiku"] for r in kept}) == len(kept)
 
 
-def test_distill_continues_sft_on_the_kept_poems_and_keeps_the_sft_adapter(
+def test_two_rounds_continue_sft_on_the_kept_poems_and_keep_every_adapter(
         tiny_model_dir, tmp_path, splits):
     from haiku_kit import modeling, sft
 
-    cfg = tiny_cfg(tiny_model_dir, tmp_path, "distill.topics=3", "distill.max_steps=2",
-                   "distill.learning_rate=1e-3")
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, "distill.topics=3", "distill.rounds=2",
+                   "distill.max_steps=2", "distill.learning_rate=1e-3")
     assert distill.distill_trainer(tiny_cfg(tiny_model_dir, tmp_path / "off"), None, None,
                                    splits) is None  # distill.topics 0: off
+    assert distill.distill_trainer(cfg, None, None, splits, round_=3) is None  # rounds: 2
     model, tok = modeling.load_from_config(cfg)
     trainer = sft.sft_trainer(cfg, model, tok, splits)
     trainer.args.max_steps = 1
     trainer.train()
     sft_adapter = sft.save_sft(cfg, trainer)
-    sft_weights = (sft_adapter / "adapter_model.safetensors").read_bytes()
+    weights = "adapter_model.safetensors"
+    sft_weights = (sft_adapter / weights).read_bytes()
 
     # Poems already sampled (a rerun) are reused, not sampled again.
-    folder = distill.distill_dir(cfg)
-    folder.mkdir(parents=True)
     prompts = distill.training_prompts(splits, 3)
-    (folder / "poems.jsonl").write_text("".join(
-        json.dumps({**p, "haiku": poem, "source_id": f"self:{i}"}) + "\n"
-        for i, (p, poem) in enumerate(zip(prompts, POEMS))))
+    for round_ in (1, 2):
+        folder = distill.distill_dir(cfg, round_)
+        folder.mkdir(parents=True)
+        (folder / "poems.jsonl").write_text("".join(
+            json.dumps({**p, "haiku": poem, "source_id": f"self:{i}"}) + "\n"
+            for i, (p, poem) in enumerate(zip(prompts, POEMS[round_ - 1:]))))
     adapter = distill.distil_after_sft(cfg, model, tok, sft_adapter, splits)
 
     assert adapter == sft_adapter  # the pipeline goes on from RUN/sft/adapter
-    assert (folder / "sft-adapter" / "adapter_model.safetensors").read_bytes() == sft_weights
-    assert (adapter / "adapter_model.safetensors").read_bytes() != sft_weights
-    assert [e["step"] for e in read_log(folder / "log.jsonl") if "loss" in e] == [1, 2]
+    kept = {name: (distill.distill_dir(cfg) / name / weights).read_bytes()
+            for name in ("sft-adapter", "round-1/adapter", "round-2/adapter")}
+    assert kept["sft-adapter"] == sft_weights
+    assert (adapter / weights).read_bytes() == kept["round-2/adapter"]
+    assert len(set(kept.values())) == 3  # each round trained on
+    for round_, rows_ in ((1, 3), (2, 2)):
+        log = read_log(distill.distill_dir(cfg, round_) / "log.jsonl")
+        assert [e["step"] for e in log if "loss" in e] == [1, 2]
+        effective = yaml.safe_load((tmp_path / "config.yaml").read_text())["effective"]
+        assert effective[f"distill-{round_}"]["train_rows"] == rows_
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["sft"]["max_steps"] == 3  # the run's own SFT settings stay as they were
-    assert saved["effective"]["distill"]["train_rows"] == 3
-    assert saved["effective"]["distill"]["max_steps"] == 2
+    assert saved["effective"]["distill-1"]["max_steps"] == 2
