@@ -136,10 +136,17 @@ def test_real_stage_failure_stops_with_stage_cell_and_notebook(tmp_path, capsys)
     assert not (run / "notebooks" / "02_baseline.ipynb").exists()
 
 
+# The smoke run also goes through every optional cell: one self-distillation round on four
+# topics (every valid poem kept) and the "+ constrained" eval rows.
+SMOKE_EXTRA = ["distill.topics=4", "distill.min_similarity=-1", "distill.max_steps=1",
+               "distill.save_steps=1",
+               "eval.constrained=true"]
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("smoke") / "run"
-    return pipeline.run_pipeline(SMOKE, [], run)
+    return pipeline.run_pipeline(SMOKE, SMOKE_EXTRA, run)
 
 
 @pytest.mark.slow
@@ -153,7 +160,14 @@ def test_smoke_pipeline_writes_every_artifact_and_the_report(smoke_run):
     for stage in ("sft", "grpo"):
         assert (smoke_run / stage / "log.jsonl").is_file()
     table = (paths.report / "table.md").read_text()
-    assert all(f"| {name} |" in table for name in ("base", "sft", "grpo"))
+    assert all(f"| {name} |" in table
+               for name in ("base", "sft", "sft + constrained", "grpo", "grpo + constrained"))
+    distill = smoke_run / "sft" / "distill"
+    assert (distill / "round-1" / "poems.jsonl").is_file()
+    assert (distill / "sft-adapter" / "adapter_config.json").is_file()
+    assert (smoke_run / "grpo" / "adapter" / "README.md").read_text().startswith("---")
+    grpo_nb = (paths.notebooks / "04_grpo.ipynb").read_text()
+    assert "| topic | free sampling | constrained |" in grpo_nb  # the Try it cell
     report_md = (paths.report / "report.md").read_text()
     assert "GRPO vs SFT:" in report_md and "GRPO learning curve" in report_md
     assert (paths.report / "learning_curve.png").is_file()
@@ -169,7 +183,7 @@ def test_smoke_resume_from_report_reuses_artifacts(smoke_run):
     before = {p.name: p.stat().st_mtime_ns for p in notebooks.glob("*.ipynb")}
     adapter = smoke_run / "grpo" / "adapter" / "adapter_model.safetensors"
     adapter_time = adapter.stat().st_mtime_ns
-    pipeline.run_pipeline(SMOKE, [], smoke_run, from_stage="report")
+    pipeline.run_pipeline(SMOKE, SMOKE_EXTRA, smoke_run, from_stage="report")
     after = {p.name: p.stat().st_mtime_ns for p in notebooks.glob("*.ipynb")}
     assert after["05_report.ipynb"] > before["05_report.ipynb"]
     assert {k: v for k, v in after.items() if k != "05_report.ipynb"} == {
