@@ -39,7 +39,6 @@ def _mean(values, ci) -> str:
 
 def compare_on(name, rows, model, tokenizer, scorer, args) -> None:
     from haiku_kit import generate as gen
-    from haiku_kit.data import load_eval_data
     from haiku_kit.metrics import bootstrap_ci
     from haiku_kit import haiku as hk
     from haiku_kit.constrained_generate import constrained_generate
@@ -85,19 +84,16 @@ def overhead(rows, model, tokenizer, args) -> None:
     import torch
     from transformers import LogitsProcessorList
 
-    from haiku_kit import generate as gen
-    from haiku_kit.data import load_eval_data
-    from haiku_kit.metrics import bootstrap_ci
     from haiku_kit.constrained import PoemTracker, SyllableLogitsProcessor, token_table
-    from haiku_kit.modeling import stop_token_ids
+    from haiku_kit.chat_format import encode, prompt_strings, stop_token_ids
 
     stop = stop_token_ids(model, tokenizer)
     config = copy.deepcopy(model.generation_config)
     config.update(max_new_tokens=args.max_new_tokens, eos_token_id=stop,
                   pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=1.0,
                   top_p=0.95, top_k=64)
-    prompts = gen.prompt_strings(tokenizer, [r["prompt"] for r in rows[: args.batch_size]])
-    enc = gen.encode(tokenizer, prompts)
+    prompts = prompt_strings(tokenizer, [r["prompt"] for r in rows[: args.batch_size]])
+    enc = encode(tokenizer, prompts)
     tracker = PoemTracker(token_table(tokenizer), (5, 7, 5), end_ids=stop)
     totals = {"free": [0, 0, 0.0], "constrained": [0, 0, 0.0]}  # tokens, steps, seconds
     inside = 0.0
@@ -132,7 +128,7 @@ def overhead(rows, model, tokenizer, args) -> None:
 
 def write_time(model, tokenizer, args) -> None:
     from haiku_kit.constrained_generate import constrained_generate
-    from haiku_kit.data import build_prompt
+    from haiku_kit.text import build_prompt
 
     start = time.perf_counter()
     result = constrained_generate(model, tokenizer, [build_prompt(WRITE_TOPIC)], seed=args.seed,
@@ -156,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=["ref", "demo", "overhead", "write"])
     args = p.parse_args(argv)
 
-    from haiku_kit import generate as gen
     from haiku_kit.data import load_eval_data
-    from haiku_kit.metrics import bootstrap_ci
     from haiku_kit.modeling import load_model
     from haiku_kit.similarity import get_scorer
 
