@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-demo", type=int, default=None, help="first N of the demo eval split")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--retries", type=int, default=4)
+    p.add_argument("--retries", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", nargs="*", default=[], choices=["ref", "demo", "overhead", "write"])
     args = p.parse_args(argv)

@@ -100,7 +100,7 @@ def constrained_generate(
     seed: int = 0,
     sampling: Any = None,
     max_new_tokens: int = 64,
-    retries: int = 4,
+    retries: int = 8,  # a failing line is resampled alone; 4 left 1.6% of base-model poems invalid
     batch_size: int = 8,
     top_candidates: int = 64,
 ) -> list[list[ConstrainedResult]]:
