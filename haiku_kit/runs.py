@@ -183,8 +183,9 @@ def stage_inputs(stage: str, cfg: RunConfig) -> tuple[str, ...]:
     """The artifacts `stage` reads under this config (a subset of STAGE_INPUTS[stage])."""
     if stage == "grpo" and not grpo_starts_from_sft(cfg.grpo.init, has_sft(cfg)):
         return ("data_dir",)
-    if stage == "report":
-        return tuple(f"{name}_result" for name in expected_evals(cfg))
+    if stage == "report":  # the free rows; "+ constrained" rows are read from RUN/eval/
+        return tuple(f"{name}_result" for name in expected_evals(cfg)
+                     if not name.endswith(CONSTRAINED))
     return STAGE_INPUTS[check_stage(stage)]
 
 

@@ -25,6 +25,7 @@ def test_artifacts_follow_the_presets_stages():
     both = resolve_config("cpu-demo", ["eval.constrained=true"], "runs/x")
     assert runs.expected_evals(both) == ["base", "sft", "sft + constrained",
                                          "grpo", "grpo + constrained"]
+    assert runs.stage_inputs("report", both) == ("base_result", "sft_result", "grpo_result")
     paths = runs.RunPaths(Path("runs/x"))
     assert paths.eval_dir("grpo + constrained") == Path("runs/x/eval/grpo+constrained")
     assert runs.stage_outputs("grpo", sft_only) == []
