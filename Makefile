@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
+# Test processes: one per core of the 2-core CI machine (pytest-xdist; each gets its share of threads).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install clean-venv
 
@@ -23,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/haiku-kit demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)
