@@ -3,6 +3,7 @@
     python benchmarks/constrained.py                       # base model, all targets
     python benchmarks/constrained.py --adapter runs/demo/sft/adapter
     python benchmarks/constrained.py --n-ref 32 --n-demo 32   # fewer prompts when CPU-bound
+    python benchmarks/constrained.py --candidates 1 4        # also keep the likeliest of 4 drafts
 
 Prints, for the first --n-ref reference eval prompts (../shared/data/gemma_haiku/eval_data.json;
 skipped with a reason when absent) and the demo's eval split (the bundled dataset's, first
@@ -39,9 +40,9 @@ def _mean(values, ci) -> str:
 
 def compare_on(name, rows, model, tokenizer, scorer, args) -> None:
     from haiku_kit import generate as gen
-    from haiku_kit.metrics import bootstrap_ci
     from haiku_kit import haiku as hk
     from haiku_kit.constrained_generate import constrained_generate
+    from haiku_kit.metrics import bootstrap_ci
 
     topics, prompts = [r["topic"] for r in rows], [r["prompt"] for r in rows]
     sampling = gen.SamplingSettings(temperature=1.0, top_p=0.95, top_k=64)
@@ -52,21 +53,29 @@ def compare_on(name, rows, model, tokenizer, scorer, args) -> None:
     free_s = time.perf_counter() - start
     free_texts = [g[0] for g in free.texts]
     free_ok = [hk.check(hk.extract_poem(t).poem).is_haiku for t in free_texts]
-    start = time.perf_counter()
-    results = [r[0] for r in constrained_generate(
-        model, tokenizer, prompts, seed=args.seed, sampling=sampling,
-        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, retries=args.retries)]
-    con_s = time.perf_counter() - start
-    con_ok = [r.is_valid for r in results]
     free_sim = [c - 0.5 for c in scorer.cosine(topics, free_texts)]
-    con_sim = [c - 0.5 for c in scorer.cosine(topics, [r.completion for r in results])]
-    diff = [c - f for c, f in zip(con_sim, free_sim)]
     ci = bootstrap_ci
     print(f"\n## {name}: {len(rows)} prompts")
     print(f"{'':24}{'pass check':>28}{'similarity (cos-0.5)':>30}{'wall s':>9}")
     print(f"{'free sampling':24}{_rate(free_ok, ci):>28}{_mean(free_sim, ci):>30}{free_s:9.0f}")
-    print(f"{'constrained':24}{_rate(con_ok, ci):>28}{_mean(con_sim, ci):>30}{con_s:9.0f}")
-    print(f"similarity constrained - free: {_mean(diff, ci)} (paired)")
+    for drafts in args.candidates:
+        start = time.perf_counter()
+        results = [r[0] for r in constrained_generate(
+            model, tokenizer, prompts, seed=args.seed, sampling=sampling,
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+            retries=args.retries, candidates=drafts)]
+        con_s = time.perf_counter() - start
+        con_ok = [r.is_valid for r in results]
+        con_sim = [c - 0.5 for c in scorer.cosine(topics, [r.completion for r in results])]
+        diff = [c - f for c, f in zip(con_sim, free_sim)]
+        label = "constrained" + (f", best of {drafts}" if drafts > 1 else "")
+        print(f"{label:24}{_rate(con_ok, ci):>28}{_mean(con_sim, ci):>30}{con_s:9.0f}")
+        print(f"  similarity {label} - free: {_mean(diff, ci)} (paired)")
+    _diagnose(results)
+
+
+def _diagnose(results) -> None:
+    """Tries, dead ends and a few poems of the last constrained run."""
     tries = [r.tries for r in results]
     print(f"constrained tries: mean {statistics.fmean(tries):.2f}, max {max(tries)}; "
           f"dead ends {sum(r.dead_ends for r in results)}; "
@@ -84,8 +93,8 @@ def overhead(rows, model, tokenizer, args) -> None:
     import torch
     from transformers import LogitsProcessorList
 
-    from haiku_kit.constrained import PoemTracker, SyllableLogitsProcessor, token_table
     from haiku_kit.chat_format import encode, prompt_strings, stop_token_ids
+    from haiku_kit.constrained import PoemTracker, SyllableLogitsProcessor, token_table
 
     stop = stop_token_ids(model, tokenizer)
     config = copy.deepcopy(model.generation_config)
@@ -148,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--retries", type=int, default=8)
+    p.add_argument("--candidates", type=int, nargs="+", default=[1],
+                   help="drafts per poem, one constrained run each (the likeliest valid is kept)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", nargs="*", default=[], choices=["ref", "demo", "overhead", "write"])
     args = p.parse_args(argv)

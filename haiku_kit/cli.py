@@ -191,6 +191,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from haiku_kit.modeling import load_from_config
     from haiku_kit.report import write_report
 
+    if args.candidates < 1 or (args.candidates != 1 and not args.constrained):
+        raise ValueError(f"--candidates {args.candidates}: needs --constrained and at least 1")
     out = Path(args.out)
     cfg = model_config(args)
     backend_first(cfg)  # the bundled eval split is built with MiniLM (transformers)
@@ -205,7 +207,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       k=args.k, seed=args.seed, name=name,
                       sampling=SamplingSettings.greedy() if args.greedy else None,
                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                      constrained=args.constrained)
+                      constrained=args.constrained, candidates=args.candidates)
     result.meta["model"] = cfg.model.name
     result.save(out)
     write_env_json(out)
@@ -322,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--constrained", action="store_true",
                    help="syllable-constrained decoding (report it beside the free row)")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="with --constrained: drafts per poem, the likeliest valid one kept")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("write", help="write a verified haiku about a topic")

@@ -5,6 +5,11 @@ with `haiku.check` on the poem `haiku.extract_poem` finds (what evaluation score
 hit a dead end (no candidate fits, or the token limit) or that check rejects is resampled from
 its last good line, a bounded number of times; then the closest poem comes back with check's
 diagnosis. `is_valid` is always check's verdict, never the processor's.
+
+With candidates > 1 each poem is drawn that many times and the draft kept is, among the valid
+ones, the one the model finds most likely (mean log-prob per token, likelihood.py, its end
+token included): the draft the constraint bent least, e.g. not one whose last line stops
+mid-phrase.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from haiku_kit import haiku as hk
-from haiku_kit.chat_format import encode, prompt_strings, stop_token_ids
+from haiku_kit.chat_format import encode, prompt_strings, stop_token_ids, text_tokenizer
 from haiku_kit.constrained import LineState, PoemTracker, SyllableLogitsProcessor, token_table
+from haiku_kit.likelihood import mean_logprobs
 
 __all__ = ["ConstrainedResult", "constrained_generate"]
 
@@ -35,6 +41,9 @@ class ConstrainedResult:
     dead_ends: int = 0  # tries that ended with no allowed token or at the token limit
     num_tokens: int = 0  # new tokens generated over all tries
     hit_limit: bool = False  # the returned sample never produced an end token
+    end_text: str = ""  # the end token the sample stopped with, as text ("" at the limit)
+    logprob: float | None = None  # mean log-prob per token, when drafts were compared
+    drafts: int = 1  # drafts this poem was chosen from
 
     @property
     def reason(self) -> str:
@@ -103,16 +112,19 @@ def constrained_generate(
     retries: int = 8,  # a failing line is resampled alone; 4 left 1.6% of base-model poems invalid
     batch_size: int = 8,
     top_candidates: int = 64,
+    candidates: int = 1,
 ) -> list[list[ConstrainedResult]]:
     """k constrained poems per prompt (chat message lists or formatted strings, as generate).
 
     sampling: a SamplingSettings, a dict of generate kwargs, or None (T=1, top-p 0.95, top-k 64).
     Each try reseeds torch (seed, round, batch), so the same arguments give the same poems.
     Retries always sample (a greedy retry would repeat the failure).
+    candidates: drafts per poem; the valid draft with the highest mean log-prob is kept (when
+    none is valid, the closest, then the most likely).
     """
     pattern = tuple(int(n) for n in pattern)
-    if k < 1 or batch_size < 1 or retries < 0 or max_new_tokens < 1:
-        raise ValueError("k, batch_size and max_new_tokens must be >= 1, retries >= 0")
+    if min(k, batch_size, max_new_tokens, candidates) < 1 or retries < 0:
+        raise ValueError("k, batch_size, max_new_tokens and candidates must be >= 1, retries >= 0")
     texts = prompt_strings(tokenizer, prompts)
     stop = stop_token_ids(model, tokenizer)
     tracker = PoemTracker(token_table(tokenizer), pattern, strict, end_ids=stop)
@@ -122,7 +134,7 @@ def constrained_generate(
     again = copy.deepcopy(first)
     if not again.do_sample:
         again.update(**DEFAULT_SAMPLING)
-    jobs = [_Job(t) for t in texts for _ in range(k)]
+    jobs = [_Job(t) for t in texts for _ in range(k * candidates)]
     pending = list(range(len(jobs)))
     was_training = model.training
     model.eval()
@@ -143,8 +155,25 @@ def constrained_generate(
             pending = failed
     finally:
         model.train(was_training)
-    results = [job.best for job in jobs]
-    return [results[i * k : (i + 1) * k] for i in range(len(texts))]  # type: ignore[misc]
+    results: list[ConstrainedResult] = [job.best for job in jobs]  # type: ignore[misc]
+    if candidates > 1:
+        results = _most_likely(model, tokenizer, jobs, results, candidates, batch_size)
+    return [results[i * k : (i + 1) * k] for i in range(len(texts))]
+
+
+def _most_likely(model, tokenizer, jobs, results, candidates, batch_size):
+    """One result per run of `candidates` drafts: valid first, then closest, then most likely."""
+    scores = mean_logprobs(model, tokenizer, [job.prompt for job in jobs],
+                           [r.completion + r.end_text for r in results], batch_size=batch_size)
+    chosen = []
+    for start in range(0, len(results), candidates):
+        group = range(start, start + candidates)
+        for i in group:
+            results[i].logprob, results[i].drafts = scores[i], candidates
+        best = max(group, key=lambda i: (results[i].is_valid, -results[i].check.distance,
+                                         scores[i]))
+        chosen.append(results[best])
+    return chosen
 
 
 def _run_batch(model, tokenizer, processor, jobs, ids, config, stop, seed, last_round):
@@ -169,8 +198,10 @@ def _run_batch(model, tokenizer, processor, jobs, ids, config, stop, seed, last_
         prefix = "".join(line + "\n" for line in job.kept)
         completion = prefix + tokenizer.decode(tokens, skip_special_tokens=True)
         poem, verdict = _judge(completion, tracker.pattern, tracker.strict)
+        end_text = "" if hit_limit else text_tokenizer(tokenizer).convert_ids_to_tokens(
+            row[len(tokens)])
         result = ConstrainedResult(poem, completion.strip(), verdict.is_haiku, verdict, job.tries,
-                                   job.dead_ends, job.tokens, hit_limit)
+                                   job.dead_ends, job.tokens, hit_limit, end_text=end_text)
         if _better(result, job.best):
             job.best = result
         job.best.tries, job.best.dead_ends, job.best.num_tokens = (

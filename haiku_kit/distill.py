@@ -70,7 +70,7 @@ def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed
     sampling = SamplingSettings(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
     gens = generate(model, tokenizer, [r["prompt"] for r in rows], k=s.k, seed=seed,
                     sampling=sampling, batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
-                    constrained=True)
+                    constrained=True, candidates=s.candidates)
     candidates, seen = [], set()
     for row, texts in zip(rows, gens.texts):
         for text in texts:
@@ -86,8 +86,8 @@ def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed
         sims = scorer.cosine([c["topic"] for c in candidates], [c["haiku"] for c in candidates])
         candidates = [c for c, sim in zip(candidates, sims) if sim >= s.min_similarity]
     kept = [{**c, "source_id": f"self:{i}"} for i, c in enumerate(candidates)]
-    return kept, {"prompts": len(rows), "sampled": len(rows) * s.k, "valid": len(seen),
-                  "kept": len(kept)}
+    return kept, {"prompts": len(rows), "sampled": len(rows) * s.k,
+                  "drafts": len(rows) * s.k * s.candidates, "valid": len(seen), "kept": len(kept)}
 
 
 def poems_dataset(kept: list[dict]):

@@ -311,11 +311,13 @@ def run_eval(
     batch_size: int = 8,
     name: str | None = None,
     constrained: bool = False,
+    candidates: int = 1,
 ) -> EvalResult:
     """generate + evaluate on rows with `topic` and `prompt` columns; model as in write_haiku.
 
     constrained=True generates with the syllable-constrained decoder; such a row is reported
-    beside the free-sampling one, never instead of it (meta["constrained"] says which)."""
+    beside the free-sampling one, never instead of it (meta["constrained"] says which).
+    candidates > 1 (constrained only): the likeliest valid of that many drafts per poem."""
     if isinstance(model, (str, Path)):
         model_name = str(model)
         model, tokenizer = loaded_model(model_name, None if adapter is None else str(adapter))
@@ -324,9 +326,10 @@ def run_eval(
     sampling = sampling or SamplingSettings()
     prompts = [r["prompt"] for r in rows]
     gens = generate(model, tokenizer, prompts, k=k, seed=seed, sampling=sampling,
-                    batch_size=batch_size, max_new_tokens=max_new_tokens, constrained=constrained)
+                    batch_size=batch_size, max_new_tokens=max_new_tokens, constrained=constrained,
+                    candidates=candidates)
     meta = {"name": name or model_name, "model": model_name, "adapter": adapter,
-            "constrained": constrained,
+            "constrained": constrained, "candidates": candidates,
             "sampling": asdict(sampling), "max_new_tokens": max_new_tokens,
             "hit_limit_share": gens.hit_limit_share}
     return evaluate(gens, [r["topic"] for r in rows], prompts, train_answers, seed=seed,

@@ -78,12 +78,14 @@ def generate(
     max_new_tokens: int = 128,
     progress: bool = True,
     constrained: bool = False,
+    candidates: int = 1,
 ) -> Generations:
     """k samples for each prompt, batched with left padding.
 
     constrained=True writes through the syllable-constrained decoder (constrained_generate):
     every line is steered onto its 5-7-5 target while it is written, dead ends are resampled a
-    bounded number of times, and `check` stays the judge of what comes back.
+    bounded number of times, and `check` stays the judge of what comes back. candidates > 1
+    (constrained only) draws that many drafts per sample and keeps the most likely valid one.
 
     Prompts are chat message lists (rendered with the chat template, add_generation_prompt) or
     plain strings used as already-formatted model input. Each batch reseeds torch with
@@ -97,10 +99,13 @@ def generate(
         raise ValueError(f"k must be >= 1, got {k}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if candidates != 1 and not constrained:
+        raise ValueError(f"candidates={candidates} needs constrained=True (free samples are "
+                         "not compared)")
     sampling = sampling or SamplingSettings()
     if constrained:
         return _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size,
-                            max_new_tokens)
+                            max_new_tokens, candidates)
     install_fast_topk_topp()  # CPU: top-p inside the top-k candidates, the same tokens for a seed
     texts = prompt_strings(tokenizer, prompts)
     items = [t for t in texts for _ in range(k)]  # k copies of each prompt, side by side
@@ -140,9 +145,11 @@ def generate(
     return Generations(regroup(decoded), regroup(limit), regroup(lengths), max_new_tokens)
 
 
-def _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size, max_new_tokens):
+def _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size, max_new_tokens,
+                 candidates):
     results = constrained_generate(model, tokenizer, prompts, k=k, seed=seed, sampling=sampling,
-                                   batch_size=batch_size, max_new_tokens=max_new_tokens)
+                                   batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                   candidates=candidates)
     return Generations([[r.completion for r in group] for group in results],
                        [[r.hit_limit for r in group] for group in results],
                        [[r.num_tokens for r in group] for group in results], max_new_tokens)

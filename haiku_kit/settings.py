@@ -145,6 +145,7 @@ class DistillSettings:
     topics: int = 0
     rounds: int = 1  # expert iteration: each round samples from the model the last one trained
     k: int = 1  # poems per topic
+    candidates: int = 1  # drafts per poem; the likeliest valid draft is kept (constrained_generate)
     min_similarity: float = 0.5  # cos(topic, poem) a kept poem needs
     max_steps: int = 200
     learning_rate: float = 2e-4
@@ -236,6 +237,7 @@ class EvalSettings:
     # Also evaluate each trained model with the syllable-constrained decoder: extra rows
     # "sft + constrained" / "grpo + constrained", reported beside the free-sampling rows.
     constrained: bool = False
+    candidates: int = 1  # constrained rows: drafts per poem, the likeliest valid one kept
 
     @property
     def n(self) -> int:
@@ -301,6 +303,14 @@ def validate(cfg: RunConfig) -> None:
         if kind not in ("sft", "grpo") or (kind == "sft" and phase):
             raise ConfigError(f"stages: unknown stage {stage!r}; use sft, grpo or grpo:PHASE")
     problem = training_value_problem("sft", cfg.sft) or training_value_problem("grpo", cfg.grpo)
+    if cfg.distill.topics > 0:
+        problem = problem or training_value_problem("distill", cfg.distill) or next(
+            (f"distill.{name}={getattr(cfg.distill, name)!r}: must be a whole number of at least 1"
+             for name in ("rounds", "k", "candidates", "batch_size", "max_new_tokens")
+             if not isinstance(getattr(cfg.distill, name), int)
+             or getattr(cfg.distill, name) < 1), None)
+    if not isinstance(cfg.eval.candidates, int) or cfg.eval.candidates < 1:
+        problem = problem or f"eval.candidates={cfg.eval.candidates!r}: must be at least 1"
     for phase in cfg.grpo_phases:  # unknown keys in a phase fail at load time
         problem = problem or training_value_problem(
             f"grpo_phases.{phase}", grpo_phase_settings(cfg, phase)

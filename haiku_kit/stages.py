@@ -260,8 +260,8 @@ def evaluate_model(run: Run, name: str, data_dir: str | Path, adapter: str | Pat
         name = constrained_name(name)
     rows, train_answers = load_eval_data(str(_require(Path(data_dir), "manifest.json", "splits")))
     n = run.cfg.eval.n_prompts
-    result = evaluate_rows(run.cfg, name, rows[:n] if n else rows, train_answers, adapter,
-                           constrained=constrained)
+    extra = {"constrained": True, "candidates": run.cfg.eval.candidates} if constrained else {}
+    result = evaluate_rows(run.cfg, name, rows[:n] if n else rows, train_answers, adapter, **extra)
     result.meta["preset"] = run.preset
     result.save(run.paths.eval_dir(name))
     return result

@@ -51,14 +51,15 @@ def _index_reachable() -> bool:
 
 
 @pytest.mark.slow
-def test_the_certifi_conflict_of_unsloth_2026_10_9_is_reported(tmp_path, capsys):
-    """unsloth 2026.10.9 requires a certifi newer than any on the index: the script must say so."""
+def test_a_real_conflict_with_unsloths_transformers_cap_is_reported(tmp_path, capsys):
+    """unsloth 2026.10.7's published metadata caps transformers at 5.17.0, so asking for a newer
+    one can never resolve (an index that later gains packages cannot change that)."""
     if not _index_reachable():
         pytest.skip("the package index is unreachable")
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[project]\nname = "x"\ndependencies = []\n'
-                         '[project.optional-dependencies]\ngpu = ["unsloth==2026.10.9"]\n')
+                         '[project.optional-dependencies]\ngpu = ["unsloth==2026.10.7", "transformers>5.17.0"]\n')
     assert check.main(["--pyproject", str(pyproject), "--extras", "gpu", "--python", "3.12"]) == 1
     out = capsys.readouterr().out
     assert "[gpu] Python 3.12, Linux x86_64: CONFLICT" in out
-    assert "certifi" in out
+    assert "transformers>5.17.0 and unsloth==2026.10.7" in out

@@ -127,6 +127,21 @@ def test_cli_eval_writes_the_run_folder(tiny_model_dir, tmp_path, monkeypatch):
     assert len(loaded.records) == 4 and "tiny" in (out / "table.md").read_text()
 
 
+def test_cli_eval_constrained_keeps_the_likeliest_of_candidates(tiny_model_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+    data = tmp_path / "topics.jsonl"
+    data.write_text('{"topic": "frogs"}\n{"topic": "moon"}\n')
+    monkeypatch.setattr("haiku_kit.similarity.get_scorer", lambda *a, **k: FakeCosine())
+    base = ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--max-new-tokens", "4"]
+    assert main(base + ["--candidates", "3", "--out", str(tmp_path / "bad")]) == 2
+    assert "--candidates 3: needs --constrained" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main(base + ["--constrained", "--candidates", "2", "--out", str(tmp_path / "out")]) == 0
+    loaded = EvalResult.load(tmp_path / "out")
+    assert loaded.meta["constrained"] is True and loaded.meta["candidates"] == 2
+    assert len(loaded.records) == 2
+
+
 class FakeCosine:
     def cosine(self, topics, poems):
         return [0.5] * len(topics)

@@ -115,6 +115,17 @@ def test_bad_override_values_are_config_errors(override):
         apply_overrides(load_preset("cpu-demo"), [override])
 
 
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("distill.candidates=0", "distill.candidates=0"), ("distill.k=-1", "distill.k=-1"),
+     ("distill.rounds=0", "distill.rounds=0"), ("distill.learning_rate=0", "distill.learning_rate")],
+)
+def test_bad_distill_numbers_are_named_when_distillation_is_on(override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        apply_overrides(load_preset("cpu-full"), [override])
+    apply_overrides(load_preset("cpu-demo"), ["distill.topics=0", override])  # off: not checked
+
+
 def test_unknown_preset_lists_the_available_ones():
     with pytest.raises(ConfigError) as err:
         load_preset("no-such-preset")

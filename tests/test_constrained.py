@@ -284,3 +284,42 @@ def test_dead_ends_are_resampled_a_bounded_number_of_times_and_judged_by_check(t
         assert (r.is_valid, r.reason) == (verdict.is_haiku, verdict.reason)
         assert 1 <= r.tries <= 3 and r.dead_ends <= r.tries
         assert r.is_valid or r.tries == 3  # a failure is returned only once retries ran out
+
+
+def test_candidates_keep_the_likeliest_valid_draft(tiny_model_dir):
+    """candidates=3 draws three drafts per poem (the same ones candidates=1 draws for k=3) and
+    keeps the valid one with the highest mean log-prob, else the closest, then the likeliest."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from haiku_kit import constrained_generate as cg
+    from haiku_kit.data import build_prompt
+    from haiku_kit.likelihood import mean_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [build_prompt("snow"), build_prompt("rain")]
+    kwargs = {"seed": 3, "max_new_tokens": 24, "retries": 1, "batch_size": 6}
+    drafts = cg.constrained_generate(model, tokenizer, prompts, k=3, **kwargs)
+    chosen = cg.constrained_generate(model, tokenizer, prompts, candidates=3, **kwargs)
+    assert [len(row) for row in chosen] == [1, 1]
+    texts = cg.prompt_strings(tokenizer, prompts)
+    for text, row, (best,) in zip(texts, drafts, chosen):
+        assert all(r.end_text in ("", "<end_of_turn>", "<eos>") for r in row)
+        scores = mean_logprobs(model, tokenizer, [text] * 3, [r.completion + r.end_text for r in row])
+        want = max(range(3), key=lambda i: (row[i].is_valid, -row[i].check.distance, scores[i]))
+        assert best.completion == row[want].completion
+        assert best.drafts == 3 and best.logprob == pytest.approx(scores[want], abs=1e-4)
+    with pytest.raises(ValueError, match="candidates"):
+        cg.constrained_generate(model, tokenizer, prompts, candidates=0)
+
+
+def test_generate_refuses_candidates_without_the_constraint(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from haiku_kit.data import build_prompt
+    from haiku_kit.generate import generate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    with pytest.raises(ValueError, match="candidates=4 needs constrained=True"):
+        generate(model, tokenizer, [build_prompt("snow")], candidates=4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -47,6 +48,11 @@ def test_sampled_poems_are_all_ones_check_accepts(tiny_model_dir, tmp_path, spli
     for row in kept:
         assert hk.check(row["haiku"]).is_haiku and row["source_id"].startswith("self:")
     assert len({r["haiku"] for r in kept}) == len(kept)
+
+    best, stats = distill.sample_verified(model, tok, distill.training_prompts(splits, 4),
+                                          replace(settings, candidates=3))
+    assert stats["sampled"] == 8 and stats["drafts"] == 24 and stats["kept"] == len(best)
+    assert all(hk.check(row["haiku"]).is_haiku for row in best)
 
 
 def test_two_rounds_continue_sft_on_the_kept_poems_and_keep_every_adapter(
