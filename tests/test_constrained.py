@@ -303,6 +303,8 @@ def test_candidates_keep_the_likeliest_valid_draft(tiny_model_dir):
     chosen = cg.constrained_generate(model, tokenizer, prompts, candidates=3, **kwargs)
     assert [len(row) for row in chosen] == [1, 1]
     texts = cg.prompt_strings(tokenizer, prompts)
+    # Seed 3 makes the likeliest draft the last one for both prompts: taking the first would fail.
+    assert all(best.completion != row[0].completion for row, (best,) in zip(drafts, chosen))
     for text, row, (best,) in zip(texts, drafts, chosen):
         assert all(r.end_text in ("", "<end_of_turn>", "<eos>") for r in row)
         scores = mean_logprobs(model, tokenizer, [text] * 3, [r.completion + r.end_text for r in row])
