@@ -10,10 +10,13 @@ Prints, in one run on the same cores (all ratios are side by side, so machine no
      generation / log-prob / backward / rewards / other;
   3. achieved GFLOP/s of greedy generation against a plain fp32 matmul on the same threads;
   4. the tied LM head's share of a batch-32 greedy step, and how many token ids English text reaches.
+Generation and GRPO also run the English-trimmed model (embedded-english: 93,300 of 262,144 ids)
+beside the full one.
 Targets: sampled >= 0.9x greedy at batch 32; GRPO completions/s >= 4x today's.
 
     python benchmarks/rollout.py [--sections gen,grpo,flops,head] [--repeats 2] [--threads 1]
-                                 [--variants today,batched,batched+iter2,accum4] [--batches 8,16,32]
+                                 [--variants today,batched,batched+iter2,accum4,accum4+english]
+                                 [--batches 8,16,32] [--models embedded,embedded-english]
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ BATCHES = (8, 16, 32)
 NEW_TOKENS = 32
 
 
-def load_embedded_model():
+def load_embedded_model(name: str = "embedded"):
     from haiku_kit.modeling import load_model
 
-    model, tokenizer = load_model("embedded", backend="hf", lora=None)
+    model, tokenizer = load_model(name, backend="hf", lora=None)
     return model.eval(), tokenizer
 
 
@@ -68,25 +71,36 @@ def time_generate(model, tokenizer, batch: int, mode: str) -> float:
     return elapsed
 
 
-def bench_generation(model, tokenizer, repeats: int, batches=BATCHES) -> dict:
+def bench_generation(models: dict, repeats: int, batches=BATCHES) -> dict:
+    """tok/s of each model (name -> (model, tokenizer)) and mode, every repeat interleaved."""
     from haiku_kit.fast_sampling import uninstall_fast_topk_topp
 
     modes = ("greedy", "sampled-old", "sampled-new")
-    time_generate(model, tokenizer, 4, "greedy")  # warm-up
+    for model, tokenizer in models.values():
+        time_generate(model, tokenizer, 4, "greedy")  # warm-up
     rates: dict = {}
     print(f"\n## Generation, {NEW_TOKENS} new tokens, tok/s (median of {repeats}), top_k 64 / top_p 0.95")
-    print("| batch | greedy | sampled old | sampled new | old/greedy | new/greedy | new/old |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | batch | greedy | sampled old | sampled new | old/greedy | new/greedy | new/old |")
+    print("|---|---|---|---|---|---|---|---|")
     for batch in batches:
-        runs = {m: [] for m in modes}
-        for _ in range(repeats):  # interleaved, so drifting load hits every mode alike
-            for m in modes:
-                runs[m].append(batch * NEW_TOKENS / time_generate(model, tokenizer, batch, m))
-        r = rates[batch] = {m: statistics.median(v) for m, v in runs.items()}
-        g, o, n = r["greedy"], r["sampled-old"], r["sampled-new"]
-        print(f"| {batch} | {g:.1f} | {o:.1f} | {n:.1f} | {o / g:.2f}x | {n / g:.2f}x | {n / o:.2f}x |")
+        runs = {(name, m): [] for name in models for m in modes}
+        for _ in range(repeats):  # interleaved, so drifting load hits every model and mode alike
+            for name, (model, tokenizer) in models.items():
+                for m in modes:
+                    runs[name, m].append(batch * NEW_TOKENS / time_generate(model, tokenizer, batch, m))
+        for name in models:
+            r = rates[name, batch] = {m: statistics.median(runs[name, m]) for m in modes}
+            g, o, n = r["greedy"], r["sampled-old"], r["sampled-new"]
+            print(f"| {name} | {batch} | {g:.1f} | {o:.1f} | {n:.1f} | {o / g:.2f}x | {n / g:.2f}x | {n / o:.2f}x |")
+    first = next(iter(models))
+    for name in list(models)[1:]:
+        for batch in batches:
+            a, b = rates[first, batch], rates[name, batch]
+            print(f"{name} vs {first} at batch {batch}: greedy {b['greedy'] / a['greedy']:.2f}x, sampled new "
+                  f"{b['sampled-new'] / a['sampled-new']:.2f}x; {name} sampled new / {first} greedy "
+                  f"{b['sampled-new'] / a['greedy']:.2f}x")
     uninstall_fast_topk_topp()
-    return rates
+    return {batch: rates[first, batch] for batch in batches}
 
 
 def bench_warpers(batch: int = 32, vocab: int = 262144, repeats: int = 5) -> None:
@@ -119,10 +133,19 @@ def bench_warpers(batch: int = 32, vocab: int = 262144, repeats: int = 5) -> Non
 
 # name: (preset overrides, fused sampling, optimizer steps per 32 generated completions)
 GRPO_VARIANTS = {
+    # the settings issue 12 measured "today" on: 8 completions per step, one pass, old sampling
+    "v0.1": ({"grpo.per_device_train_batch_size": 8, "grpo.num_generations": 4, "grpo.num_iterations": 1},
+             False, 4),
     "today": ({}, False, 4),
+    "shipped": ({}, True, 4),  # the cpu-demo preset as the demo runs it (fused sampling)
+    "english": ({"model.name": "embedded-english"}, True, 4),
     "batched": ({"grpo.generation_batch_size": 32}, True, 4),
     "batched+iter2": ({"grpo.generation_batch_size": 32, "grpo.num_iterations": 2}, True, 8),
     "accum4": ({"grpo.gradient_accumulation_steps": 4}, True, 1),
+    "accum4+english": ({"grpo.gradient_accumulation_steps": 4, "model.name": "embedded-english"}, True, 1),
+    # one generate call, one optimizer step, one pass (no old-policy log-prob pass)
+    "accum4+english+iter1": ({"grpo.gradient_accumulation_steps": 4, "grpo.num_iterations": 1,
+                              "model.name": "embedded-english"}, True, 1),
 }
 
 
@@ -195,10 +218,10 @@ def bench_grpo(rounds: int, variants: list[str]) -> dict:
         for name in variants:
             results[name] = run_grpo_variant(name, rounds, tmp)
             print(f"{name}: done, load average {os.getloadavg()[0]:.1f}")
-    base = results.get("today")
+    base = results.get("v0.1") or results.get("today")
     print("\n## GRPO, cpu-demo settings (4 generations per prompt, 40 new tokens max)")
     print("| variant | steps | completions/step | generate calls | completions/s | s/step | generation | log-prob | backward "
-          "| rewards | other | completions/s vs today |")
+          "| rewards | other | completions/s vs " + ("v0.1" if "v0.1" in results else "today") + " |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         rate = r["generated"] / r["total"]
@@ -298,6 +321,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads; 1 avoids thread-barrier stalls when other jobs share the cores")
     parser.add_argument("--variants", default=",".join(GRPO_VARIANTS))
+    parser.add_argument("--models", default="embedded,embedded-english",
+                        help="generation: models side by side (the first is the reference; the ratios need it)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up while a long run goes on
     sections = set(args.sections.split(","))
@@ -312,7 +337,10 @@ def main() -> None:
         model, tokenizer = load_embedded_model()
         if "gen" in sections:
             bench_warpers()
-            rates = bench_generation(model, tokenizer, args.repeats, [int(b) for b in args.batches.split(",")])
+            models = {name: (model, tokenizer) if name == "embedded" else load_embedded_model(name)
+                      for name in args.models.split(",")}
+            rates = bench_generation(models, args.repeats, [int(b) for b in args.batches.split(",")])
+            del models
         if sections & {"flops", "head"}:
             bench_flops_and_head(model, tokenizer, rates)
         if "head" in sections:

@@ -275,7 +275,8 @@ def _add_resume_args(p: argparse.ArgumentParser) -> None:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     _add_config_args(p, None, "load the model as this preset does (name, backend, 4-bit)")
     p.add_argument("--model", default=None,
-                   help="model name/path (default: the --adapter's base model, else embedded)")
+                   help="embedded, embedded-english (its English-trimmed vocabulary), a folder or "
+                        "a hub id (default: the --adapter's base model, else embedded)")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder")
 
 

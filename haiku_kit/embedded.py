@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -157,14 +158,14 @@ def validate_model_dir(folder: str | Path, deep: bool = False) -> list[str]:
 
 
 @contextlib.contextmanager
-def _build_lock(root: Path):
+def _build_lock(root: Path, folder_name: str = MODEL_FOLDER):
     """Inter-process lock so concurrent first loads build once (no-op where fcntl is absent)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    with (root / f".{MODEL_FOLDER}.lock").open("w") as fh:
+    with (root / f".{folder_name}.lock").open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -205,34 +206,41 @@ def build_model_dir(out_dir: Path) -> None:
 
 def embedded_model_dir() -> Path:
     """Path of the cached HF folder of the embedded model, building it on first use."""
+    return cached_model_dir(MODEL_FOLDER, lambda out: build_model_dir(out),
+                            "the embedded Gemma 3 270M")
+
+
+def cached_model_dir(folder_name: str, build: Callable[[Path], None], what: str) -> Path:
+    """cache_root()/folder_name, built by `build(temp folder)` on first use (or when the marker
+    says it changed) under an inter-process lock, and renamed into place only when complete."""
     root = cache_root()
-    final = root / MODEL_FOLDER
+    final = root / folder_name
     if not validate_model_dir(final):
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with _build_lock(root):
+    with _build_lock(root, folder_name):
         problems = validate_model_dir(final)
         if not problems:  # another process finished the build while we waited
             return final
         # Under the lock, any temp/trash folder is left over from a killed build.
-        for stale in root.glob(f".tmp-{MODEL_FOLDER}-*"):
+        for stale in root.glob(f".tmp-{folder_name}-*"):
             shutil.rmtree(stale, ignore_errors=True)
         if final.exists():
-            log.warning("Rebuilding the embedded model cache: %s", "; ".join(problems))
+            log.warning("Rebuilding the cache of %s: %s", what, "; ".join(problems))
             trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
             final.rename(trash / final.name)
             shutil.rmtree(trash, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{MODEL_FOLDER}-", dir=root))
-        log.warning("Building the embedded Gemma 3 270M in %s (once; about a minute)", final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder_name}-", dir=root))
+        log.warning("Building %s in %s (once; about a minute)", what, final)
         started = time.perf_counter()
         try:
-            build_model_dir(tmp)
+            build(tmp)
             problems = validate_model_dir(tmp)
             if problems:
-                raise RuntimeError("embedded model build is incomplete: " + "; ".join(problems))
+                raise RuntimeError(f"the build of {what} is incomplete: " + "; ".join(problems))
             tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
             tmp.rename(final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        log.info("Built the embedded model in %.0fs at %s", time.perf_counter() - started, final)
+        log.info("Built %s in %.0fs at %s", what, time.perf_counter() - started, final)
     return final

@@ -18,7 +18,14 @@ from haiku_kit.config import load_config
 from haiku_kit.errors import HaikuKitError, ModelLoadError
 from haiku_kit.gguf_export import GGUF_TYPES, load_gguf_model, write_gguf
 from haiku_kit.model_card import card_facts, render_card
-from haiku_kit.modeling import backend_of, load_from_config, save_gguf, save_merged
+from haiku_kit.modeling import (
+    EMBEDDED,
+    EMBEDDED_ENGLISH,
+    backend_of,
+    load_from_config,
+    save_gguf,
+    save_merged,
+)
 from haiku_kit.runs import RunPaths
 
 
@@ -85,6 +92,10 @@ def export_run(run: str | Path, stage: str = "grpo", merged: bool = True, gguf: 
     if not merged and gguf is None:
         raise ExportError("nothing to export: ask for --merged and/or --gguf TYPE")
     cfg = load_config(paths.config)
+    if cfg.model.name == EMBEDDED_ENGLISH:
+        # LoRA leaves the embedding alone, so the adapter fits the full-vocabulary model, which
+        # is what llama.cpp, Ollama and the hub expect (and whose GGUF is the template).
+        cfg.model.name = EMBEDDED
     folder = Path(out) if out else paths.root / "export" / stage
     folder.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_from_config(cfg, adapter, trainable=False)
@@ -96,7 +107,7 @@ def export_run(run: str | Path, stage: str = "grpo", merged: bool = True, gguf: 
     if gguf is not None:
         if unsloth:
             result.files["gguf"] = save_gguf(model, tokenizer, folder / "gguf", gguf)
-        elif cfg.model.name != "embedded":
+        elif cfg.model.name != EMBEDDED:
             raise ModelLoadError(
                 f"--gguf on CPU needs the embedded base model (its GGUF is the template); for "
                 f"{cfg.model.name!r} export --merged and convert it with llama.cpp's "

@@ -139,11 +139,16 @@ def build_tokenizer(tokens: list[str], scores: list[float], types: list[int]) ->
 def save_gemma3_tokenizer(gguf_path: str | Path, out_dir: str | Path):
     """Write tokenizer.json + tokenizer_config.json (with the chat template) into out_dir and
     return the loaded transformers fast tokenizer."""
+    return save_fast_tokenizer(build_tokenizer(*read_gguf_vocab(gguf_path)), out_dir)
+
+
+def save_fast_tokenizer(tokenizer_object: Tokenizer, out_dir: str | Path):
+    """The Gemma 3 transformers fast tokenizer around `tokenizer_object` (special tokens, left
+    padding, the training chat template), saved into out_dir and returned."""
     from transformers import PreTrainedTokenizerFast
 
-    tokens, scores, types = read_gguf_vocab(gguf_path)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=build_tokenizer(tokens, scores, types),
+        tokenizer_object=tokenizer_object,
         bos_token="<bos>",
         eos_token="<eos>",
         pad_token="<pad>",

@@ -160,6 +160,7 @@ def grpo_effective(trainer) -> dict:
         "rewards": trainer.reward_spec.to_dict(),
         "curriculum": s.curriculum,
         "loss_type": a.loss_type,
+        "gradient_checkpointing": a.gradient_checkpointing,
         "beta": a.beta,
         "epsilon": a.epsilon,
         "epsilon_high": a.epsilon_high,

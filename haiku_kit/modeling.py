@@ -30,6 +30,8 @@ from haiku_kit.backends import (
     unsloth_peft_kwargs,
 )
 from haiku_kit.chat_format import prepare_tokenizer
+from haiku_kit.english_vocab import FOLDER_PREFIX as ENGLISH_FOLDER_PREFIX
+from haiku_kit.english_vocab import NAME as EMBEDDED_ENGLISH
 from haiku_kit.errors import ModelLoadError
 from haiku_kit.precision import choose_precision, gpu_capabilities
 from haiku_kit.settings import LoraSettings, RunConfig
@@ -61,6 +63,10 @@ def resolve_model_source(model: str | os.PathLike) -> str:
         from haiku_kit.embedded import embedded_model_dir
 
         return str(embedded_model_dir())
+    if model == EMBEDDED_ENGLISH:
+        from haiku_kit.english_vocab import english_model_dir
+
+        return str(english_model_dir())
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -97,14 +103,17 @@ def lora_from_adapter(adapter_dir: Path) -> LoraSettings:
 
 
 def adapter_base_model(adapter: str | os.PathLike) -> str:
-    """The base model a saved adapter was trained on: "embedded", a local folder or a hub id.
+    """The base model a saved adapter was trained on: "embedded", "embedded-english", a local
+    folder or a hub id.
 
     Read from the adapter's own adapter_config.json (base_model_name_or_path); the embedded
-    model's cache folder (any build version, any cache root) reads as "embedded", and so does an
-    adapter that names no base model, since the kit trains the embedded model by default."""
+    models' cache folders (any build version, any cache root) read as their names, and an
+    adapter that names no base model reads as "embedded", the kit's default."""
     path = check_adapter_dir(adapter)
     config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     base = str(config.get("base_model_name_or_path") or "").strip()
+    if base == EMBEDDED_ENGLISH or Path(base).name.startswith(ENGLISH_FOLDER_PREFIX):
+        return EMBEDDED_ENGLISH
     if not base or base == EMBEDDED or Path(base).name.startswith(EMBEDDED_FOLDER_PREFIX):
         return EMBEDDED
     return base

@@ -92,7 +92,7 @@ class LoraSettings:
 
 @dataclass
 class ModelSettings:
-    name: str = "embedded"  # "embedded", a local folder, or a hub id (GPU presets)
+    name: str = "embedded"  # "embedded", "embedded-english", a local folder, or a hub id (GPU)
     backend: str = "auto"  # auto | hf | unsloth
     load_in_4bit: bool = False
     max_seq_length: int = 512

@@ -138,6 +138,7 @@ def sft_effective(trainer) -> dict:
         "learning_rate": a.learning_rate,
         "per_device_train_batch_size": a.per_device_train_batch_size,
         "gradient_accumulation_steps": a.gradient_accumulation_steps,
+        "gradient_checkpointing": a.gradient_checkpointing,
         "max_length": a.max_length,
         "optim": enum_value(a.optim),
         "precision": precision_name(a),

@@ -99,6 +99,9 @@ def common_args(cfg: RunConfig, s, out: Path, device: str, model) -> dict[str, A
         seed=cfg.seed,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        # TRL turns it on by default; on a CPU memory is not the limit, and recomputing the
+        # forward in the backward cost SFT 1.2-1.3x per step (docs/experiments.md E12).
+        **({"gradient_checkpointing": False} if device == "cpu" else {}),
         **_precision(device, model),
     )
 

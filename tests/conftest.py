@@ -123,3 +123,14 @@ def fake_notebooks(monkeypatch):
 
     monkeypatch.setattr(pipeline, "execute_notebook", fake)
     return calls, fail_at
+
+
+@pytest.fixture(scope="session")
+def english(embedded_dir):
+    """(model, tokenizer) of embedded-english, the same model on its English-trimmed
+    vocabulary (english_vocab.py; built on first use): fp32, CPU, no LoRA, eval mode."""
+    from haiku_kit.modeling import load_model
+
+    model, tokenizer = load_model("embedded-english", backend="hf", lora=None)
+    model.eval()
+    return model, tokenizer

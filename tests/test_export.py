@@ -12,7 +12,7 @@ import torch
 from training_helpers import rows, tiny_cfg
 
 from haiku_kit import data
-from haiku_kit.config import save_config
+from haiku_kit.config import load_config, save_config
 from haiku_kit.export import ExportError, export_run
 from haiku_kit.modeling import load_model, save_adapter
 from haiku_kit.settings import LoraSettings
@@ -101,3 +101,27 @@ def test_save_and_share_cell_writes_the_adapters_card_and_keeps_it_when_push_fai
     assert (adapter / "adapter_model.safetensors").is_file()  # the adapter itself untouched
     with pytest.raises(ExportError, match="no adapter to share"):
         save_and_share(run, "sft")
+
+
+def test_an_embedded_english_run_exports_the_full_vocabulary_model(run, tmp_path, monkeypatch):
+    """The trimmed model's adapter is merged into the full embedded model: its LoRA touches no
+    embedding, and llama.cpp, Ollama and the hub expect the full vocabulary."""
+    import shutil
+
+    from haiku_kit import export
+
+    english = tmp_path / "run"
+    shutil.copytree(run, english)
+    cfg = load_config(english / "config.yaml")
+    cfg.model.name = "embedded-english"
+    save_config(cfg, english / "config.yaml")
+    asked = []
+
+    def record(cfg, adapter, trainable):
+        asked.append(cfg.model.name)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(export, "load_from_config", record)
+    with pytest.raises(RuntimeError, match="recorded"):
+        export_run(english, merged=True, rescore=0)
+    assert asked == ["embedded"]

@@ -37,6 +37,7 @@ def test_run_grpo_two_steps_with_samples_and_effective_settings(tiny_model_dir, 
     eff = yaml.safe_load((stage / "effective.yaml").read_text())
     assert eff["loss_type"] == "dapo" and eff["beta"] == 0.0 and eff["mask_truncated_completions"] is False
     assert eff["num_generations"] == 4 and eff["generation_batch_size"] == 4
+    assert eff["gradient_checkpointing"] is False  # on a CPU: no recomputed forward in backward
     assert 106 in eff["stop_token_ids"] and (eff["temperature"], eff["top_p"], eff["top_k"]) == (1.0, 0.95, 64)
     assert (stage / "training.png").is_file() and (stage / "log.csv").is_file()
 

@@ -24,6 +24,8 @@ def test_an_adapters_base_model_is_read_from_its_config(tmp_path, tiny_model_dir
     (adapter / "adapter_model.safetensors").write_bytes(b"")
     for base, expected in ((str(tiny_model_dir), str(tiny_model_dir)),
                            ("/home/u/.cache/haiku-kit/gemma-3-270m-base-v1", "embedded"),
+                           ("/home/u/.cache/haiku-kit/gemma-3-270m-english-v1", "embedded-english"),
+                           ("embedded-english", "embedded-english"),
                            ("unsloth/gemma-3-1b-it", "unsloth/gemma-3-1b-it"), ("", "embedded")):
         (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
         assert adapter_base_model(adapter) == expected

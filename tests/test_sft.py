@@ -54,6 +54,17 @@ def test_run_sft_writes_adapter_logs_plot_and_effective_config(tiny_model_dir, t
     assert (tmp_path / "sft" / "training.png").read_bytes()[:4] == b"\x89PNG"
     effective = yaml.safe_load((tmp_path / "config.yaml").read_text())["effective"]["sft"]
     assert effective["loss_mask"] == "assistant" and effective["precision"] == "fp32"
+    assert effective["gradient_checkpointing"] is False  # TRL's default is True; the CPU skips it
+
+
+def test_cpu_training_skips_gradient_checkpointing_unless_asked(tiny_model_dir, tmp_path, dataset):
+    from haiku_kit import modeling, sft
+
+    for extra, wanted in ((), False), (("sft.trainer_args={gradient_checkpointing: true}",), True):
+        cfg = tiny_cfg(tiny_model_dir, tmp_path, *extra)
+        model, tok = modeling.load_from_config(cfg)
+        trainer = sft.build_sft_trainer(cfg, model, tok, dataset, tmp_path / "sft", "cpu")
+        assert trainer.args.gradient_checkpointing is wanted
 
 
 def test_notebook_steps_build_train_and_save_with_changed_args(tiny_model_dir, tmp_path, dataset):
