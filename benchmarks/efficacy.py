@@ -69,12 +69,14 @@ def main(argv: list[str] | None = None) -> int:
 
     results, eval_times = {}, {}
     for name in runs.expected_evals(cfg):
-        adapter = run / ADAPTERS[name] if ADAPTERS[name] else None
+        model = name.removesuffix(runs.CONSTRAINED)  # "sft + constrained": the SFT adapter, decoded
+        constrained = {"constrained": True, "candidates": cfg.eval.candidates} if model != name else {}
+        adapter = run / ADAPTERS[model] if ADAPTERS[model] else None
         began = time.perf_counter()
-        result = stages.evaluate_rows(cfg, name, rows, train_answers, adapter, **settings)
+        result = stages.evaluate_rows(cfg, name, rows, train_answers, adapter, **settings, **constrained)
         eval_times[name] = time.perf_counter() - began
         result.save(run / "efficacy" / name)
-        results[LABELS[name]] = result
+        results[LABELS[model] + name[len(model):]] = result
     write_report(results, run / "efficacy" / "report")
 
     print(f"\nEfficacy on the first {len(rows)} prompts of {eval_data.name} (k={args.k}), "

@@ -102,7 +102,7 @@ def test_eval_and_write_take_preset_and_overrides(tmp_path):
     assert cfg.model.max_seq_length == 256
     # the preset's model, not the adapter's base, when both are given
     own = _fake_adapter(tmp_path / "own", "/somewhere/else")
-    assert model_config(_model_args("--preset", "cpu-demo", "--adapter", str(own))).model.name == "embedded"
+    assert model_config(_model_args("--preset", "cpu-demo", "--adapter", str(own))).model.name == "embedded-english"
 
 
 def test_write_reports_a_bad_override_on_stderr(capsys):
