@@ -58,7 +58,7 @@ def test_cpu_presets_are_small():
     smoke = load_preset("cpu-smoke")
     assert smoke.sft.max_steps == 3 and smoke.grpo.max_steps == 2 and smoke.eval.n_prompts <= 4
     demo = load_preset("cpu-demo")
-    assert demo.model.name == "embedded" and demo.model.device == "cpu"
+    assert demo.model.name == "embedded-english" and demo.model.device == "cpu"
     assert demo.grpo.num_generations == 8 and demo.grpo.max_completion_length <= 64
     assert (demo.grpo.temperature, demo.grpo.top_p, demo.grpo.top_k) == (1.0, 0.95, 64)
     assert demo.eval.n_prompts >= 64 and demo.eval.k == 1  # CIs that mean something
