@@ -19,7 +19,7 @@ import harness as H
 
 
 def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_new_tokens: int,
-                 constrained: bool = False, min_sim: float = 0.5):
+                 constrained: bool = False, min_sim: float = 0.5, max_word_syllables: int = 0):
     from haiku_kit import haiku as hk
     from haiku_kit.generate import SamplingSettings, generate
     from haiku_kit.text import build_prompt
@@ -29,7 +29,8 @@ def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_n
     model, tok = load_for(cfg, adapter, trainable=False)
     gens = generate(model, tok, [build_prompt(t) for t in topics], k=k, seed=1,
                     sampling=SamplingSettings(**H.REF_SAMPLING), batch_size=batch_size,
-                    max_new_tokens=max_new_tokens, constrained=constrained, progress=True)
+                    max_new_tokens=max_new_tokens, constrained=constrained, progress=True,
+                    max_word_syllables=max_word_syllables)
     cand, n = [], 0
     for topic, texts in zip(topics, gens.texts):
         seen = set()
@@ -59,6 +60,8 @@ def main() -> None:
                    help="continue SFT on the kept poems alone (default: mixed with the SFT rows)")
     p.add_argument("--min-sim", type=float, default=0.5)
     p.add_argument("--poems", default=None, help="reuse the kept poems of an earlier run (jsonl)")
+    p.add_argument("--max-word-syllables", type=int, default=0,
+                   help="constrained only: no word with more syllables (1: one-syllable words)")
     p.add_argument("--measure-init", action="store_true", help="measure --init first")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-topics", type=int, default=400)
@@ -82,7 +85,8 @@ def main() -> None:
         stats = {"reused": args.poems, "kept": len(kept)}
     else:
         kept, stats = sample_valid(cfg, args.init, topics, args.k, args.batch_size, 48,
-                                   constrained=args.constrained, min_sim=args.min_sim)
+                                   constrained=args.constrained, min_sim=args.min_sim,
+                                   max_word_syllables=args.max_word_syllables)
     sample_s = time.perf_counter() - began
     print("self-distillation:", stats, f"{sample_s:.0f}s", flush=True)
     out = Path(cfg.output_dir)
@@ -116,7 +120,8 @@ def main() -> None:
                     model_tok=load_for(cfg, adapter, trainable=False))
     H.log(args.name, "distill", {"init": args.init, "k": args.k, "steps": args.steps, "lr": args.lr,
                                   "extra": args.extra, "constrained": args.constrained,
-                                  "self_only": args.self_only, "min_sim": args.min_sim, "stats": stats, "sft_rows": len(data["sft"])},
+                                  "self_only": args.self_only,
+                                  "max_word_syllables": args.max_word_syllables, "min_sim": args.min_sim, "stats": stats, "sft_rows": len(data["sft"])},
           {"sample_s": sample_s, "sft_s": sft_s}, res)
 
 

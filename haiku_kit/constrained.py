@@ -128,8 +128,11 @@ class PoemTracker:
     """The rules: which tokens a LineState may take next under a pattern, and taking them."""
 
     def __init__(self, table: TokenTable, pattern: Sequence[int] = (5, 7, 5),
-                 strict: bool = False, end_ids: Iterable[int] = ()):
+                 strict: bool = False, end_ids: Iterable[int] = (), max_word_syllables: int = 0):
         self.table = table
+        # > 0: no word may need more syllables (1: one-syllable words only, so a line's count
+        # is its word count; self-distillation data in that style, docs/experiments.md S1)
+        self.max_word_syllables = int(max_word_syllables)
         self.pattern = tuple(int(n) for n in pattern)
         if not self.pattern or any(n <= 0 for n in self.pattern):
             raise ValueError(f"pattern must be positive syllable counts, got {pattern!r}")
@@ -163,6 +166,16 @@ class PoemTracker:
         if _number_in_progress(tail + first):
             word |= 2  # "199" may yet be "1999": a digit run's count is no bound on the number's
         return add_masks(add_masks(head, word), text_mask(rest, self.strict) if rest else 1)
+
+    def _words_fit(self, state: LineState, token: int) -> bool:
+        """Every word the token writes or extends can have at most max_word_syllables."""
+        if self.max_word_syllables <= 0:
+            return True
+        starts_ws, first, rest = self.table.split(token)
+        tail = "" if starts_ws else state.masks(self.strict)[2]
+        limit = (1 << (self.max_word_syllables + 1)) - 1
+        return all(word_mask(word, self.strict) & limit
+                   for word in [tail + first, *rest.split()] if word.strip())
 
     def _after_newline(self, state: LineState, token: int) -> LineState | None:
         """The state after a token holding newlines, or None when it breaks a rule."""
@@ -198,6 +211,8 @@ class PoemTracker:
         if kind == NEWLINE:
             return self._after_newline(state, token) is not None
         if state.line >= len(self.pattern):  # the poem is done: only an end token
+            return False
+        if not self._words_fit(state, token):
             return False
         target = self.pattern[state.line]
         after = self._after_plain(state, token)

@@ -113,6 +113,7 @@ def constrained_generate(
     batch_size: int = 8,
     top_candidates: int = 64,
     candidates: int = 1,
+    max_word_syllables: int = 0,
 ) -> list[list[ConstrainedResult]]:
     """k constrained poems per prompt (chat message lists or formatted strings, as generate).
 
@@ -121,13 +122,15 @@ def constrained_generate(
     Retries always sample (a greedy retry would repeat the failure).
     candidates: drafts per poem; the valid draft with the highest mean log-prob is kept (when
     none is valid, the closest, then the most likely).
+    max_word_syllables > 0: no word may need more syllables (1: one-syllable words only).
     """
     pattern = tuple(int(n) for n in pattern)
     if min(k, batch_size, max_new_tokens, candidates) < 1 or retries < 0:
         raise ValueError("k, batch_size, max_new_tokens and candidates must be >= 1, retries >= 0")
     texts = prompt_strings(tokenizer, prompts)
     stop = stop_token_ids(model, tokenizer)
-    tracker = PoemTracker(token_table(tokenizer), pattern, strict, end_ids=stop)
+    tracker = PoemTracker(token_table(tokenizer), pattern, strict, end_ids=stop,
+                          max_word_syllables=max_word_syllables)
     first = copy.deepcopy(model.generation_config)
     first.update(max_new_tokens=max_new_tokens, eos_token_id=stop,
                  pad_token_id=tokenizer.pad_token_id, **_sampling_kwargs(sampling))

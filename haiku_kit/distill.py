@@ -63,14 +63,24 @@ def training_prompts(dataset, n: int) -> list[dict]:
     return out
 
 
+def word_syllable_limit(s: DistillSettings, round_: int) -> int:
+    """distill.max_word_syllables for round N (1-based): one number for every round, or a list
+    whose last entry holds for the rounds after it. 0: any word."""
+    limits = s.max_word_syllables
+    if isinstance(limits, int):
+        return limits
+    return limits[min(round_, len(limits)) - 1]
+
+
 def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed: int = 0,
-                    scorer=None) -> tuple[list[dict], dict]:
+                    scorer=None, round_: int = 1) -> tuple[list[dict], dict]:
     """Constrained poems for rows ({topic, prompt}); keeps those check accepts, deduplicated,
     with cos(topic, poem) >= s.min_similarity. Returns (kept rows, counts)."""
     sampling = SamplingSettings(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
     gens = generate(model, tokenizer, [r["prompt"] for r in rows], k=s.k, seed=seed,
                     sampling=sampling, batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
-                    constrained=True, candidates=s.candidates)
+                    constrained=True, candidates=s.candidates,
+                    max_word_syllables=word_syllable_limit(s, round_))
     candidates, seen = [], set()
     for row, texts in zip(rows, gens.texts):
         for text in texts:
@@ -87,6 +97,7 @@ def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed
         candidates = [c for c, sim in zip(candidates, sims) if sim >= s.min_similarity]
     kept = [{**c, "source_id": f"self:{i}"} for i, c in enumerate(candidates)]
     return kept, {"prompts": len(rows), "sampled": len(rows) * s.k,
+                  "max_word_syllables": word_syllable_limit(s, round_),
                   "drafts": len(rows) * s.k * s.candidates, "valid": len(seen), "kept": len(kept)}
 
 
@@ -117,7 +128,8 @@ def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_
         stats = {"reused": str(poems_file), "kept": len(kept)}
     else:
         rows = training_prompts(dataset if dataset is not None else load_run_data(cfg), s.topics)
-        kept, stats = sample_verified(model, tokenizer, rows, s, seed=cfg.seed + round_ - 1)
+        kept, stats = sample_verified(model, tokenizer, rows, s, seed=cfg.seed + round_ - 1,
+                                      round_=round_)
         folder.mkdir(parents=True, exist_ok=True)
         poems_file.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     print(f"self-distillation round {round_}/{s.rounds}, poems: {stats}")

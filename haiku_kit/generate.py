@@ -79,13 +79,15 @@ def generate(
     progress: bool = True,
     constrained: bool = False,
     candidates: int = 1,
+    max_word_syllables: int = 0,
 ) -> Generations:
     """k samples for each prompt, batched with left padding.
 
     constrained=True writes through the syllable-constrained decoder (constrained_generate):
     every line is steered onto its 5-7-5 target while it is written, dead ends are resampled a
     bounded number of times, and `check` stays the judge of what comes back. candidates > 1
-    (constrained only) draws that many drafts per sample and keeps the most likely valid one.
+    (constrained only) draws that many drafts per sample and keeps the most likely valid one;
+    max_word_syllables > 0 (constrained only) allows no word with more syllables.
 
     Prompts are chat message lists (rendered with the chat template, add_generation_prompt) or
     plain strings used as already-formatted model input. Each batch reseeds torch with
@@ -103,9 +105,11 @@ def generate(
         raise ValueError(f"candidates={candidates} needs constrained=True (free samples are "
                          "not compared)")
     sampling = sampling or SamplingSettings()
+    if max_word_syllables and not constrained:
+        raise ValueError(f"max_word_syllables={max_word_syllables} needs constrained=True")
     if constrained:
         return _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size,
-                            max_new_tokens, candidates)
+                            max_new_tokens, candidates, max_word_syllables)
     install_fast_topk_topp()  # CPU: top-p inside the top-k candidates, the same tokens for a seed
     texts = prompt_strings(tokenizer, prompts)
     items = [t for t in texts for _ in range(k)]  # k copies of each prompt, side by side
@@ -146,10 +150,10 @@ def generate(
 
 
 def _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size, max_new_tokens,
-                 candidates):
+                 candidates, max_word_syllables):
     results = constrained_generate(model, tokenizer, prompts, k=k, seed=seed, sampling=sampling,
                                    batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                   candidates=candidates)
+                                   candidates=candidates, max_word_syllables=max_word_syllables)
     return Generations([[r.completion for r in group] for group in results],
                        [[r.hit_limit for r in group] for group in results],
                        [[r.num_tokens for r in group] for group in results], max_new_tokens)

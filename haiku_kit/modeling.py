@@ -302,6 +302,8 @@ def load_model(
     else:
         base, tokenizer = _load_hf(source, load_in_4bit, dtype, max_seq_length)
         net = _wrap_hf(base, lora, adapter_dir, seed, load_in_4bit)
+    for peft_cfg in (getattr(net, "peft_config", None) or {}).values():  # the base it sits on now
+        peft_cfg.base_model_name_or_path = source
     net._haiku_kit_backend = chosen
     net._haiku_kit_source = os.fspath(model)
     return net, tokenizer
@@ -351,7 +353,7 @@ def save_adapter(model, tokenizer, path: str | os.PathLike) -> Path:
         raise ModelLoadError("save_adapter needs a LoRA-wrapped model (load_model with lora=...)")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out), safe_serialization=True)
+    model.save_pretrained(str(out), safe_serialization=True, save_embedding_layers=False)
     tokenizer.save_pretrained(str(out))
     _write_meta(model, out, "adapter")
     return out

@@ -146,6 +146,9 @@ class DistillSettings:
     rounds: int = 1  # expert iteration: each round samples from the model the last one trained
     k: int = 1  # poems per topic
     candidates: int = 1  # drafts per poem; the likeliest valid draft is kept (constrained_generate)
+    # > 0: no word of a poem may be longer (1: a line's count is its word count; S1-S2 in
+    # docs/experiments.md); a list sets it per round, the last entry for the rounds after it.
+    max_word_syllables: int | list[int] = 0
     min_similarity: float = 0.5  # cos(topic, poem) a kept poem needs
     max_steps: int = 200
     learning_rate: float = 2e-4
@@ -309,6 +312,12 @@ def validate(cfg: RunConfig) -> None:
              for name in ("rounds", "k", "candidates", "batch_size", "max_new_tokens")
              if not isinstance(getattr(cfg.distill, name), int)
              or getattr(cfg.distill, name) < 1), None)
+        limits = cfg.distill.max_word_syllables
+        if isinstance(limits, int):
+            limits = [limits]
+        if not limits or any(n < 0 for n in limits):
+            problem = problem or (f"distill.max_word_syllables={cfg.distill.max_word_syllables!r}"
+                                  ": must be 0 (any word) or more, or a list of those per round")
     if not isinstance(cfg.eval.candidates, int) or cfg.eval.candidates < 1:
         problem = problem or f"eval.candidates={cfg.eval.candidates!r}: must be at least 1"
     for phase in cfg.grpo_phases:  # unknown keys in a phase fail at load time

@@ -63,9 +63,10 @@ def test_cpu_presets_are_small():
     assert (demo.grpo.temperature, demo.grpo.top_p, demo.grpo.top_k) == (1.0, 0.95, 64)
     assert demo.eval.n_prompts >= 64 and demo.eval.k == 1  # CIs that mean something
     full = load_preset("cpu-full")
-    assert full.model.name == "embedded" and full.eval.n_prompts >= 128
+    assert full.model.name == "embedded-english" and full.eval.n_prompts >= 128
     assert full.sft.max_steps > demo.sft.max_steps and full.grpo.max_steps >= demo.grpo.max_steps
-    assert full.distill.topics > 0 == demo.distill.topics and full.distill.rounds == 2
+    assert full.distill.topics > 0 == demo.distill.topics and full.distill.rounds == 3
+    assert full.distill.max_word_syllables == [0, 1, 1]
     assert full.eval.constrained and not demo.eval.constrained
 
 

@@ -140,6 +140,26 @@ def test_other_patterns(gemma_tokenizer):
         PoemTracker(token_table(gemma_tokenizer), (5, 0, 5))
 
 
+def test_word_syllable_limit_refuses_longer_words_as_they_grow(gemma_tokenizer):
+    table = token_table(gemma_tokenizer)
+    free = PoemTracker(table, (5, 7, 5), end_ids=END_IDS)
+    one = PoemTracker(table, (5, 7, 5), end_ids=END_IDS, max_word_syllables=1)
+    two = PoemTracker(table, (5, 7, 5), end_ids=END_IDS, max_word_syllables=2)
+    for word, syllables in ((" river", 2), (" sunset", 2), (" butterfly", 3), (" sun", 1),
+                            (" cold", 1), (",", 0)):
+        (token,) = ids_of(gemma_tokenizer, "the" + word)[1:]
+        assert free.allows(feed(free, gemma_tokenizer, "the")[0], token)
+        assert one.allows(feed(one, gemma_tokenizer, "the")[0], token) == (syllables <= 1), word
+        assert two.allows(feed(two, gemma_tokenizer, "the")[0], token) == (syllables <= 2), word
+    # "snowflakes" is "snow" + "flakes": the second token makes it a two-syllable word
+    state, flags = feed(one, gemma_tokenizer, "snowflakes")
+    assert flags == [True, False]
+    poem = "the cold wind blows hard\non the old red barn at dusk\na crow calls out once"
+    assert hk.check(poem).is_haiku
+    state, flags = feed(one, gemma_tokenizer, poem)
+    assert all(flags) and one.can_end(state)
+
+
 def test_special_markup_and_partial_bytes_are_forbidden(gemma_tokenizer):
     table = token_table(gemma_tokenizer)
     for token in ("<start_of_turn>", "<bos>", "<pad>", "</div>", "<0xE2>"):
@@ -315,6 +335,28 @@ def test_candidates_keep_the_likeliest_valid_draft(tiny_model_dir):
         cg.constrained_generate(model, tokenizer, prompts, candidates=0)
 
 
+@pytest.mark.slow
+def test_one_syllable_words_only_on_embedded_model(embedded):
+    """max_word_syllables=1: every returned poem is valid and each of its words has one
+    syllable, so each line's count is its word count."""
+    from haiku_kit import syllables as sy
+    from haiku_kit.data import build_prompt
+    from haiku_kit.generate import generate
+
+    model, tokenizer = embedded
+    gens = generate(model, tokenizer, [build_prompt(t) for t in TOPICS[:8]], seed=0,
+                    batch_size=8, max_new_tokens=48, constrained=True, max_word_syllables=1,
+                    progress=False)
+    poems = [hk.extract_poem(texts[0]).poem for texts in gens.texts]
+    valid = [p for p in poems if hk.check(p).is_haiku]
+    assert len(valid) >= 6, poems
+    for poem in valid:
+        for line, target in zip(poem.split("\n"), (5, 7, 5)):
+            words = [w for w in sy.analyze_line(line).words if w.source != "symbol"]
+            assert all(1 in w.counts for w in words), (poem, words)
+            assert len(words) == target, poem
+
+
 def test_generate_refuses_candidates_without_the_constraint(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -325,3 +367,5 @@ def test_generate_refuses_candidates_without_the_constraint(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     with pytest.raises(ValueError, match="candidates=4 needs constrained=True"):
         generate(model, tokenizer, [build_prompt("snow")], candidates=4)
+    with pytest.raises(ValueError, match="max_word_syllables=1 needs constrained=True"):
+        generate(model, tokenizer, [build_prompt("snow")], max_word_syllables=1)

@@ -96,3 +96,21 @@ def test_two_rounds_continue_sft_on_the_kept_poems_and_keep_every_adapter(
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["sft"]["max_steps"] == 3  # the run's own SFT settings stay as they were
     assert saved["effective"]["distill-1"]["max_steps"] == 2
+
+
+def test_word_syllable_limit_per_round_and_bad_values_get_one_line():
+    from haiku_kit.config import apply_overrides, load_preset
+    from haiku_kit.errors import ConfigError
+    from haiku_kit.settings import validate
+
+    limit = distill.word_syllable_limit
+    assert [limit(DistillSettings(max_word_syllables=1), r) for r in (1, 2, 3)] == [1, 1, 1]
+    per_round = DistillSettings(max_word_syllables=[0, 0, 1])
+    assert [limit(per_round, r) for r in (1, 2, 3, 4)] == [0, 0, 1, 1]
+    full = load_preset("cpu-full")
+    validate(apply_overrides(full, ["distill.max_word_syllables=[0, 1]"]))
+    for bad in ("[]", "-1", "[0, -2]"):
+        with pytest.raises(ConfigError, match=r"distill\.max_word_syllables"):
+            validate(apply_overrides(full, [f"distill.max_word_syllables={bad}"]))
+    with pytest.raises(ConfigError, match=r"distill\.max_word_syllables"):
+        apply_overrides(full, ["distill.max_word_syllables=one"])

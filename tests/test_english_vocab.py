@@ -147,3 +147,29 @@ def test_the_chat_format_and_stop_tokens_work_on_the_trimmed_model(embedded, eng
     got = generate(model, trimmed, [chat], sampling=SamplingSettings.greedy(), max_new_tokens=24,
                    progress=False).texts[0][0]
     assert got == wanted and got.strip()
+
+
+@pytest.mark.slow
+def test_an_adapter_continued_on_the_trimmed_model_declares_it_and_holds_only_lora(tmp_path):
+    """An SFT adapter of the full model, trained further on embedded-english (as a pipeline
+    switched to the trimmed model does), is saved as an adapter of embedded-english: LoRA
+    weights only. peft read the vocabulary change against the declared base and copied both
+    embedding matrices (485 MB) into it, and the kit then refused to load it."""
+    from safetensors import safe_open
+
+    from haiku_kit.modeling import adapter_base_model, load_model, save_adapter
+
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    full, tok = load_model("embedded", backend="hf", lora=lora)
+    first = save_adapter(full, tok, tmp_path / "full")
+    del full
+    model, tok = load_model("embedded-english", backend="hf", adapter=first)
+    with torch.no_grad():  # a step's worth of change, so the saved weights are the new ones
+        next(p for n, p in model.named_parameters() if "lora_B" in n).add_(0.01)
+    second = save_adapter(model, tok, tmp_path / "english")
+    with safe_open(str(second / "adapter_model.safetensors"), "pt") as fh:
+        keys = list(fh.keys())
+    assert keys and all("lora_" in k for k in keys), [k for k in keys if "lora_" not in k]
+    assert adapter_base_model(second) == "embedded-english"
+    again, _ = load_model("embedded-english", backend="hf", adapter=second)  # no ModelLoadError
+    assert any("lora_B" in n for n, _ in again.named_parameters())
