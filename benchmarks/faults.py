@@ -228,11 +228,20 @@ def classify(outcome: Outcome, case: Case) -> str:
 # --------------------------------------------------------------------------- interruptions
 
 
+def _terminal_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_while_loading(tmp: Path, delay: float = 4.0) -> Outcome:
-    """SIGINT a `train sft` a few seconds in, while it imports and loads the model."""
+    """SIGINT a `train sft` a few seconds in, while it imports and loads the model. The child
+    gets SIGINT at its default, as under a terminal: an ignored SIGINT is inherited across exec,
+    and code run earlier in a pytest worker can leave it ignored (then the run never saw the
+    signal and finished with exit 0)."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     proc = subprocess.Popen(
         cli_command(["train", "sft", *SMOKE, "--out", str(tmp / "run")]),
         cwd=tmp, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_terminal_sigint if ignored else None,  # noqa: PLW1509 (only when ignored)
     )  # fmt: skip
     time.sleep(delay)
     began = time.perf_counter()

@@ -168,7 +168,8 @@ class PoemTracker:
         return add_masks(add_masks(head, word), text_mask(rest, self.strict) if rest else 1)
 
     def _words_fit(self, state: LineState, token: int) -> bool:
-        """Every word the token writes or extends can have at most max_word_syllables."""
+        """Every word the token writes or extends can have at most max_word_syllables (a word
+        CMUdict lacks by the quick vowel-group rule, as word_mask counts words in progress)."""
         if self.max_word_syllables <= 0:
             return True
         starts_ws, first, rest = self.table.split(token)

@@ -64,6 +64,21 @@ def test_ctrl_c_while_loading_claims_no_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_reaches_the_run_even_when_the_caller_ignores_sigint(tmp_path):
+    """An ignored SIGINT is inherited across exec; code run earlier in a pytest worker can leave
+    it so, and the run then finished with exit 0. The harness starts it as a terminal would."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        outcome = faults.interrupt_while_loading(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert outcome.rc == 130, outcome.stderr[-2000:]
+    assert "no checkpoint was saved on the way out" in outcome.last_line
+
+
+@pytest.mark.slow
 def test_kill_9_then_plain_rerun_resumes_within_one_save_interval(tmp_path):
     result = faults.kill_and_rerun(tmp_path, seed=1, steps=6, save_every=2)
     assert result["rerun_rc"] == 0, result["rerun"].stderr[-3000:]
