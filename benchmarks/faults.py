@@ -47,8 +47,15 @@ class Outcome:
         return (own or lines or [""])[-1]
 
 
-def cli_command(argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "haiku_kit.cli", *argv]
+# What the `haiku-kit` console script runs. Not `python -m haiku_kit.cli`: under -m, CPython 3.11
+# exits by SIGINT (returncode -2) whenever a KeyboardInterrupt once escaped Python code that C ran
+# (PyRun_String, as pybind11 extensions do while importing), even though the CLI caught it and
+# returned 130; whether it did depends on where the import was when Ctrl-C came.
+LAUNCH = "import sys; from {module} import main; sys.exit(main())"
+
+
+def cli_command(argv: list[str], module: str = "haiku_kit.cli") -> list[str]:
+    return [sys.executable, "-c", LAUNCH.format(module=module), *argv]
 
 
 def cli_env() -> dict[str, str]:

@@ -19,18 +19,20 @@ import harness as H
 
 
 def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_new_tokens: int,
-                 constrained: bool = False, min_sim: float = 0.5, max_word_syllables: int = 0):
+                 constrained: bool = False, min_sim: float = 0.5, max_word_syllables: int = 0,
+                 topic_words: bool = False):
     from haiku_kit import haiku as hk
     from haiku_kit.generate import SamplingSettings, generate
-    from haiku_kit.text import build_prompt
-    from haiku_kit.similarity import get_scorer
     from haiku_kit.modeling import load_from_config as load_for
+    from haiku_kit.similarity import get_scorer
+    from haiku_kit.text import build_prompt
 
     model, tok = load_for(cfg, adapter, trainable=False)
     gens = generate(model, tok, [build_prompt(t) for t in topics], k=k, seed=1,
                     sampling=SamplingSettings(**H.REF_SAMPLING), batch_size=batch_size,
                     max_new_tokens=max_new_tokens, constrained=constrained, progress=True,
-                    max_word_syllables=max_word_syllables)
+                    max_word_syllables=max_word_syllables,
+                    free_words=topics if topic_words else None)
     cand, n = [], 0
     for topic, texts in zip(topics, gens.texts):
         seen = set()
@@ -62,6 +64,8 @@ def main() -> None:
     p.add_argument("--poems", default=None, help="reuse the kept poems of an earlier run (jsonl)")
     p.add_argument("--max-word-syllables", type=int, default=0,
                    help="constrained only: no word with more syllables (1: one-syllable words)")
+    p.add_argument("--topic-words", action="store_true",
+                   help="with --max-word-syllables: a poem may use its topic's words at any length")
     p.add_argument("--measure-init", action="store_true", help="measure --init first")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-topics", type=int, default=400)
@@ -86,7 +90,8 @@ def main() -> None:
     else:
         kept, stats = sample_valid(cfg, args.init, topics, args.k, args.batch_size, 48,
                                    constrained=args.constrained, min_sim=args.min_sim,
-                                   max_word_syllables=args.max_word_syllables)
+                                   max_word_syllables=args.max_word_syllables,
+                                   topic_words=args.topic_words)
     sample_s = time.perf_counter() - began
     print("self-distillation:", stats, f"{sample_s:.0f}s", flush=True)
     out = Path(cfg.output_dir)
@@ -97,7 +102,7 @@ def main() -> None:
     if args.self_only:
         import datasets
 
-        keep = set(r["haiku"] for r in kept)
+        keep = {r["haiku"] for r in kept}
         data = datasets.DatasetDict(dict(data))
         data["sft"] = data["sft"].filter(lambda r: r["haiku"] in keep)
     from haiku_kit.backends import resolve_device
@@ -121,7 +126,8 @@ def main() -> None:
     H.log(args.name, "distill", {"init": args.init, "k": args.k, "steps": args.steps, "lr": args.lr,
                                   "extra": args.extra, "constrained": args.constrained,
                                   "self_only": args.self_only,
-                                  "max_word_syllables": args.max_word_syllables, "min_sim": args.min_sim, "stats": stats, "sft_rows": len(data["sft"])},
+                                  "max_word_syllables": args.max_word_syllables,
+                                  "topic_words": args.topic_words, "min_sim": args.min_sim, "stats": stats, "sft_rows": len(data["sft"])},
           {"sample_s": sample_s, "sft_s": sft_s}, res)
 
 

@@ -18,6 +18,8 @@ takes `logits_processor` (transformers, peft, Unsloth): nothing here is device-s
 
 from __future__ import annotations
 
+import re
+import string
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ __all__ = [
     "TokenTable",
     "text_mask",
     "token_table",
+    "word_prefixes",
 ]
 
 # Tokens a line may take while already on target (",", "ed" in "jump|ed"), before the break is
@@ -94,6 +97,16 @@ def _split_tail(text: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
+_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+_EDGES = string.punctuation + "\u2018\u2019\u201c\u201d"
+
+
+def word_prefixes(text: str) -> frozenset[str]:
+    """Every prefix of every word of `text`, lowercased: the words (as they grow) that
+    max_word_syllables lets through whatever their length, e.g. a poem's own topic words."""
+    return frozenset(w[:n] for w in _WORD.findall(text.lower()) for n in range(1, len(w) + 1))
+
+
 def _number_in_progress(word: str) -> bool:
     """A short digit run still being written (longer runs get no benefit of the doubt)."""
     digits = len(word) - len(word.rstrip("0123456789"))
@@ -114,6 +127,7 @@ class LineState:
     gap: bool = False  # the last token was a newline run at the start of a line
     finished: bool = False  # an end token was taken after the last line
     dead: bool = False  # no candidate could continue; ended by force
+    free: frozenset[str] = frozenset()  # word prefixes exempt from max_word_syllables
     _masks: tuple[str, int, int, str] | None = None
 
     def masks(self, strict: bool) -> tuple[int, int, str]:
@@ -139,9 +153,10 @@ class PoemTracker:
         self.strict = bool(strict)
         self.end_ids = [i for i in dict.fromkeys(end_ids) if 0 <= i]
 
-    def start(self, lines_done: Sequence[str] = ()) -> LineState:
-        """A state after `lines_done` complete lines (a resampled poem keeps its good lines)."""
-        return LineState(line=len(lines_done), lines=list(lines_done))
+    def start(self, lines_done: Sequence[str] = (), free: frozenset[str] = frozenset()) -> LineState:
+        """A state after `lines_done` complete lines (a resampled poem keeps its good lines);
+        `free`: word prefixes (word_prefixes) exempt from max_word_syllables."""
+        return LineState(line=len(lines_done), lines=list(lines_done), free=free)
 
     def on_target(self, state: LineState) -> bool:
         if state.line >= len(self.pattern):
@@ -169,13 +184,14 @@ class PoemTracker:
 
     def _words_fit(self, state: LineState, token: int) -> bool:
         """Every word the token writes or extends can have at most max_word_syllables (a word
-        CMUdict lacks by the quick vowel-group rule, as word_mask counts words in progress)."""
+        CMUdict lacks by the quick vowel-group rule, as word_mask counts words in progress),
+        or is (the start of) one of the state's free words."""
         if self.max_word_syllables <= 0:
             return True
         starts_ws, first, rest = self.table.split(token)
         tail = "" if starts_ws else state.masks(self.strict)[2]
         limit = (1 << (self.max_word_syllables + 1)) - 1
-        return all(word_mask(word, self.strict) & limit
+        return all(word_mask(word, self.strict) & limit or word.strip(_EDGES).lower() in state.free
                    for word in [tail + first, *rest.split()] if word.strip())
 
     def _after_newline(self, state: LineState, token: int) -> LineState | None:
@@ -269,15 +285,18 @@ class SyllableLogitsProcessor:
     Put it in `model.generate(..., logits_processor=LogitsProcessorList([proc]))`: transformers
     runs custom processors before temperature/top-k/top-p, so sampling draws among allowed
     tokens only. One instance serves one `generate` call (it remembers the prompt length).
-    `start_lines[i]`: lines of row i already written into its prompt (resampling a later line).
+    `start_lines[i]`: lines of row i already written into its prompt (resampling a later line);
+    `free[i]`: row i's word prefixes exempt from the tracker's max_word_syllables.
     """
 
     def __init__(self, tracker: PoemTracker, top_candidates: int = 64, widen_to: int = 1024,
-                 start_lines: Sequence[Sequence[str]] | None = None):
+                 start_lines: Sequence[Sequence[str]] | None = None,
+                 free: Sequence[frozenset[str]] | None = None):
         self.tracker = tracker
         self.top_candidates = max(1, int(top_candidates))
         self.widen_to = max(self.top_candidates, int(widen_to))
         self.start_lines = start_lines
+        self.free = free
         self.states: list[LineState] | None = None
         self.seen = 0  # tokens of input_ids already taken into the states
         self.seconds = 0.0  # time spent in this processor (the decoding overhead)
@@ -297,9 +316,11 @@ class SyllableLogitsProcessor:
         if self.states is None:
             rows = input_ids.shape[0]
             starts = self.start_lines or [()] * rows
-            if len(starts) != rows:
-                raise ValueError(f"start_lines has {len(starts)} rows, the batch {rows}")
-            self.states = [self.tracker.start(lines) for lines in starts]
+            free = self.free or [frozenset()] * rows
+            if len(starts) != rows or len(free) != rows:
+                raise ValueError(f"start_lines has {len(starts)} rows and free {len(free)}, "
+                                 f"the batch {rows}")
+            self.states = [self.tracker.start(lines, words) for lines, words in zip(starts, free)]
             self.seen = input_ids.shape[1]  # the prompt
         elif input_ids.shape[1] > self.seen:
             for state, tokens in zip(self.states, input_ids[:, self.seen :].tolist()):

@@ -21,7 +21,13 @@ from typing import Any
 
 from haiku_kit import haiku as hk
 from haiku_kit.chat_format import encode, prompt_strings, stop_token_ids, text_tokenizer
-from haiku_kit.constrained import LineState, PoemTracker, SyllableLogitsProcessor, token_table
+from haiku_kit.constrained import (
+    LineState,
+    PoemTracker,
+    SyllableLogitsProcessor,
+    token_table,
+    word_prefixes,
+)
 from haiku_kit.likelihood import mean_logprobs
 
 __all__ = ["ConstrainedResult", "constrained_generate"]
@@ -53,6 +59,7 @@ class ConstrainedResult:
 @dataclass
 class _Job:
     prompt: str
+    free: frozenset[str] = frozenset()
     kept: list[str] = field(default_factory=list)
     tries: int = 0
     dead_ends: int = 0
@@ -114,6 +121,7 @@ def constrained_generate(
     top_candidates: int = 64,
     candidates: int = 1,
     max_word_syllables: int = 0,
+    free_words: Sequence[str] | None = None,
 ) -> list[list[ConstrainedResult]]:
     """k constrained poems per prompt (chat message lists or formatted strings, as generate).
 
@@ -123,11 +131,15 @@ def constrained_generate(
     candidates: drafts per poem; the valid draft with the highest mean log-prob is kept (when
     none is valid, the closest, then the most likely).
     max_word_syllables > 0: no word may need more syllables (1: one-syllable words only).
+    free_words[i]: text whose words prompt i may use whatever their length (its topic).
     """
     pattern = tuple(int(n) for n in pattern)
     if min(k, batch_size, max_new_tokens, candidates) < 1 or retries < 0:
         raise ValueError("k, batch_size, max_new_tokens and candidates must be >= 1, retries >= 0")
     texts = prompt_strings(tokenizer, prompts)
+    if free_words is not None and len(free_words) != len(texts):
+        raise ValueError(f"free_words has {len(free_words)} entries for {len(texts)} prompts")
+    free = [word_prefixes(w) for w in free_words] if free_words else [frozenset()] * len(texts)
     stop = stop_token_ids(model, tokenizer)
     tracker = PoemTracker(token_table(tokenizer), pattern, strict, end_ids=stop,
                           max_word_syllables=max_word_syllables)
@@ -137,7 +149,7 @@ def constrained_generate(
     again = copy.deepcopy(first)
     if not again.do_sample:
         again.update(**DEFAULT_SAMPLING)
-    jobs = [_Job(t) for t in texts for _ in range(k * candidates)]
+    jobs = [_Job(t, f) for t, f in zip(texts, free) for _ in range(k * candidates)]
     pending = list(range(len(jobs)))
     was_training = model.training
     model.eval()
@@ -151,7 +163,7 @@ def constrained_generate(
                 config = first if round_no == 0 else again
                 processor = SyllableLogitsProcessor(
                     tracker, top_candidates=max(top_candidates, int(config.top_k or 0)),
-                    start_lines=[jobs[i].kept for i in batch])
+                    start_lines=[jobs[i].kept for i in batch], free=[jobs[i].free for i in batch])
                 failed += _run_batch(model, tokenizer, processor, [jobs[i] for i in batch],
                                      batch, config, set(stop), seed + 100_003 * round_no + b,
                                      round_no == retries)

@@ -77,10 +77,11 @@ def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed
     """Constrained poems for rows ({topic, prompt}); keeps those check accepts, deduplicated,
     with cos(topic, poem) >= s.min_similarity. Returns (kept rows, counts)."""
     sampling = SamplingSettings(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+    limit = word_syllable_limit(s, round_)
     gens = generate(model, tokenizer, [r["prompt"] for r in rows], k=s.k, seed=seed,
                     sampling=sampling, batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
-                    constrained=True, candidates=s.candidates,
-                    max_word_syllables=word_syllable_limit(s, round_))
+                    constrained=True, candidates=s.candidates, max_word_syllables=limit,
+                    free_words=[r["topic"] for r in rows] if limit and s.topic_words else None)
     candidates, seen = [], set()
     for row, texts in zip(rows, gens.texts):
         for text in texts:
@@ -97,7 +98,7 @@ def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed
         candidates = [c for c, sim in zip(candidates, sims) if sim >= s.min_similarity]
     kept = [{**c, "source_id": f"self:{i}"} for i, c in enumerate(candidates)]
     return kept, {"prompts": len(rows), "sampled": len(rows) * s.k,
-                  "max_word_syllables": word_syllable_limit(s, round_),
+                  "max_word_syllables": limit, "topic_words": bool(limit and s.topic_words),
                   "drafts": len(rows) * s.k * s.candidates, "valid": len(seen), "kept": len(kept)}
 
 

@@ -80,6 +80,7 @@ def generate(
     constrained: bool = False,
     candidates: int = 1,
     max_word_syllables: int = 0,
+    free_words: Sequence[str] | None = None,
 ) -> Generations:
     """k samples for each prompt, batched with left padding.
 
@@ -87,7 +88,8 @@ def generate(
     every line is steered onto its 5-7-5 target while it is written, dead ends are resampled a
     bounded number of times, and `check` stays the judge of what comes back. candidates > 1
     (constrained only) draws that many drafts per sample and keeps the most likely valid one;
-    max_word_syllables > 0 (constrained only) allows no word with more syllables.
+    max_word_syllables > 0 (constrained only) allows no word with more syllables, except the
+    words of free_words[i] in prompt i's poems (its topic, say).
 
     Prompts are chat message lists (rendered with the chat template, add_generation_prompt) or
     plain strings used as already-formatted model input. Each batch reseeds torch with
@@ -107,9 +109,11 @@ def generate(
     sampling = sampling or SamplingSettings()
     if max_word_syllables and not constrained:
         raise ValueError(f"max_word_syllables={max_word_syllables} needs constrained=True")
+    if free_words is not None and not max_word_syllables:
+        raise ValueError("free_words needs max_word_syllables > 0 (they are its exceptions)")
     if constrained:
         return _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size,
-                            max_new_tokens, candidates, max_word_syllables)
+                            max_new_tokens, candidates, max_word_syllables, free_words)
     install_fast_topk_topp()  # CPU: top-p inside the top-k candidates, the same tokens for a seed
     texts = prompt_strings(tokenizer, prompts)
     items = [t for t in texts for _ in range(k)]  # k copies of each prompt, side by side
@@ -150,10 +154,11 @@ def generate(
 
 
 def _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size, max_new_tokens,
-                 candidates, max_word_syllables):
+                 candidates, max_word_syllables, free_words):
     results = constrained_generate(model, tokenizer, prompts, k=k, seed=seed, sampling=sampling,
                                    batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                   candidates=candidates, max_word_syllables=max_word_syllables)
+                                   candidates=candidates, max_word_syllables=max_word_syllables,
+                                   free_words=free_words)
     return Generations([[r.completion for r in group] for group in results],
                        [[r.hit_limit for r in group] for group in results],
                        [[r.num_tokens for r in group] for group in results], max_new_tokens)

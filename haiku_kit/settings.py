@@ -149,6 +149,9 @@ class DistillSettings:
     # > 0: no word of a poem may be longer (1: a line's count is its word count; S1-S2 in
     # docs/experiments.md); a list sets it per round, the last entry for the rounds after it.
     max_word_syllables: int | list[int] = 0
+    # Under max_word_syllables, a poem may still use its own topic's words at any length (the
+    # topic's nouns keep the poem on topic: S3 in docs/experiments.md).
+    topic_words: bool = False
     min_similarity: float = 0.5  # cos(topic, poem) a kept poem needs
     max_steps: int = 200
     learning_rate: float = 2e-4

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from haiku_kit import haiku as hk
-from haiku_kit.constrained import PoemTracker, SyllableLogitsProcessor, text_mask
+from haiku_kit.constrained import PoemTracker, SyllableLogitsProcessor, text_mask, word_prefixes
 from haiku_kit.constrained_tokens import FORBIDDEN, NEWLINE, TokenTable, token_table
 from haiku_kit.gguf_tokenizer import build_tokenizer
 
@@ -158,6 +158,23 @@ def test_word_syllable_limit_refuses_longer_words_as_they_grow(gemma_tokenizer):
     assert hk.check(poem).is_haiku
     state, flags = feed(one, gemma_tokenizer, poem)
     assert all(flags) and one.can_end(state)
+
+
+def test_topic_words_pass_the_word_limit_and_still_count(gemma_tokenizer):
+    one = PoemTracker(token_table(gemma_tokenizer), (5, 7, 5), end_ids=END_IDS, max_word_syllables=1)
+    topic = word_prefixes("An old fisherman mends his nets, while gulls wait.")
+    assert {"fisherman", "fish", "nets", "gulls"} <= topic and "fishermen" not in topic
+    line = "the fisherman waits"  # 1 + 3 + 1: on target for 5 only with fisherman counted as 3
+    state, flags = feed(one, gemma_tokenizer, line, one.start(free=topic))
+    assert all(flags) and one.on_target(state)
+    assert not all(feed(one, gemma_tokenizer, line)[1])  # without the topic: refused
+    # the exemption is for the topic's own words, not for every long word once one is free
+    state, _ = feed(one, gemma_tokenizer, "the fisherman", one.start(free=topic))
+    (river,) = ids_of(gemma_tokenizer, "the river")[1:]
+    assert not one.allows(state, river)
+    # punctuation at a word's edge does not hide it, and a capital does not either
+    state, flags = feed(one, gemma_tokenizer, "Fisherman,", one.start(free=topic))
+    assert all(flags)
 
 
 def test_special_markup_and_partial_bytes_are_forbidden(gemma_tokenizer):
@@ -357,6 +374,31 @@ def test_one_syllable_words_only_on_embedded_model(embedded):
             assert all(min(w.counts) <= 1 for w in words if w.source == "dict"), (poem, words)
 
 
+@pytest.mark.slow
+def test_topic_words_reach_one_syllable_poems_on_embedded_model(embedded):
+    """free_words: the poems may use their own topic's longer words, and only those."""
+    from haiku_kit import syllables as sy
+    from haiku_kit.data import build_prompt
+    from haiku_kit.generate import generate
+
+    model, tokenizer = embedded
+    topics = ["a lighthouse in the evening", "the butterfly garden", "morning coffee", "winter forest"]
+    gens = generate(model, tokenizer, [build_prompt(t) for t in topics], seed=0, batch_size=4,
+                    max_new_tokens=48, constrained=True, max_word_syllables=1, free_words=topics,
+                    progress=False)
+    long_topic_words = 0
+    for topic, (text,) in zip(topics, gens.texts):
+        poem = hk.extract_poem(text).poem
+        assert hk.check(poem).is_haiku, poem
+        free = word_prefixes(topic)
+        for line in poem.split("\n"):
+            for w in sy.analyze_line(line).words:
+                if w.source == "dict" and min(w.counts) > 1:
+                    assert w.text.strip(".,;:!?'\"").lower() in free, (poem, w.text)
+                    long_topic_words += 1
+    assert long_topic_words >= 1  # the exemption is used: the model likes its topic's words
+
+
 def test_generate_refuses_candidates_without_the_constraint(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -369,3 +411,5 @@ def test_generate_refuses_candidates_without_the_constraint(tiny_model_dir):
         generate(model, tokenizer, [build_prompt("snow")], candidates=4)
     with pytest.raises(ValueError, match="max_word_syllables=1 needs constrained=True"):
         generate(model, tokenizer, [build_prompt("snow")], max_word_syllables=1)
+    with pytest.raises(ValueError, match="free_words needs max_word_syllables > 0"):
+        generate(model, tokenizer, [build_prompt("snow")], constrained=True, free_words=["snow"])

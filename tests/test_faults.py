@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +53,34 @@ def test_data_build_prints_each_bad_row_and_the_counts_once(tmp_path):
     assert both.count("row 61: not valid JSON") == 1
     assert both.count("row 62: field 'haiku' has 20000 characters, over the 10000 read") == 1
     assert outcome.stdout.count("loaded") == 1, outcome.stdout
+
+
+CAUGHT_INSIDE_C_RUN_CODE = """
+import ctypes
+import sys
+
+def main():
+    run = ctypes.pythonapi.PyRun_String
+    run.restype, run.argtypes = ctypes.py_object, [ctypes.c_char_p, ctypes.c_int, ctypes.py_object,
+                                                   ctypes.py_object]
+    try:
+        run(b"raise KeyboardInterrupt", 257, {}, {})  # 257: Py_file_input
+    except KeyboardInterrupt:
+        return 130
+
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+
+def test_the_harness_launch_exits_130_after_an_interrupt_that_crossed_c_run_code(tmp_path):
+    """CI saw returncode -2 for a run whose CLI had caught Ctrl-C and returned 130: under
+    `python -m`, CPython 3.11 exits by SIGINT once a KeyboardInterrupt escaped code that C ran
+    (PyRun_String). The harness launches the CLI as the console script does, which exits 130."""
+    (tmp_path / "interrupted.py").write_text(CAUGHT_INSIDE_C_RUN_CODE, encoding="utf-8")
+    done = subprocess.run(faults.cli_command([], module="interrupted"), cwd=tmp_path,
+                          env={**faults.cli_env(), "PYTHONPATH": str(tmp_path)}, check=False)
+    assert done.returncode == 130
 
 
 @pytest.mark.slow
