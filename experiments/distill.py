@@ -119,9 +119,9 @@ def main() -> None:
     adapter = save_adapter(trainer.model, tok, stage_dir / "adapter")
     sft_s = time.perf_counter() - began
 
-    sets = H.eval_sets(args.n_ref, args.n_demo)
+    sets = {k: v for k, v in H.eval_sets(args.n_ref, args.n_demo).items() if v}
     train_answers = list(data["sft"]["haiku"]) + list(data["rl"]["haiku"])
-    res = H.measure(cfg, adapter, f"{args.name}/distill", sets, train_answers,
+    res = {} if not sets else H.measure(cfg, adapter, f"{args.name}/distill", sets, train_answers,
                     model_tok=load_for(cfg, adapter, trainable=False))
     H.log(args.name, "distill", {"init": args.init, "k": args.k, "steps": args.steps, "lr": args.lr,
                                   "extra": args.extra, "constrained": args.constrained,

@@ -101,7 +101,10 @@ stages.show_training(run.paths.stage_dir("sft"))
 # the model the last one trained (expert iteration). The plain SFT adapter is kept in
 # `RUN/sft/distill/sft-adapter`, each round's in `RUN/sft/distill/round-N/adapter`, and the last
 # one becomes `RUN/sft/adapter`. The evaluation below samples freely: the decoder only made
-# training data.
+# training data. `distill.max_word_syllables: 1` has the decoder write one-syllable words only,
+# so a line's syllable count is its word count, which the model learns far more easily (one
+# number, or one per round); `distill.topic_words: true` still lets each poem use its own
+# topic's longer words.
 
 # %%
 for round_ in range(1, run.cfg.distill.rounds + 1):

@@ -355,48 +355,33 @@ def test_candidates_keep_the_likeliest_valid_draft(tiny_model_dir):
 @pytest.mark.slow
 def test_one_syllable_words_only_on_embedded_model(embedded):
     """max_word_syllables=1: the returned poems are valid and every dictionary word in them can
-    be read with at most one syllable ("shh" has none). A word the dictionary lacks is held to
-    the quick vowel-group rule while it is written (word_mask), not to check's estimator."""
+    be read with at most one syllable ("shh" has none), except, for the prompts given free
+    words, the words of their own topic. A word the dictionary lacks is held to the quick
+    vowel-group rule while it is written (word_mask), not to check's estimator."""
     from haiku_kit import syllables as sy
     from haiku_kit.data import build_prompt
-    from haiku_kit.generate import generate
+    from haiku_kit.generate import SamplingSettings, generate
 
     model, tokenizer = embedded
-    gens = generate(model, tokenizer, [build_prompt(t) for t in TOPICS[:8]], seed=0,
-                    batch_size=8, max_new_tokens=48, constrained=True, max_word_syllables=1,
-                    progress=False)
+    topics = TOPICS[:4] + ["the butterfly garden", "a butterfly", "lighthouse",
+                           "a library at midnight"]
+    free = [""] * 4 + topics[4:]  # the last four may use their topic's longer words
+    gens = generate(model, tokenizer, [build_prompt(t) for t in topics], seed=0,
+                    sampling=SamplingSettings.greedy(), batch_size=8, max_new_tokens=48,
+                    constrained=True, max_word_syllables=1, free_words=free, progress=False)
     poems = [hk.extract_poem(texts[0]).poem for texts in gens.texts]
-    valid = [p for p in poems if hk.check(p).is_haiku]
-    assert len(valid) >= 6, poems
-    for poem in valid:
-        for line in poem.split("\n"):
-            words = [w for w in sy.analyze_line(line).words if w.source != "symbol"]
-            assert all(min(w.counts) <= 1 for w in words if w.source == "dict"), (poem, words)
-
-
-@pytest.mark.slow
-def test_topic_words_reach_one_syllable_poems_on_embedded_model(embedded):
-    """free_words: the poems may use their own topic's longer words, and only those."""
-    from haiku_kit import syllables as sy
-    from haiku_kit.data import build_prompt
-    from haiku_kit.generate import generate
-
-    model, tokenizer = embedded
-    topics = ["a lighthouse in the evening", "the butterfly garden", "morning coffee", "winter forest"]
-    gens = generate(model, tokenizer, [build_prompt(t) for t in topics], seed=0, batch_size=4,
-                    max_new_tokens=48, constrained=True, max_word_syllables=1, free_words=topics,
-                    progress=False)
-    long_topic_words = 0
-    for topic, (text,) in zip(topics, gens.texts):
-        poem = hk.extract_poem(text).poem
-        assert hk.check(poem).is_haiku, poem
-        free = word_prefixes(topic)
+    assert sum(hk.check(p).is_haiku for p in poems) >= 6, poems
+    poems_with_topic_words = set()
+    for poem, words_free in zip(poems, free):
+        if not hk.check(poem).is_haiku:
+            continue
+        allowed = word_prefixes(words_free)
         for line in poem.split("\n"):
             for w in sy.analyze_line(line).words:
                 if w.source == "dict" and min(w.counts) > 1:
-                    assert w.text.strip(".,;:!?'\"").lower() in free, (poem, w.text)
-                    long_topic_words += 1
-    assert long_topic_words >= 1  # the exemption is used: the model likes its topic's words
+                    assert w.text.strip(".,;:!?'\"").lower() in allowed, (poem, w.text)
+                    poems_with_topic_words.add(poem)
+    assert len(poems_with_topic_words) >= 2  # the exemption reaches the model's poems
 
 
 def test_generate_refuses_candidates_without_the_constraint(tiny_model_dir):

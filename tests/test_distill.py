@@ -11,7 +11,9 @@ from training_helpers import read_log, rows, tiny_cfg
 
 from haiku_kit import data, distill
 from haiku_kit import haiku as hk
+from haiku_kit.constrained import word_prefixes
 from haiku_kit.settings import DistillSettings
+from haiku_kit.syllables import analyze_line
 
 POEMS = [
     "autumn rain taps slow\non the roof of the tool shed\nrust blooms on the rake",
@@ -53,6 +55,19 @@ def test_sampled_poems_are_all_ones_check_accepts(tiny_model_dir, tmp_path, spli
                                           replace(settings, candidates=3))
     assert stats["sampled"] == 8 and stats["drafts"] == 24 and stats["kept"] == len(best)
     assert all(hk.check(row["haiku"]).is_haiku for row in best)
+
+    prompts = distill.training_prompts(splits, 4)
+    short, stats = distill.sample_verified(model, tok, prompts,
+                                           replace(settings, max_word_syllables=1, topic_words=True))
+    assert stats["max_word_syllables"] == 1 and stats["topic_words"] is True
+    topics = {r["topic"]: word_prefixes(r["topic"]) for r in prompts}
+    for row in short:
+        for line in row["haiku"].split("\n"):
+            for word in analyze_line(line).words:
+                if word.source == "dict" and min(word.counts) > 1:
+                    assert word.text.strip(".,;:!?'\"").lower() in topics[row["topic"]], row
+    _, stats = distill.sample_verified(model, tok, prompts, replace(settings, topic_words=True))
+    assert stats["topic_words"] is False  # no word limit, nothing to be exempt from
 
 
 def test_two_rounds_continue_sft_on_the_kept_poems_and_keep_every_adapter(
@@ -114,3 +129,5 @@ def test_word_syllable_limit_per_round_and_bad_values_get_one_line():
             validate(apply_overrides(full, [f"distill.max_word_syllables={bad}"]))
     with pytest.raises(ConfigError, match=r"distill\.max_word_syllables"):
         apply_overrides(full, ["distill.max_word_syllables=one"])
+    with pytest.raises(ConfigError, match=r"distill\.topic_words"):
+        apply_overrides(full, ["distill.topic_words=perhaps"])
