@@ -20,7 +20,7 @@ import harness as H
 
 def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_new_tokens: int,
                  constrained: bool = False, min_sim: float = 0.5, max_word_syllables: int = 0,
-                 topic_words: bool = False):
+                 topic_words: bool = False, clean_line_ends: bool = False):
     from haiku_kit import haiku as hk
     from haiku_kit.generate import SamplingSettings, generate
     from haiku_kit.modeling import load_from_config as load_for
@@ -32,7 +32,7 @@ def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_n
                     sampling=SamplingSettings(**H.REF_SAMPLING), batch_size=batch_size,
                     max_new_tokens=max_new_tokens, constrained=constrained, progress=True,
                     max_word_syllables=max_word_syllables,
-                    free_words=topics if topic_words else None)
+                    free_words=topics if topic_words else None, clean_line_ends=clean_line_ends)
     cand, n = [], 0
     for topic, texts in zip(topics, gens.texts):
         seen = set()
@@ -66,6 +66,8 @@ def main() -> None:
                    help="constrained only: no word with more syllables (1: one-syllable words)")
     p.add_argument("--topic-words", action="store_true",
                    help="with --max-word-syllables: a poem may use its topic's words at any length")
+    p.add_argument("--clean-ends", action="store_true",
+                   help="constrained only: no line ends on an article, preposition or conjunction")
     p.add_argument("--measure-init", action="store_true", help="measure --init first")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-topics", type=int, default=400)
@@ -91,7 +93,7 @@ def main() -> None:
         kept, stats = sample_valid(cfg, args.init, topics, args.k, args.batch_size, 48,
                                    constrained=args.constrained, min_sim=args.min_sim,
                                    max_word_syllables=args.max_word_syllables,
-                                   topic_words=args.topic_words)
+                                   topic_words=args.topic_words, clean_line_ends=args.clean_ends)
     sample_s = time.perf_counter() - began
     print("self-distillation:", stats, f"{sample_s:.0f}s", flush=True)
     out = Path(cfg.output_dir)
@@ -127,7 +129,7 @@ def main() -> None:
                                   "extra": args.extra, "constrained": args.constrained,
                                   "self_only": args.self_only,
                                   "max_word_syllables": args.max_word_syllables,
-                                  "topic_words": args.topic_words, "min_sim": args.min_sim, "stats": stats, "sft_rows": len(data["sft"])},
+                                  "topic_words": args.topic_words, "clean_ends": args.clean_ends, "min_sim": args.min_sim, "stats": stats, "sft_rows": len(data["sft"])},
           {"sample_s": sample_s, "sft_s": sft_s}, res)
 
 

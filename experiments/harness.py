@@ -164,6 +164,8 @@ def measure(cfg, adapter, label: str, sets: dict[str, list[dict]], train_answers
             "mean_tokens": sum(r["tokens"] or 0 for r in recs) / len(recs),
             "eval_s": time.perf_counter() - began,
             "samples": [r["completion"] for r in recs[:4]],
+            # per prompt, in order: for paired comparisons of two models on the same prompts
+            "valid_bits": "".join("1" if r["is_haiku"] else "0" for r in recs),
         }
         out[set_name] = summary
         print(f"[{label}] {set_name}: haiku {summary['haiku']:.3f} "

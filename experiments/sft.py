@@ -43,6 +43,25 @@ def with_think(splits):
     return out
 
 
+def train_full(cfg, splits):
+    """SFT of every weight but the (tied) embeddings, no LoRA; returns the trained model and
+    tokenizer in memory (nothing saved: the run is measured, then dropped)."""
+    from haiku_kit.modeling import load_from_config as load_for
+    from haiku_kit.sft import sft_trainer
+    from haiku_kit.trainer_utils import train_stage
+
+    model, tok = load_for(cfg, trainable=False)
+    embed = model.get_input_embeddings().weight
+    for param in model.parameters():
+        param.requires_grad_(param is not embed)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"full fine-tuning: {trainable / 1e6:.1f}M trainable weights", flush=True)
+    trainer = sft_trainer(cfg, model, tok, splits)
+    train_stage(trainer)
+    model.eval()
+    return model, tok
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--name", required=True)
@@ -51,6 +70,8 @@ def main() -> None:
     p.add_argument("--extra-kinds", default="long,short")
     p.add_argument("--extra-rl", action="store_true", help="also train SFT on the rl split")
     p.add_argument("--think", action="store_true")
+    p.add_argument("--full", action="store_true",
+                   help="full fine-tuning of the non-embedding weights instead of LoRA")
     p.add_argument("--n-ref", type=int, default=64)
     p.add_argument("--n-demo", type=int, default=64)
     p.add_argument("--max-new-tokens", type=int, default=48)
@@ -60,7 +81,7 @@ def main() -> None:
     cfg = H.config(args.name, args.overrides)
     splits = H.base_splits()
     settings = {"overrides": args.overrides, "extra": args.extra, "think": args.think,
-                "extra_rl": args.extra_rl}
+                "extra_rl": args.extra_rl, "full": args.full}
     if args.extra_rl:
         import datasets
 
@@ -78,14 +99,16 @@ def main() -> None:
     settings["sft_rows"] = len(splits["sft"])
     print(f"SFT rows: {len(splits['sft'])}", flush=True)
 
+    from haiku_kit.modeling import load_from_config as load_for
     from haiku_kit.sft import run_sft
 
-    adapter, sft_s = H.timed(run_sft, cfg, splits)
+    if args.full:
+        adapter, (mt, sft_s) = None, H.timed(train_full, cfg, splits)
+    else:
+        adapter, sft_s = H.timed(run_sft, cfg, splits)
+        mt = load_for(cfg, adapter, trainable=False)
     sets = H.eval_sets(args.n_ref, args.n_demo)
     train_answers = list(splits["sft"]["haiku"]) + list(splits["rl"]["haiku"])
-    from haiku_kit.modeling import load_from_config as load_for
-
-    mt = load_for(cfg, adapter, trainable=False)
     res = H.measure(cfg, adapter, f"{args.name}/sft", sets, train_answers,
                     max_new_tokens=args.max_new_tokens, model_tok=mt)
     H.log(args.name, "sft", settings, {"sft_s": sft_s}, res)

@@ -43,6 +43,12 @@ __all__ = [
 # the only choice left.
 MAX_EXTRA_ON_TARGET = 3
 MAX_NUMBER_DIGITS = 4
+# Words that ask for the next one: under clean_line_ends no line may end on them. One-syllable
+# distillation poems ended 74% of the time on "the"/"a" to fill a count (docs/experiments.md).
+DANGLING_WORDS = frozenset({
+    "a", "an", "the", "of", "to", "at", "by", "for", "from", "with", "into", "onto", "and", "or",
+    "but", "nor", "than", "as", "if", "my", "your", "its", "our", "their",
+})
 
 
 # --------------------------------------------------------------------------- counting
@@ -113,6 +119,12 @@ def _number_in_progress(word: str) -> bool:
     return 0 < digits <= MAX_NUMBER_DIGITS
 
 
+def ends_dangling(text: str) -> bool:
+    """Does `text` end on a DANGLING_WORDS word (punctuation after it does not help)?"""
+    words = _WORD.findall(text)
+    return bool(words) and words[-1].lower() in DANGLING_WORDS
+
+
 # --------------------------------------------------------------------------- tracking
 
 
@@ -142,8 +154,10 @@ class PoemTracker:
     """The rules: which tokens a LineState may take next under a pattern, and taking them."""
 
     def __init__(self, table: TokenTable, pattern: Sequence[int] = (5, 7, 5),
-                 strict: bool = False, end_ids: Iterable[int] = (), max_word_syllables: int = 0):
+                 strict: bool = False, end_ids: Iterable[int] = (), max_word_syllables: int = 0,
+                 clean_line_ends: bool = False):
         self.table = table
+        self.clean_line_ends = bool(clean_line_ends)  # no line ends on a DANGLING_WORDS word
         # > 0: no word may need more syllables (1: one-syllable words only, so a line's count
         # is its word count; self-distillation data in that style, docs/experiments.md S1)
         self.max_word_syllables = int(max_word_syllables)
@@ -163,12 +177,17 @@ class PoemTracker:
             return False
         return bool(state.masks(self.strict)[0] >> self.pattern[state.line] & 1)
 
+    def closes(self, state: LineState) -> bool:
+        """May the line in progress end now: on target, and not on a dangling word when
+        clean_line_ends (then it must grow on target, or dies and is resampled)."""
+        return self.on_target(state) and not (self.clean_line_ends and ends_dangling(state.text))
+
     def can_end(self, state: LineState) -> bool:
         """May an end token come now: the poem is complete, or its last line is on target."""
         if state.finished or state.dead:
             return True
         last = len(self.pattern) - 1
-        return state.line > last or (state.line == last and self.on_target(state))
+        return state.line > last or (state.line == last and self.closes(state))
 
     def _after_plain(self, state: LineState, token: int) -> int:
         """Syllable mask of the line after a newline-free token (its last word estimated)."""
@@ -203,7 +222,7 @@ class PoemTracker:
                 if new.line == 0 or new.gap:
                     return None
                 new.gap = True
-            elif not self.on_target(new):
+            elif not self.closes(new):
                 return None
             else:
                 new.lines.append(new.text.strip())
@@ -233,6 +252,9 @@ class PoemTracker:
             return False
         target = self.pattern[state.line]
         after = self._after_plain(state, token)
+        if self.clean_line_ends and _lowest(after) >= target and \
+                ends_dangling(state.text + self.table.piece(token)):
+            return False  # a full line ending on "the" could not close: refuse it, not die
         if self.on_target(state):
             return state.extra < MAX_EXTRA_ON_TARGET and bool(after >> target & 1)
         return _lowest(after) <= target
@@ -242,7 +264,7 @@ class PoemTracker:
         out = [t for t in candidates if self.allows(state, t)]
         if self.can_end(state):
             out += [t for t in self.end_ids if t not in out]
-        elif self.on_target(state) and self.table.newline_id not in (None, *out):
+        elif self.closes(state) and self.table.newline_id not in (None, *out):
             out.append(self.table.newline_id)
         return out
 

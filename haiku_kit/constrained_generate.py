@@ -122,6 +122,7 @@ def constrained_generate(
     candidates: int = 1,
     max_word_syllables: int = 0,
     free_words: Sequence[str] | None = None,
+    clean_line_ends: bool = False,
 ) -> list[list[ConstrainedResult]]:
     """k constrained poems per prompt (chat message lists or formatted strings, as generate).
 
@@ -132,6 +133,7 @@ def constrained_generate(
     none is valid, the closest, then the most likely).
     max_word_syllables > 0: no word may need more syllables (1: one-syllable words only).
     free_words[i]: text whose words prompt i may use whatever their length (its topic).
+    clean_line_ends: no line may end on an article, preposition or conjunction ("the", "of").
     """
     pattern = tuple(int(n) for n in pattern)
     if min(k, batch_size, max_new_tokens, candidates) < 1 or retries < 0:
@@ -142,7 +144,7 @@ def constrained_generate(
     free = [word_prefixes(w) for w in free_words] if free_words else [frozenset()] * len(texts)
     stop = stop_token_ids(model, tokenizer)
     tracker = PoemTracker(token_table(tokenizer), pattern, strict, end_ids=stop,
-                          max_word_syllables=max_word_syllables)
+                          max_word_syllables=max_word_syllables, clean_line_ends=clean_line_ends)
     first = copy.deepcopy(model.generation_config)
     first.update(max_new_tokens=max_new_tokens, eos_token_id=stop,
                  pad_token_id=tokenizer.pad_token_id, **_sampling_kwargs(sampling))

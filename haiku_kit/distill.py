@@ -81,7 +81,8 @@ def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed
     gens = generate(model, tokenizer, [r["prompt"] for r in rows], k=s.k, seed=seed,
                     sampling=sampling, batch_size=s.batch_size, max_new_tokens=s.max_new_tokens,
                     constrained=True, candidates=s.candidates, max_word_syllables=limit,
-                    free_words=[r["topic"] for r in rows] if limit and s.topic_words else None)
+                    free_words=[r["topic"] for r in rows] if limit and s.topic_words else None,
+                    clean_line_ends=s.clean_line_ends)
     candidates, seen = [], set()
     for row, texts in zip(rows, gens.texts):
         for text in texts:
@@ -99,6 +100,7 @@ def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed
     kept = [{**c, "source_id": f"self:{i}"} for i, c in enumerate(candidates)]
     return kept, {"prompts": len(rows), "sampled": len(rows) * s.k,
                   "max_word_syllables": limit, "topic_words": bool(limit and s.topic_words),
+                  "clean_line_ends": s.clean_line_ends,
                   "drafts": len(rows) * s.k * s.candidates, "valid": len(seen), "kept": len(kept)}
 
 

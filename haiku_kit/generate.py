@@ -81,6 +81,7 @@ def generate(
     candidates: int = 1,
     max_word_syllables: int = 0,
     free_words: Sequence[str] | None = None,
+    clean_line_ends: bool = False,
 ) -> Generations:
     """k samples for each prompt, batched with left padding.
 
@@ -89,7 +90,8 @@ def generate(
     bounded number of times, and `check` stays the judge of what comes back. candidates > 1
     (constrained only) draws that many drafts per sample and keeps the most likely valid one;
     max_word_syllables > 0 (constrained only) allows no word with more syllables, except the
-    words of free_words[i] in prompt i's poems (its topic, say).
+    words of free_words[i] in prompt i's poems (its topic, say). clean_line_ends (constrained
+    only) lets no line end on an article, preposition or conjunction.
 
     Prompts are chat message lists (rendered with the chat template, add_generation_prompt) or
     plain strings used as already-formatted model input. Each batch reseeds torch with
@@ -111,9 +113,12 @@ def generate(
         raise ValueError(f"max_word_syllables={max_word_syllables} needs constrained=True")
     if free_words is not None and not max_word_syllables:
         raise ValueError("free_words needs max_word_syllables > 0 (they are its exceptions)")
+    if clean_line_ends and not constrained:
+        raise ValueError("clean_line_ends needs constrained=True")
     if constrained:
         return _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size,
-                            max_new_tokens, candidates, max_word_syllables, free_words)
+                            max_new_tokens, candidates, max_word_syllables, free_words,
+                            clean_line_ends)
     install_fast_topk_topp()  # CPU: top-p inside the top-k candidates, the same tokens for a seed
     texts = prompt_strings(tokenizer, prompts)
     items = [t for t in texts for _ in range(k)]  # k copies of each prompt, side by side
@@ -154,11 +159,11 @@ def generate(
 
 
 def _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size, max_new_tokens,
-                 candidates, max_word_syllables, free_words):
+                 candidates, max_word_syllables, free_words, clean_line_ends):
     results = constrained_generate(model, tokenizer, prompts, k=k, seed=seed, sampling=sampling,
                                    batch_size=batch_size, max_new_tokens=max_new_tokens,
                                    candidates=candidates, max_word_syllables=max_word_syllables,
-                                   free_words=free_words)
+                                   free_words=free_words, clean_line_ends=clean_line_ends)
     return Generations([[r.completion for r in group] for group in results],
                        [[r.hit_limit for r in group] for group in results],
                        [[r.num_tokens for r in group] for group in results], max_new_tokens)

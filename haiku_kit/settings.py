@@ -21,6 +21,18 @@ from haiku_kit.fast_inference import fast_inference_problem
 from haiku_kit.typed_settings import _build, field_types, is_settings_class  # noqa: F401 - re-exported
 from haiku_kit.value_checks import training_value_problem
 
+# shaped plus per-line exact counts: cpu-demo's choice (docs/experiments.md).
+_COUNTING = {
+    "haiku_reward": 1.0,
+    "line_exact_reward": 1.0,
+    "syllable_reward": 0.5,
+    "line_count_penalty": 0.5,
+    "gated_similarity": 0.5,
+    "prompt_copy_penalty": 1.0,
+    "format_penalty": 0.25,
+    "length_penalty": 0.5,
+}
+
 # Named reward weightings a config may use (grpo.rewards, or a "grpo:NAME" stage); RewardSpec
 # builds TRL's reward_funcs/reward_weights from them. The reference (axeld5/gemma_haiku,
 # rewards.py) scores each completion as
@@ -42,17 +54,10 @@ REWARD_PRESETS: dict[str, dict[str, float]] = {
         "format_penalty": 0.25,
         "length_penalty": 0.5,
     },
-    # shaped plus per-line exact counts: the CPU presets' choice (docs/experiments.md).
-    "counting": {
-        "haiku_reward": 1.0,
-        "line_exact_reward": 1.0,
-        "syllable_reward": 0.5,
-        "line_count_penalty": 0.5,
-        "gated_similarity": 0.5,
-        "prompt_copy_penalty": 1.0,
-        "format_penalty": 0.25,
-        "length_penalty": 0.5,
-    },
+    "counting": _COUNTING,
+    # counting plus the dense similarity on every poem: cpu-full's choice. GRPO alone lowers
+    # Similarity; this term stops the drift on short topics (docs/experiments.md G11).
+    "topical": {**_COUNTING, "similarity_reward": 1.0},
 }
 
 
@@ -152,6 +157,9 @@ class DistillSettings:
     # Under max_word_syllables, a poem may still use its own topic's words at any length (the
     # topic's nouns keep the poem on topic: S3 in docs/experiments.md).
     topic_words: bool = False
+    # No line may end on an article, preposition or conjunction ("the", "of", "and"): without
+    # it, one-syllable poems fill their counts with a dangling "the" (docs/experiments.md).
+    clean_line_ends: bool = False
     min_similarity: float = 0.5  # cos(topic, poem) a kept poem needs
     max_steps: int = 200
     learning_rate: float = 2e-4

@@ -177,6 +177,35 @@ def test_topic_words_pass_the_word_limit_and_still_count(gemma_tokenizer):
     assert all(flags)
 
 
+def test_clean_line_ends_keep_a_line_open_on_a_dangling_word(gemma_tokenizer):
+    table = token_table(gemma_tokenizer)
+    plain = PoemTracker(table, (5, 7, 5), end_ids=END_IDS)
+    clean = PoemTracker(table, (5, 7, 5), end_ids=END_IDS, clean_line_ends=True)
+    newline = table.newline_id
+    for line in ("the cold wind blows the", "the cold wind and a", "cold rain falls on my,"):
+        assert plain.allowed(feed(plain, gemma_tokenizer, line)[0], []) == [newline], line
+        state = feed(clean, gemma_tokenizer, line)[0]
+        assert clean.on_target(state) and not clean.closes(state), line
+        assert not clean.allows(state, newline) and clean.allowed(state, []) == [], line
+    state = feed(clean, gemma_tokenizer, "the cold wind blows, then")[0]  # "then" is not "the"
+    assert clean.allowed(state, []) == [newline]
+    # better: the dangling word that would fill the line is refused before it is written
+    (the,) = ids_of(gemma_tokenizer, "the the")[1:]
+    four = "the cold wind blows"
+    assert plain.allows(feed(plain, gemma_tokenizer, four)[0], the)
+    assert not clean.allows(feed(clean, gemma_tokenizer, four)[0], the)
+    assert clean.allows(feed(clean, gemma_tokenizer, "the wind")[0], the)  # mid-line it is fine
+    # the last line: no end token on a dangling word
+    poem = "the cold wind blows hard\non the old red barn at dusk\na crow calls out to"
+    state, flags = feed(clean, gemma_tokenizer, poem)
+    assert flags[:-1] == [True] * (len(flags) - 1) and flags[-1] is False  # " to" refused
+    assert clean.on_target(state) and not clean.can_end(state) and not clean.allows(state, END_IDS[1])
+    assert plain.can_end(feed(plain, gemma_tokenizer, poem)[0])
+    # a multi-newline token is held to the same rule
+    state, flags = feed(clean, gemma_tokenizer, "the cold wind blows the\n")
+    assert flags[-1] is False
+
+
 def test_special_markup_and_partial_bytes_are_forbidden(gemma_tokenizer):
     table = token_table(gemma_tokenizer)
     for token in ("<start_of_turn>", "<bos>", "<pad>", "</div>", "<0xE2>"):
@@ -387,6 +416,32 @@ def test_one_syllable_words_only_on_embedded_model(embedded):
     assert len(poems_with_topic_words) >= 2  # the exemption reaches the model's poems
 
 
+@pytest.mark.slow
+def test_one_syllable_poems_with_clean_line_ends_on_embedded_model(embedded):
+    """The embedded model, held to one-syllable words, fills its counts with a dangling "the"
+    or "a" when nothing stops it; clean_line_ends stops it, and the poems stay valid."""
+    from haiku_kit.constrained import ends_dangling
+    from haiku_kit.data import build_prompt
+    from haiku_kit.generate import SamplingSettings, generate
+
+    model, tokenizer = embedded
+    prompts = [build_prompt(t) for t in TOPICS[:6]]
+
+    def poems(clean: bool) -> list[str]:
+        gens = generate(model, tokenizer, prompts, seed=0, sampling=SamplingSettings(),
+                        batch_size=6, max_new_tokens=40, constrained=True, max_word_syllables=1,
+                        clean_line_ends=clean, progress=False)
+        return [hk.extract_poem(texts[0]).poem for texts in gens.texts]
+
+    def dangling(found: list[str]) -> int:
+        return sum(ends_dangling(line) for p in found for line in p.split("\n"))
+
+    loose, clean = poems(False), poems(True)
+    assert dangling(loose) >= 2, loose  # what the rule is for
+    assert sum(hk.check(p).is_haiku for p in clean) >= 5, clean
+    assert dangling([p for p in clean if hk.check(p).is_haiku]) == 0, clean
+
+
 def test_generate_refuses_candidates_without_the_constraint(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -401,3 +456,5 @@ def test_generate_refuses_candidates_without_the_constraint(tiny_model_dir):
         generate(model, tokenizer, [build_prompt("snow")], max_word_syllables=1)
     with pytest.raises(ValueError, match="free_words needs max_word_syllables > 0"):
         generate(model, tokenizer, [build_prompt("snow")], constrained=True, free_words=["snow"])
+    with pytest.raises(ValueError, match="clean_line_ends needs constrained=True"):
+        generate(model, tokenizer, [build_prompt("snow")], clean_line_ends=True)

@@ -11,7 +11,7 @@ from training_helpers import read_log, rows, tiny_cfg
 
 from haiku_kit import data, distill
 from haiku_kit import haiku as hk
-from haiku_kit.constrained import word_prefixes
+from haiku_kit.constrained import ends_dangling, word_prefixes
 from haiku_kit.settings import DistillSettings
 from haiku_kit.syllables import analyze_line
 
@@ -68,6 +68,10 @@ def test_sampled_poems_are_all_ones_check_accepts(tiny_model_dir, tmp_path, spli
                     assert word.text.strip(".,;:!?'\"").lower() in topics[row["topic"]], row
     _, stats = distill.sample_verified(model, tok, prompts, replace(settings, topic_words=True))
     assert stats["topic_words"] is False  # no word limit, nothing to be exempt from
+    clean, stats = distill.sample_verified(model, tok, prompts,
+                                           replace(settings, clean_line_ends=True))
+    assert stats["clean_line_ends"] is True
+    assert not any(ends_dangling(line) for row in clean for line in row["haiku"].split("\n"))
 
 
 def test_two_rounds_continue_sft_on_the_kept_poems_and_keep_every_adapter(
@@ -131,3 +135,6 @@ def test_word_syllable_limit_per_round_and_bad_values_get_one_line():
         apply_overrides(full, ["distill.max_word_syllables=one"])
     with pytest.raises(ConfigError, match=r"distill\.topic_words"):
         apply_overrides(full, ["distill.topic_words=perhaps"])
+    with pytest.raises(ConfigError, match=r"distill\.clean_line_ends"):
+        apply_overrides(full, ["distill.clean_line_ends=perhaps"])
+    assert apply_overrides(full, ["distill.clean_line_ends=true"]).distill.clean_line_ends is True

@@ -35,7 +35,14 @@ def test_counting_preset_names_the_line_reward_and_the_demo_uses_it():
     spec = rewards.RewardSpec.preset("counting")
     assert "line_exact_reward" in spec.names and "haiku_reward" in spec.names
     assert load_preset("cpu-demo").grpo.rewards == "counting"
-    assert load_preset("cpu-full").grpo.rewards == "counting"
+
+
+def test_topical_preset_is_counting_plus_dense_similarity_and_the_full_run_uses_it():
+    counting, topical = rewards.RewardSpec.preset("counting"), rewards.RewardSpec.preset("topical")
+    assert topical.names[: len(counting.names)] == counting.names
+    assert topical.reward_weights()[: len(counting.names)] == counting.reward_weights()
+    assert topical.weight_of("similarity_reward") == 1.0
+    assert load_preset("cpu-full").grpo.rewards == "topical"
 
 
 # --------------------------------------------------------------------------- report
