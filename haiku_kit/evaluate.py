@@ -281,6 +281,25 @@ def summarize(records: list[dict], meta: dict[str, Any], n_boot: int = N_BOOT,
     return EvalResult(records, metrics, ci, distributions, pass_at_k_table(records), meta)
 
 
+def paired_difference(before: EvalResult, after: EvalResult, metric: str = "haiku",
+                      n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float] | None:
+    """after - before on the same prompts: (mean per-prompt difference, 95% CI low, high), the
+    prompts resampled together; None unless both scored the same topics in the same order."""
+    def per_prompt(result: EvalResult) -> dict[int, tuple[str, list[float]]]:
+        out: dict[int, tuple[str, list[float]]] = {}
+        for r in result.records:
+            out.setdefault(r["prompt_index"], (r["topic"], []))[1].append(
+                float(r[FIELD_OF.get(metric, metric)]))
+        return out
+
+    a, b = per_prompt(before), per_prompt(after)
+    if not a or a.keys() != b.keys() or any(a[i][0] != b[i][0] for i in a):
+        return None
+    diffs = [float(np.mean(b[i][1]) - np.mean(a[i][1])) for i in sorted(a)]
+    low, high = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+    return float(np.mean(diffs)), low, high
+
+
 def evaluate_references(dataset: Any, train_answers: Sequence[str] = (), **kwargs) -> EvalResult:
     """Score a dataset's reference answers (its `haiku` column) as if a model wrote them.
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from haiku_kit.curve import plot_learning_curve
-from haiku_kit.evaluate import PATTERN, EvalResult
+from haiku_kit.evaluate import PATTERN, EvalResult, paired_difference
 
 # (column title, metric key, shown as percent)
 COLUMNS = (
@@ -320,16 +320,20 @@ def plot_line_counts(results: dict[str, EvalResult], path: Path) -> Path:
 
 def verdict(results: dict[str, EvalResult], before: str = "sft", after: str = "grpo",
             metric: str = "haiku") -> str | None:
-    """One line: how far `after` moved `metric` from `before`, and whether their 95% CIs overlap."""
+    """One line: how far `after` moved `metric` from `before`, whether their 95% CIs overlap,
+    and, when both scored the same prompts, the paired difference with its 95% CI."""
     if before not in results or after not in results:
         return None
     a, b = results[before], results[after]
-    lo_a, hi_a = a.ci.get(metric, [math.nan, math.nan])
-    lo_b, hi_b = b.ci.get(metric, [math.nan, math.nan])
-    diff = 100 * (b.metrics[metric] - a.metrics[metric])
-    overlap = not (lo_b > hi_a or hi_b < lo_a)
-    return (f"{after.upper()} vs {before.upper()}: {diff:+.1f} points of {metric}, "
+    (lo_a, hi_a), (lo_b, hi_b) = (r.ci.get(metric, [math.nan, math.nan]) for r in (a, b))
+    diff, overlap = 100 * (b.metrics[metric] - a.metrics[metric]), not (lo_b > hi_a or hi_b < lo_a)
+    line = (f"{after.upper()} vs {before.upper()}: {diff:+.1f} points of {metric}, "
             f"95% CIs {'overlap' if overlap else 'do not overlap'}")
+    paired = paired_difference(a, b, metric)
+    if paired is None:
+        return line
+    mean, low, high = (100 * v for v in paired)
+    return f"{line}; paired on the same prompts: {mean:+.1f} [{low:+.1f}, {high:+.1f}]"
 
 
 # --------------------------------------------------------------------------- report

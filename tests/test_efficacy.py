@@ -13,7 +13,7 @@ from haiku_kit import data, report, rewards, topics
 from haiku_kit.config import load_preset
 from haiku_kit.curve import learning_curve
 from haiku_kit.data import load_eval_data
-from haiku_kit.evaluate import evaluate
+from haiku_kit.evaluate import evaluate, paired_difference
 from haiku_kit.loaders import load_embedded
 from haiku_kit.similarity import get_scorer
 from haiku_kit.text import normalize
@@ -71,10 +71,28 @@ def test_verdict_says_whether_cis_overlap():
     none = _result(["a\nb\nc"] * 40)
     all_ = _result([HAIKU] * 40)
     half = _result([HAIKU, "a\nb\nc"] * 20)
-    assert report.verdict({"sft": none, "grpo": all_}) == \
-        "GRPO vs SFT: +100.0 points of haiku, 95% CIs do not overlap"
-    assert report.verdict({"sft": half, "grpo": half}).endswith("95% CIs overlap")
+    assert report.verdict({"sft": none, "grpo": all_}) == (
+        "GRPO vs SFT: +100.0 points of haiku, 95% CIs do not overlap; "
+        "paired on the same prompts: +100.0 [+100.0, +100.0]")
+    assert report.verdict({"sft": half, "grpo": half}).endswith(
+        "95% CIs overlap; paired on the same prompts: +0.0 [+0.0, +0.0]")
     assert report.verdict({"sft": half}) is None
+    other = evaluate([HAIKU] * 40, ["snow"] * 40, similarity=False, n_boot=200)
+    assert report.verdict({"sft": none, "grpo": other}).endswith("do not overlap")  # not paired
+
+
+def test_paired_difference_sees_a_gain_the_overlapping_cis_hide():
+    """Half valid before; after, the same prompts stay valid and 8 of the other 20 turn valid:
+    50% against 70% of 40 prompts overlap, but every changed prompt moved the same way."""
+    before = _result([HAIKU, "a\nb\nc"] * 20)
+    after = _result([HAIKU] * 16 + [HAIKU, "a\nb\nc"] * 12)
+    assert after.metrics["haiku"] == pytest.approx(0.7)
+    assert report.verdict({"sft": before, "grpo": after}).split(";")[0].endswith("CIs overlap")
+    mean, low, high = paired_difference(before, after)
+    assert mean == pytest.approx(0.2) and 0 < low < mean < high
+    assert paired_difference(after, before)[0] == pytest.approx(-0.2)
+    shorter = _result([HAIKU] * 39)
+    assert paired_difference(before, shorter) is None  # not the same prompts
 
 
 def test_report_shows_the_learning_curve(tmp_path):
