@@ -64,8 +64,9 @@ def test_cpu_presets_are_small():
     assert demo.eval.n_prompts >= 64 and demo.eval.k == 1  # CIs that mean something
     full = load_preset("cpu-full")
     assert full.model.name == "embedded-english" and full.eval.n_prompts >= 128
-    assert full.sft.max_steps > demo.sft.max_steps and full.grpo.max_steps == 4 * demo.grpo.max_steps
-    assert full.distill.topics > 0 == demo.distill.topics and full.distill.rounds == 3
+    assert full.sft.max_steps > demo.sft.max_steps and full.grpo.max_steps == 8 * demo.grpo.max_steps
+    assert full.distill.topics > demo.distill.topics > 0 == smoke.distill.topics
+    assert full.distill.rounds == 3 and demo.distill.rounds == 1 and demo.distill.clean_line_ends
     assert full.distill.max_word_syllables == [0, 1, 1]
     assert full.eval.constrained and not demo.eval.constrained
 
