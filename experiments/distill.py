@@ -20,11 +20,11 @@ import harness as H
 
 def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_new_tokens: int,
                  constrained: bool = False, min_sim: float = 0.5, max_word_syllables: int = 0,
-                 topic_words: bool = False, clean_line_ends: bool = False):
-    from haiku_kit import haiku as hk
+                 topic_words: bool = False, clean_line_ends: bool = False,
+                 best_per_topic: bool = False):
+    from haiku_kit.distill import keep_verified
     from haiku_kit.generate import SamplingSettings, generate
     from haiku_kit.modeling import load_from_config as load_for
-    from haiku_kit.similarity import get_scorer
     from haiku_kit.text import build_prompt
 
     model, tok = load_for(cfg, adapter, trainable=False)
@@ -33,18 +33,15 @@ def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_n
                     max_new_tokens=max_new_tokens, constrained=constrained, progress=True,
                     max_word_syllables=max_word_syllables,
                     free_words=topics if topic_words else None, clean_line_ends=clean_line_ends)
-    cand, n = [], 0
-    for topic, texts in zip(topics, gens.texts):
-        seen = set()
-        for text in texts:
-            n += 1
-            poem = hk.extract_poem(text).poem
-            if hk.check(poem).is_haiku and poem not in seen:
-                seen.add(poem)
-                cand.append({"topic": topic, "haiku": poem})
-    sims = get_scorer().cosine([c["topic"] for c in cand], [c["haiku"] for c in cand]) if cand else []
-    kept = [dict(c, source_id=f"self:{i}") for i, (c, s) in enumerate(zip(cand, sims)) if s >= min_sim]
-    return kept, {"sampled": n, "valid": len(cand), "kept": len(kept)}
+    kept, valid = keep_verified([{"topic": t} for t in topics], gens.texts, min_sim)
+    if best_per_topic:  # only each topic's most similar poem
+        best = {}
+        for row in kept:
+            if row["topic"] not in best or row["cosine"] > best[row["topic"]]["cosine"]:
+                best[row["topic"]] = row
+        kept = list(best.values())
+    return kept, {"sampled": len(topics) * k, "valid": valid, "kept": len(kept),
+                  "kept_mean_cos": sum(r["cosine"] or 0.0 for r in kept) / max(len(kept), 1)}
 
 
 def main() -> None:
@@ -68,6 +65,10 @@ def main() -> None:
                    help="with --max-word-syllables: a poem may use its topic's words at any length")
     p.add_argument("--clean-ends", action="store_true",
                    help="constrained only: no line ends on an article, preposition or conjunction")
+    p.add_argument("--topics-file", default=None,
+                   help="a text file of extra topics (one a line) sampled after the splits' topics")
+    p.add_argument("--best-per-topic", action="store_true",
+                   help="keep only each topic's most similar verified poem (with --k > 1)")
     p.add_argument("--measure-init", action="store_true", help="measure --init first")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-topics", type=int, default=400)
@@ -80,7 +81,10 @@ def main() -> None:
     if args.extra:
         rows, _ = H.clean_extra(H.staged_rows(), H.forbidden_topics())
         splits = H.with_extra_sft(splits, rows)
-    topics = list(dict.fromkeys(list(splits["sft"]["topic"]) + list(splits["rl"]["topic"])))[: args.max_topics]
+    topics = list(dict.fromkeys(list(splits["sft"]["topic"]) + list(splits["rl"]["topic"])))
+    extra = Path(args.topics_file).read_text().split("\n") if args.topics_file else []
+    extra = [t.strip() for t in extra if t.strip()]
+    topics = topics[: args.max_topics - len(extra)] + extra
     if args.measure_init:
         sets = H.eval_sets(args.n_ref, args.n_demo)
         H.log(args.name, "init", {"init": args.init}, {},
@@ -93,7 +97,8 @@ def main() -> None:
         kept, stats = sample_valid(cfg, args.init, topics, args.k, args.batch_size, 48,
                                    constrained=args.constrained, min_sim=args.min_sim,
                                    max_word_syllables=args.max_word_syllables,
-                                   topic_words=args.topic_words, clean_line_ends=args.clean_ends)
+                                   topic_words=args.topic_words, clean_line_ends=args.clean_ends,
+                                   best_per_topic=args.best_per_topic)
     sample_s = time.perf_counter() - began
     print("self-distillation:", stats, f"{sample_s:.0f}s", flush=True)
     out = Path(cfg.output_dir)
@@ -129,7 +134,9 @@ def main() -> None:
                                   "extra": args.extra, "constrained": args.constrained,
                                   "self_only": args.self_only,
                                   "max_word_syllables": args.max_word_syllables,
-                                  "topic_words": args.topic_words, "clean_ends": args.clean_ends, "min_sim": args.min_sim, "stats": stats, "sft_rows": len(data["sft"])},
+                                  "topic_words": args.topic_words, "clean_ends": args.clean_ends,
+                                  "best_per_topic": args.best_per_topic,
+                                  "topics_file": args.topics_file, "min_sim": args.min_sim, "stats": stats, "sft_rows": len(data["sft"])},
           {"sample_s": sample_s, "sft_s": sft_s}, res)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,10 +30,13 @@ from haiku_kit import haiku as hk
 from haiku_kit.backends import resolve_device
 from haiku_kit.data import load_run_data
 from haiku_kit.generate import SamplingSettings, generate
+from haiku_kit.loaders import load_topic_list
 from haiku_kit.modeling import save_adapter
 from haiku_kit.runs import RunPaths
 from haiku_kit.settings import DistillSettings, RunConfig
 from haiku_kit.sft import build_sft_trainer, sft_effective
+from haiku_kit.text import build_prompt, normalize
+from haiku_kit.topics import far_from
 from haiku_kit.trainer_utils import (
     KitStage,
     record_effective,
@@ -50,8 +54,9 @@ def distill_dir(cfg: RunConfig, round_: int | None = None) -> Path:
     return folder if round_ is None else folder / f"round-{round_}"
 
 
-def training_prompts(dataset, n: int) -> list[dict]:
-    """The first n distinct topics of the sft then rl splits, with their prompts (never eval)."""
+def training_prompts(dataset, n: int, extra: Sequence[str] = ()) -> list[dict]:
+    """The first n distinct topics of the sft then rl splits, with their prompts (never eval),
+    then the `extra` topics that are no near-duplicate of an eval topic or of those."""
     seen, out = set(), []
     for split in ("sft", "rl"):
         if split not in dataset:
@@ -60,6 +65,13 @@ def training_prompts(dataset, n: int) -> list[dict]:
             if row["topic"] not in seen and len(out) < n:
                 seen.add(row["topic"])
                 out.append({"topic": row["topic"], "prompt": row["prompt"]})
+    if extra:
+        avoid = list(dataset["eval"]["topic"]) if "eval" in dataset else []
+        taken = {normalize(r["topic"]) for r in out}
+        for topic in far_from(extra, avoid):
+            if normalize(topic) not in taken:
+                taken.add(normalize(topic))
+                out.append({"topic": topic, "prompt": build_prompt(topic)})
     return out
 
 
@@ -83,25 +95,34 @@ def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed
                     constrained=True, candidates=s.candidates, max_word_syllables=limit,
                     free_words=[r["topic"] for r in rows] if limit and s.topic_words else None,
                     clean_line_ends=s.clean_line_ends)
+    kept, valid = keep_verified(rows, gens.texts, s.min_similarity, scorer)
+    return kept, {"prompts": len(rows), "sampled": len(rows) * s.k,
+                  "max_word_syllables": limit, "topic_words": bool(limit and s.topic_words),
+                  "clean_line_ends": s.clean_line_ends,
+                  "drafts": len(rows) * s.k * s.candidates, "valid": valid, "kept": len(kept)}
+
+
+def keep_verified(rows: list[dict], texts: list[list[str]], min_similarity: float = 0.5,
+                  scorer=None) -> tuple[list[dict], int]:
+    """Each row ({topic, ...}) with each of its completions (texts[i]) whose poem check accepts,
+    deduplicated, and with cos(topic, poem) >= min_similarity (-1: no filter). Returns (kept
+    rows with "haiku", "cosine" (None unfiltered) and "source_id", the number of valid poems)."""
     candidates, seen = [], set()
-    for row, texts in zip(rows, gens.texts):
-        for text in texts:
+    for row, completions in zip(rows, texts):
+        for text in completions:
             poem = hk.extract_poem(text).poem
             if hk.check(poem).is_haiku and poem not in seen:
                 seen.add(poem)
-                candidates.append({**row, "haiku": poem})
-    if candidates and s.min_similarity > -1:
+                candidates.append({**row, "haiku": poem, "cosine": None})
+    if candidates and min_similarity > -1:
         if scorer is None:
             from haiku_kit.similarity import get_scorer
 
             scorer = get_scorer()
         sims = scorer.cosine([c["topic"] for c in candidates], [c["haiku"] for c in candidates])
-        candidates = [c for c, sim in zip(candidates, sims) if sim >= s.min_similarity]
-    kept = [{**c, "source_id": f"self:{i}"} for i, c in enumerate(candidates)]
-    return kept, {"prompts": len(rows), "sampled": len(rows) * s.k,
-                  "max_word_syllables": limit, "topic_words": bool(limit and s.topic_words),
-                  "clean_line_ends": s.clean_line_ends,
-                  "drafts": len(rows) * s.k * s.candidates, "valid": len(seen), "kept": len(kept)}
+        candidates = [{**c, "cosine": sim} for c, sim in zip(candidates, sims)
+                      if sim >= min_similarity]
+    return [{**c, "source_id": f"self:{i}"} for i, c in enumerate(candidates)], len(seen)
 
 
 def poems_dataset(kept: list[dict]):
@@ -130,7 +151,9 @@ def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_
         kept = [json.loads(line) for line in poems_file.read_text(encoding="utf-8").splitlines()]
         stats = {"reused": str(poems_file), "kept": len(kept)}
     else:
-        rows = training_prompts(dataset if dataset is not None else load_run_data(cfg), s.topics)
+        extra = load_topic_list(s.extra_topics) if s.extra_topics else ()
+        rows = training_prompts(dataset if dataset is not None else load_run_data(cfg), s.topics,
+                                extra)
         kept, stats = sample_verified(model, tokenizer, rows, s, seed=cfg.seed + round_ - 1,
                                       round_=round_)
         folder.mkdir(parents=True, exist_ok=True)

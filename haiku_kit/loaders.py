@@ -249,6 +249,22 @@ def _turn_text(turns: list, role: str) -> Any:
                 None)
 
 
+def load_topic_list(source: str | Path) -> list[str]:
+    """Topics without poems, one a line ('#' starts a comment line): "embedded" is the kit's
+    own list (resources/prompt_topics.txt, everyday feelings and situations written for it)."""
+    path = (Path(str(resources.files("haiku_kit") / "resources" / "prompt_topics.txt"))
+            if str(source) == "embedded" else Path(source))
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the topic list ({err})") from None
+    topics = [" ".join(line.split()) for line in lines if line.strip()
+              and not line.lstrip().startswith("#")]
+    if not topics:
+        raise DataError(f"{path}: no topic in the topic list (one a line)")
+    return list(dict.fromkeys(topics))
+
+
 def load_chat_prompts(path: str | Path) -> list[dict]:
     """Eval rows of a chat file with the user turn kept verbatim as the prompt (as the
     reference evaluated): {topic, prompt, haiku (the reference answer or None), source_id}."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from haiku_kit.errors import ConfigError
@@ -161,6 +162,9 @@ class DistillSettings:
     # it, one-syllable poems fill their counts with a dangling "the" (docs/experiments.md).
     clean_line_ends: bool = False
     min_similarity: float = 0.5  # cos(topic, poem) a kept poem needs
+    # Topics without poems sampled after the first `topics`: "embedded" (the kit's list of
+    # everyday feelings and situations) or a text file, one a line; never near an eval topic.
+    extra_topics: str = ""
     max_steps: int = 200
     learning_rate: float = 2e-4
     save_steps: int = 50
@@ -323,6 +327,10 @@ def validate(cfg: RunConfig) -> None:
              for name in ("rounds", "k", "candidates", "batch_size", "max_new_tokens")
              if not isinstance(getattr(cfg.distill, name), int)
              or getattr(cfg.distill, name) < 1), None)
+        extra = cfg.distill.extra_topics
+        if extra not in ("", "embedded") and not Path(extra).is_file():
+            problem = problem or (f"distill.extra_topics={extra!r}: no such file (or use"
+                                  " 'embedded', or '' for none)")
         limits = cfg.distill.max_word_syllables
         if isinstance(limits, int):
             limits = [limits]

@@ -102,3 +102,18 @@ def near_topic_groups(topics: Sequence[str], threshold: float = NEAR_TOPIC_COSIN
             parent[root(int(i))] = root(int(j))
     group = {k: keys[root(i)] for i, k in enumerate(keys)}
     return {t: group[normalize(t)] for t in topics}
+
+
+def far_from(candidates: Sequence[str], others: Sequence[str],
+             threshold: float = NEAR_TOPIC_COSINE, model: str | None = None) -> list[str]:
+    """The candidates that are no near-duplicate of any of `others` (equal after normalising,
+    or MiniLM cosine >= threshold), in order: training topics kept apart from eval topics."""
+    import numpy as np
+
+    taken = {normalize(t) for t in others}
+    out = [t for t in candidates if normalize(t) not in taken]
+    if out and others:
+        scorer = similarity.get_scorer(model)
+        cos = np.asarray(scorer.embed(out)) @ np.asarray(scorer.embed(list(others))).T
+        out = [t for t, near in zip(out, cos.max(axis=1) >= threshold) if not near]
+    return out

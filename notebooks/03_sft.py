@@ -104,7 +104,8 @@ stages.show_training(run.paths.stage_dir("sft"))
 # training data. `distill.max_word_syllables: 1` has the decoder write one-syllable words only,
 # so a line's syllable count is its word count, which the model learns far more easily (one
 # number, or one per round); `distill.topic_words: true` still lets each poem use its own
-# topic's longer words.
+# topic's longer words; `distill.clean_line_ends: true` keeps lines from ending on "the" or "of";
+# `distill.extra_topics: embedded` adds prompt-only topics of everyday feelings and situations.
 
 # %%
 for round_ in range(1, run.cfg.distill.rounds + 1):

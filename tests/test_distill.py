@@ -9,11 +9,14 @@ import pytest
 import yaml
 from training_helpers import read_log, rows, tiny_cfg
 
-from haiku_kit import data, distill
+from haiku_kit import data, distill, topics
 from haiku_kit import haiku as hk
 from haiku_kit.constrained import ends_dangling, word_prefixes
-from haiku_kit.settings import DistillSettings
+from haiku_kit.errors import ConfigError, DataError
+from haiku_kit.loaders import load_topic_list
+from haiku_kit.settings import DistillSettings, validate
 from haiku_kit.syllables import analyze_line
+from haiku_kit.text import build_prompt, normalize
 
 POEMS = [
     "autumn rain taps slow\non the roof of the tool shed\nrust blooms on the rake",
@@ -36,6 +39,59 @@ def test_prompts_come_from_training_topics_only(splits):
     assert set(topics) == set(splits["sft"]["topic"]) | set(splits["rl"]["topic"])
     assert not set(topics) & set(splits["eval"]["topic"])
     assert [p["topic"] for p in distill.training_prompts(splits, 2)] == topics[:2]
+
+
+def test_extra_topics_come_after_the_splits_and_never_near_an_eval_topic(splits, tmp_path):
+    eval_topic = splits["eval"]["topic"][0]
+    train_topic = splits["sft"]["topic"][0]
+    extra = ["Nervous before a first job interview.", eval_topic.upper() + "!", train_topic,
+             "Missing a friend who moved away.", "Nervous before a first job interview"]
+    prompts = distill.training_prompts(splits, 2, extra)
+    assert [p["topic"] for p in prompts[2:]] == [
+        "Nervous before a first job interview.", "Missing a friend who moved away."]
+    assert prompts[2]["prompt"] == build_prompt("Nervous before a first job interview.")
+    # near, not only equal: the eval topic reworded
+    eval_topics = list(splits["eval"]["topic"])
+    assert topics.far_from([f"the {eval_topic}"], eval_topics) == []
+
+    listed = load_topic_list("embedded")
+    assert len(listed) >= 250 and len(set(map(normalize, listed))) == len(listed)
+    file = tmp_path / "topics.txt"
+    file.write_text("# mine\n\n  a  lost glove \nfirst frost\n")
+    assert load_topic_list(file) == ["a lost glove", "first frost"]
+    file.write_text("# only a comment\n")
+    with pytest.raises(DataError, match="topics.txt: no topic"):
+        load_topic_list(file)
+    with pytest.raises(DataError, match="absent.txt: cannot read"):
+        load_topic_list(tmp_path / "absent.txt")
+    with pytest.raises(ConfigError, match="distill.extra_topics=.*absent.txt.*no such file"):
+        validate(tiny_cfg("unused", tmp_path, "distill.topics=3",
+                          f"distill.extra_topics={tmp_path / 'absent.txt'}"))
+    validate(tiny_cfg("unused", tmp_path, "distill.topics=3", f"distill.extra_topics={file}"))
+
+
+def test_keep_verified_drops_invalid_duplicate_and_off_topic_poems():
+    rows = [{"topic": "autumn rain on a tool shed", "prompt": "p0"},
+            {"topic": "a cat asleep in the sun", "prompt": "p1"}]
+    texts = [[POEMS[0], "<think>5 7 5</think>" + POEMS[0], "rain\non the roof", POEMS[2]],
+             [POEMS[1]]]
+    kept, valid = distill.keep_verified(rows, texts, min_similarity=-1.0)
+    assert valid == 3  # the think-stripped copy is a duplicate, the two-line one invalid
+    assert [(r["prompt"], r["haiku"], r["cosine"]) for r in kept] == [
+        ("p0", POEMS[0], None), ("p0", POEMS[2], None), ("p1", POEMS[1], None)]
+    assert [r["source_id"] for r in kept] == ["self:0", "self:1", "self:2"]
+
+    # The snow poem is far from "autumn rain on a tool shed": a threshold between the cosines
+    # keeps the two on-topic poems only, each with its cosine.
+    from haiku_kit.similarity import get_scorer
+
+    cos = get_scorer().cosine([r["topic"] for r in kept], [r["haiku"] for r in kept])
+    assert cos[1] < min(cos[0], cos[2])
+    threshold = (cos[1] + min(cos[0], cos[2])) / 2
+    on_topic, valid = distill.keep_verified(rows, texts, min_similarity=threshold)
+    assert valid == 3 and [r["haiku"] for r in on_topic] == [POEMS[0], POEMS[1]]
+    assert [r["cosine"] for r in on_topic] == pytest.approx([cos[0], cos[2]], abs=1e-5)
+    assert [r["source_id"] for r in on_topic] == ["self:0", "self:1"]
 
 
 def test_sampled_poems_are_all_ones_check_accepts(tiny_model_dir, tmp_path, splits):

@@ -14,7 +14,7 @@ from haiku_kit.config import load_preset
 from haiku_kit.curve import learning_curve
 from haiku_kit.data import load_eval_data
 from haiku_kit.evaluate import evaluate, paired_difference
-from haiku_kit.loaders import load_embedded
+from haiku_kit.loaders import load_embedded, load_topic_list
 from haiku_kit.similarity import get_scorer
 from haiku_kit.text import normalize
 
@@ -124,7 +124,8 @@ def test_eval_split_topics_have_no_near_duplicate_in_training(preset):
     dd = data.build_splits(load_embedded(), None, fractions=cfg.data.fractions,
                            seed=cfg.data.seed, min_similarity=cfg.data.min_similarity)
     eval_topics = sorted(set(dd["eval"]["topic"]))
-    train_topics = sorted(set(dd["sft"]["topic"]) | set(dd["rl"]["topic"]))
+    train_topics = sorted(set(dd["sft"]["topic"]) | set(dd["rl"]["topic"])
+                          | set(load_topic_list("embedded")))  # distill.extra_topics
     assert len(eval_topics) >= 64 and len(dd["eval"]) >= cfg.eval.n_prompts
     normalized = {normalize(t) for t in train_topics}
     assert not [t for t in eval_topics if normalize(t) in normalized]
@@ -134,7 +135,7 @@ def test_eval_split_topics_have_no_near_duplicate_in_training(preset):
 @pytest.mark.skipif(not REF_EVAL.is_file(), reason="../shared (the reference eval set) is absent")
 def test_reference_eval_topics_are_far_from_every_embedded_topic():
     reference = [r["topic"] for r in load_eval_data(str(REF_EVAL))[0]]
-    embedded = sorted({r["topic"] for r in load_embedded()})
+    embedded = sorted({r["topic"] for r in load_embedded()} | set(load_topic_list("embedded")))
     normalized = {normalize(t) for t in embedded}
     assert not [t for t in reference if normalize(t) in normalized]
     assert _near_pairs(reference, embedded) == []
