@@ -194,3 +194,20 @@ def test_word_syllable_limit_per_round_and_bad_values_get_one_line():
     with pytest.raises(ConfigError, match=r"distill\.clean_line_ends"):
         apply_overrides(full, ["distill.clean_line_ends=perhaps"])
     assert apply_overrides(full, ["distill.clean_line_ends=true"]).distill.clean_line_ends is True
+
+
+def test_distill_trainer_samples_the_extra_topics_after_the_training_ones(
+        tiny_model_dir, tmp_path, splits):
+    from haiku_kit import modeling
+
+    file = tmp_path / "topics.txt"
+    file.write_text("Nervous before a first job interview.\n")
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, "distill.topics=2", f"distill.extra_topics={file}",
+                   "distill.min_similarity=-1.0", "distill.max_steps=1",
+                   "distill.max_new_tokens=24")
+    model, tok = modeling.load_from_config(cfg)
+    trainer = distill.distill_trainer(cfg, model, tok, splits)
+    assert trainer is not None and trainer.distill_stats["prompts"] == 3
+    kept = read_log(distill.distill_dir(cfg, 1) / "poems.jsonl")
+    assert {r["topic"] for r in kept} <= {p["topic"] for p in
+                                          distill.training_prompts(splits, 2, load_topic_list(file))}
