@@ -17,6 +17,8 @@ from pathlib import Path
 
 import harness as H
 
+from haiku_kit.loaders import load_topic_list
+
 
 def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_new_tokens: int,
                  constrained: bool = False, min_sim: float = 0.5, max_word_syllables: int = 0,
@@ -82,8 +84,7 @@ def main() -> None:
         rows, _ = H.clean_extra(H.staged_rows(), H.forbidden_topics())
         splits = H.with_extra_sft(splits, rows)
     topics = list(dict.fromkeys(list(splits["sft"]["topic"]) + list(splits["rl"]["topic"])))
-    extra = Path(args.topics_file).read_text().split("\n") if args.topics_file else []
-    extra = [t.strip() for t in extra if t.strip()]
+    extra = load_topic_list(args.topics_file) if args.topics_file else []
     topics = topics[: args.max_topics - len(extra)] + extra
     if args.measure_init:
         sets = H.eval_sets(args.n_ref, args.n_demo)
