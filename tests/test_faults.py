@@ -16,6 +16,7 @@ _spec = importlib.util.spec_from_file_location("faults", REPO / "benchmarks" / "
 faults = importlib.util.module_from_spec(_spec)
 sys.modules["faults"] = faults  # dataclasses look their module up there
 _spec.loader.exec_module(faults)
+import fault_inputs as inputs  # faults.py put benchmarks/ on sys.path
 
 
 @pytest.mark.parametrize("case", faults.CASES, ids=[c.name for c in faults.CASES])
@@ -28,7 +29,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(case, tmp_path):
 
 
 def test_negative_learning_rate_fails_before_loading_and_records_nothing(tmp_path):
-    outcome = faults.run_cli(faults._negative_learning_rate(tmp_path), tmp_path)
+    outcome = faults.run_cli(inputs._negative_learning_rate(tmp_path), tmp_path)
     assert outcome.rc == 2
     assert "Loading" not in outcome.stderr and "Building the embedded" not in outcome.stderr
     assert not list((tmp_path / "run").rglob("effective.yaml"))
@@ -45,9 +46,9 @@ def test_two_values_after_one_set_are_both_applied(tmp_path):
 
 def test_data_build_prints_each_bad_row_and_the_counts_once(tmp_path):
     source = tmp_path / "rows.jsonl"
-    lines = faults._good_lines(60) + ["{broken", json.dumps({"topic": "t", "haiku": "x" * 20_000})]
+    lines = inputs._good_lines(60) + ["{broken", json.dumps({"topic": "t", "haiku": "x" * 20_000})]
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    outcome = faults.run_cli(faults._data_build(source, tmp_path), tmp_path)
+    outcome = faults.run_cli(inputs._data_build(source, tmp_path), tmp_path)
     assert outcome.rc == 0, outcome.stderr[-2000:]
     both = outcome.stdout + outcome.stderr
     assert both.count("row 61: not valid JSON") == 1
