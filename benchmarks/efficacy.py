@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from haiku_kit import pipeline, runs, stages
+from haiku_kit import distill, pipeline, runs, stages
 from haiku_kit.config import load_config
 from haiku_kit.data import load_eval_data
 from haiku_kit.report import summary_table, verdict, write_report
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, _ = load_eval_data(str(eval_data))
     rows = rows[: args.n]
     _, train_answers = load_eval_data(str(run / "data"))  # the run's sft + rl answers
+    train_answers += distill.distilled_answers(cfg)  # and the poems its rounds trained on
     settings = {"k": args.k}
     if args.max_new_tokens:
         settings["max_new_tokens"] = args.max_new_tokens

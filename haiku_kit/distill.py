@@ -14,7 +14,9 @@ samples the poems (RUN/sft/distill/round-N/poems.jsonl, reused by a rerun) and b
 SFTTrainer on them, continuing the SFT model; `save_distill(cfg, trainer)` keeps the plain SFT
 adapter as RUN/sft/distill/sft-adapter and writes the distilled one to RUN/sft/adapter, which the
 rest of the pipeline uses. `distill.rounds` repeats both (expert iteration), each round sampling
-from the model the previous round trained.
+from the model the previous round trained. With `distill.corpus`, round 1 reads its poems from a
+file instead: "embedded" is resources/distilled.jsonl, the poems `cpu-full`'s last round kept
+(scripts/build_distilled_corpus.py), which lets a short run start where those rounds ended.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 
 from haiku_kit import haiku as hk
 from haiku_kit.backends import resolve_device
 from haiku_kit.data import load_run_data
 from haiku_kit.generate import SamplingSettings, generate
-from haiku_kit.loaders import load_topic_list
+from haiku_kit.loaders import load_table, load_topic_list
 from haiku_kit.modeling import save_adapter
 from haiku_kit.runs import RunPaths
 from haiku_kit.settings import DistillSettings, RunConfig
@@ -54,6 +57,13 @@ def distill_dir(cfg: RunConfig, round_: int | None = None) -> Path:
     return folder if round_ is None else folder / f"round-{round_}"
 
 
+def distilled_answers(cfg: RunConfig) -> list[str]:
+    """Every round's kept poems in this run (training answers too, for the overlap checks)."""
+    return [json.loads(line)["haiku"]
+            for file in sorted(distill_dir(cfg).glob(f"round-*/{POEMS}"))
+            for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def training_prompts(dataset, n: int, extra: Sequence[str] = ()) -> list[dict]:
     """The first n distinct topics of the sft then rl splits, with their prompts (never eval),
     then the `extra` topics that are no near-duplicate of an eval topic or of those."""
@@ -73,6 +83,27 @@ def training_prompts(dataset, n: int, extra: Sequence[str] = ()) -> list[dict]:
                 taken.add(normalize(topic))
                 out.append({"topic": topic, "prompt": build_prompt(topic)})
     return out
+
+
+def corpus_path(source: str) -> Path:
+    """distill.corpus as a file: "embedded" is the kit's resources/distilled.jsonl."""
+    if source == "embedded":
+        return Path(str(resources.files("haiku_kit") / "resources" / "distilled.jsonl"))
+    return Path(source)
+
+
+def corpus_poems(source: str, dataset) -> tuple[list[dict], dict]:
+    """distill.corpus's poems as round 1's kept rows: those check accepts, deduplicated, on
+    topics that are no near-duplicate of an eval topic of `dataset`. Returns (rows, counts)."""
+    rows = load_table(corpus_path(source), on_bad_row="raise")
+    avoid = list(dataset["eval"]["topic"]) if "eval" in dataset else []
+    allowed = set(far_from(sorted({r["topic"] for r in rows if r["topic"]}), avoid))
+    usable = [r for r in rows if r["topic"] in allowed]
+    kept, _ = keep_verified([{"topic": r["topic"], "prompt": build_prompt(r["topic"])}
+                             for r in usable], [[r["haiku"]] for r in usable], min_similarity=-1)
+    return [{**r, "source_id": f"corpus:{i}"} for i, r in enumerate(kept)], {
+        "corpus": str(corpus_path(source)), "rows": len(rows),
+        "near_eval_topic": len(rows) - len(usable), "kept": len(kept)}
 
 
 def word_syllable_limit(s: DistillSettings, round_: int) -> int:
@@ -139,10 +170,11 @@ def poems_dataset(kept: list[dict]):
 def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_checkpoint=None,
                     fresh=False, round_: int = 1):
     """TRL's SFTTrainer continuing `model` (the SFT model, or the previous round's) on its own
-    verified poems; None when distill.topics is 0 or `round_` > distill.rounds. Round N's poems
-    are sampled once and kept in RUN/sft/distill/round-N/poems.jsonl, which a rerun reuses."""
+    verified poems; None when distill.topics is 0 (and no distill.corpus) or `round_` >
+    distill.rounds. Round N's poems are sampled once (round 1's read from distill.corpus when set)
+    and kept in RUN/sft/distill/round-N/poems.jsonl, which a rerun reuses."""
     s = cfg.distill
-    if s.topics <= 0 or round_ > s.rounds:
+    if (s.topics <= 0 and not s.corpus) or round_ > s.rounds:
         return None
     folder = distill_dir(cfg, round_)
     resume = start_stage(folder, resume_from_checkpoint, fresh)
@@ -151,11 +183,14 @@ def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_
         kept = [json.loads(line) for line in poems_file.read_text(encoding="utf-8").splitlines()]
         stats = {"reused": str(poems_file), "kept": len(kept)}
     else:
-        extra = load_topic_list(s.extra_topics) if s.extra_topics else ()
-        rows = training_prompts(dataset if dataset is not None else load_run_data(cfg), s.topics,
-                                extra)
-        kept, stats = sample_verified(model, tokenizer, rows, s, seed=cfg.seed + round_ - 1,
-                                      round_=round_)
+        dataset = dataset if dataset is not None else load_run_data(cfg)
+        if round_ == 1 and s.corpus:
+            kept, stats = corpus_poems(s.corpus, dataset)
+        else:
+            extra = load_topic_list(s.extra_topics) if s.extra_topics else ()
+            rows = training_prompts(dataset, s.topics, extra)
+            kept, stats = sample_verified(model, tokenizer, rows, s, seed=cfg.seed + round_ - 1,
+                                          round_=round_)
         folder.mkdir(parents=True, exist_ok=True)
         poems_file.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     print(f"self-distillation round {round_}/{s.rounds}, poems: {stats}")
@@ -198,8 +233,8 @@ def save_distill(cfg: RunConfig, trainer) -> Path:
 def distil_after_sft(cfg: RunConfig, model, tokenizer, adapter: Path, dataset=None,
                      resume_from_checkpoint=None, fresh=False) -> Path:
     """The SFT stage's last step: every round of self-distillation the config asks for
-    (distill.topics > 0, distill.rounds), each sampling with the model the previous one
-    trained; returns RUN/sft/adapter (`adapter` as it is when there is none)."""
+    (distill.topics > 0 or distill.corpus, distill.rounds), each sampling with the model the
+    previous one trained; returns RUN/sft/adapter (`adapter` as it is when there is none)."""
     for round_ in range(1, cfg.distill.rounds + 1):
         trainer = distill_trainer(cfg, model, tokenizer, dataset, resume_from_checkpoint, fresh,
                                   round_)

@@ -165,6 +165,8 @@ class DistillSettings:
     # Topics without poems sampled after the first `topics`: "embedded" (the kit's list of
     # everyday feelings and situations) or a text file, one a line; never near an eval topic.
     extra_topics: str = ""
+    # Round 1's poems read from a topic/haiku file, not sampled ("embedded": distilled.jsonl).
+    corpus: str = ""
     max_steps: int = 200
     learning_rate: float = 2e-4
     save_steps: int = 50
@@ -321,16 +323,17 @@ def validate(cfg: RunConfig) -> None:
         if kind not in ("sft", "grpo") or (kind == "sft" and phase):
             raise ConfigError(f"stages: unknown stage {stage!r}; use sft, grpo or grpo:PHASE")
     problem = training_value_problem("sft", cfg.sft) or training_value_problem("grpo", cfg.grpo)
-    if cfg.distill.topics > 0:
+    if cfg.distill.topics > 0 or cfg.distill.corpus:
         problem = problem or training_value_problem("distill", cfg.distill) or next(
             (f"distill.{name}={getattr(cfg.distill, name)!r}: must be a whole number of at least 1"
              for name in ("rounds", "k", "candidates", "batch_size", "max_new_tokens")
              if not isinstance(getattr(cfg.distill, name), int)
              or getattr(cfg.distill, name) < 1), None)
-        extra = cfg.distill.extra_topics
-        if extra not in ("", "embedded") and not Path(extra).is_file():
-            problem = problem or (f"distill.extra_topics={extra!r}: no such file (or use"
-                                  " 'embedded', or '' for none)")
+        for key in ("extra_topics", "corpus"):
+            value = getattr(cfg.distill, key)
+            if value not in ("", "embedded") and not Path(value).is_file():
+                problem = problem or (f"distill.{key}={value!r}: no such file (or use"
+                                      " 'embedded', or '' for none)")
         limits = cfg.distill.max_word_syllables
         if isinstance(limits, int):
             limits = [limits]

@@ -259,6 +259,7 @@ def evaluate_model(run: Run, name: str, data_dir: str | Path, adapter: str | Pat
             return None
         name = constrained_name(name)
     rows, train_answers = load_eval_data(str(_require(Path(data_dir), "manifest.json", "splits")))
+    train_answers += distill.distilled_answers(run.cfg)
     n = run.cfg.eval.n_prompts
     extra = {"constrained": True, "candidates": run.cfg.eval.candidates} if constrained else {}
     result = evaluate_rows(run.cfg, name, rows[:n] if n else rows, train_answers, adapter, **extra)

@@ -93,7 +93,7 @@ sft_adapter = stages.save_sft(run, trainer)
 stages.show_training(run.paths.stage_dir("sft"))
 
 # %% [markdown]
-# ## Self-distillation (presets with `distill.topics` > 0)
+# ## Self-distillation (presets with `distill.topics` > 0 or a `distill.corpus`)
 # The SFT model writes one poem per training topic through the syllable-constrained decoder, the
 # verifier keeps the valid, on-topic ones, and SFT continues on those poems alone: the model
 # learns which of its own lines land on 5-7-5. `distill_trainer` is TRL's `SFTTrainer` again
@@ -106,6 +106,9 @@ stages.show_training(run.paths.stage_dir("sft"))
 # number, or one per round); `distill.topic_words: true` still lets each poem use its own
 # topic's longer words; `distill.clean_line_ends: true` keeps lines from ending on "the" or "of";
 # `distill.extra_topics: embedded` adds prompt-only topics of everyday feelings and situations.
+# `distill.corpus: embedded` (`cpu-demo`) has round 1 read its poems instead of sampling them:
+# the verified poems `cpu-full`'s last round kept on its training topics, so a short run starts
+# where those rounds ended (README, "The demo").
 
 # %%
 for round_ in range(1, run.cfg.distill.rounds + 1):

@@ -67,6 +67,8 @@ def test_cpu_presets_are_small():
     assert full.sft.max_steps > demo.sft.max_steps and full.grpo.max_steps == 8 * demo.grpo.max_steps
     assert full.distill.topics > demo.distill.topics > 0 == smoke.distill.topics
     assert full.distill.rounds == 3 and demo.distill.rounds == 1 and demo.distill.clean_line_ends
+    # the demo's round reads cpu-full's last round; the headline and the suite sample their own
+    assert demo.distill.corpus == "embedded" and full.distill.corpus == smoke.distill.corpus == ""
     assert full.distill.max_word_syllables == [0, 1, 1]
     assert full.eval.constrained and not demo.eval.constrained
 
@@ -125,7 +127,7 @@ def test_bad_override_values_are_config_errors(override):
 def test_bad_distill_numbers_are_named_when_distillation_is_on(override, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         apply_overrides(load_preset("cpu-full"), [override])
-    apply_overrides(load_preset("cpu-demo"), ["distill.topics=0", override])  # off: not checked
+    apply_overrides(load_preset("cpu-demo"), ["distill.topics=0", "distill.corpus=", override])  # off: not checked
 
 
 def test_unknown_preset_lists_the_available_ones():

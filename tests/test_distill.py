@@ -211,3 +211,100 @@ def test_distill_trainer_samples_the_extra_topics_after_the_training_ones(
     kept = read_log(distill.distill_dir(cfg, 1) / "poems.jsonl")
     assert {r["topic"] for r in kept} <= {p["topic"] for p in
                                           distill.training_prompts(splits, 2, load_topic_list(file))}
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_corpus_poems_keep_valid_unique_poems_on_topics_far_from_every_eval_topic(
+        splits, tmp_path):
+    eval_topic = splits["eval"]["topic"][0]
+    file = _write_jsonl(tmp_path / "mine.jsonl", [
+        {"topic": "a tool shed in the rain", "haiku": POEMS[0]},
+        {"topic": "a tool shed in the rain", "haiku": POEMS[0]},  # the same poem again
+        {"topic": "a cat asleep", "haiku": "the cat sleeps\nall day\nin the sun"},  # 3-2-4
+        {"topic": f"the {eval_topic}!", "haiku": POEMS[1]},  # an eval topic, reworded
+        {"topic": "a bus stop at dusk", "haiku": POEMS[2], "round": 3},  # other keys ignored
+    ])
+    kept, stats = distill.corpus_poems(str(file), splits)
+    assert [(r["topic"], r["haiku"]) for r in kept] == [
+        ("a tool shed in the rain", POEMS[0]), ("a bus stop at dusk", POEMS[2])]
+    assert kept[1]["prompt"] == build_prompt("a bus stop at dusk")
+    assert [r["source_id"] for r in kept] == ["corpus:0", "corpus:1"]
+    assert stats == {"corpus": str(file), "rows": 5, "near_eval_topic": 1, "kept": 2}
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"topic": "a", "haiku": POEMS[0]}) + "\n{\"topic\": \"b\"}\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl.*(row|line) 2"):
+        distill.corpus_poems(str(bad), splits)
+    with pytest.raises(ConfigError, match=r"distill\.corpus=.*absent\.jsonl.*no such file"):
+        validate(tiny_cfg("unused", tmp_path, f"distill.corpus={tmp_path / 'absent.jsonl'}"))
+    validate(tiny_cfg("unused", tmp_path, f"distill.corpus={file}"))
+
+
+def test_the_embedded_corpus_is_verified_poems_on_the_presets_training_topics():
+    from haiku_kit.config import load_preset
+
+    rows_ = [json.loads(line) for line in
+             distill.corpus_path("embedded").read_text(encoding="utf-8").splitlines()]
+    assert len(rows_) >= 400  # cpu-full's last round kept 452
+    assert all(hk.check(r["haiku"]).is_haiku for r in rows_)
+    assert len({r["haiku"] for r in rows_}) == len(rows_)
+    cfg = load_preset("cpu-demo")
+    dd = data.build_splits(data.load_embedded(), None, fractions=cfg.data.fractions,
+                           seed=cfg.data.seed, min_similarity=cfg.data.min_similarity)
+    training = set(dd["sft"]["topic"]) | set(dd["rl"]["topic"])
+    assert {r["topic"] for r in rows_} <= training  # written by the rounds on training topics
+
+
+def test_a_corpus_round_trains_on_the_files_poems_without_sampling(
+        tiny_model_dir, tmp_path, splits):
+    from haiku_kit import modeling
+
+    file = _write_jsonl(tmp_path / "mine.jsonl", [
+        {"topic": "a tool shed in the rain", "haiku": POEMS[0]},
+        {"topic": "a bus stop at dusk", "haiku": POEMS[2]}])
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, f"distill.corpus={file}", "distill.max_steps=2",
+                   "distill.learning_rate=1e-3")
+    assert cfg.distill.topics == 0  # the corpus alone turns the round on
+    model, tok = modeling.load_from_config(cfg)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    trainer = distill.distill_trainer(cfg, model, tok, splits)
+    assert trainer.distill_stats["kept"] == 2 and "sampled" not in trainer.distill_stats
+    trainer.train()
+    assert any(not p.detach().equal(before[n]) for n, p in trainer.model.named_parameters()
+               if n in before)
+    kept = read_log(distill.distill_dir(cfg, 1) / "poems.jsonl")
+    assert [r["haiku"] for r in kept] == [POEMS[0], POEMS[2]]
+    assert distill.distilled_answers(cfg) == [POEMS[0], POEMS[2]]  # counted in train overlap
+    assert distill.distill_trainer(cfg, model, tok, splits, round_=2) is None  # rounds: 1
+
+
+def test_the_corpus_script_collects_the_chosen_rounds_valid_poems_once(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "build_distilled_corpus",
+        Path(__file__).resolve().parents[1] / "scripts" / "build_distilled_corpus.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run = tmp_path / "run"
+    for round_, records in ((1, [{"topic": "a", "haiku": POEMS[0], "cosine": 0.61234}]),
+                            (2, [{"topic": "a", "haiku": POEMS[0], "cosine": 0.6},
+                                 {"topic": "b", "haiku": "not\na\nhaiku", "cosine": 0.7},
+                                 {"topic": "c", "haiku": POEMS[1], "cosine": None}])):
+        folder = run / "sft" / "distill" / f"round-{round_}"
+        folder.mkdir(parents=True)
+        _write_jsonl(folder / "poems.jsonl", records)
+    out = tmp_path / "corpus.jsonl"
+    assert script.main([str(run), "--rounds", "1", "2", "--out", str(out)]) == 0
+    assert read_log(out) == [{"topic": "a", "haiku": POEMS[0], "round": 1, "cosine": 0.612},
+                             {"topic": "c", "haiku": POEMS[1], "round": 2, "cosine": None}]
+    assert script.main([str(run), "--out", str(out)]) == 0  # the last round alone
+    assert read_log(out) == [{"topic": "a", "haiku": POEMS[0], "round": 2, "cosine": 0.6},
+                             {"topic": "c", "haiku": POEMS[1], "round": 2, "cosine": None}]
+    assert script.main([str(run), "--rounds", "3", "--out", str(out)]) == 2
+    assert script.main([str(tmp_path / "empty"), "--out", str(out)]) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -58,7 +60,7 @@ def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatc
     trainer.args honoured by trainer.train(), then the saved adapter."""
     from trl import SFTTrainer
 
-    from haiku_kit.data import build_splits
+    from haiku_kit.data import build_splits, load_eval_data
     from haiku_kit.loaders import load_embedded
 
     data_dir = tmp_path / "run" / "data"
@@ -84,8 +86,14 @@ def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatc
     # 03's "+ constrained" cell: nothing unless the preset asks, then a row of its own.
     assert stages.evaluate_model(run, "sft", data_dir, adapter=adapter, constrained=True) is None
     run.cfg.eval.constrained = True
+    poems = run.paths.root / "sft" / "distill" / "round-1" / "poems.jsonl"
+    poems.parent.mkdir(parents=True)
+    poems.write_text(json.dumps({"topic": "dusk", "haiku": "a\nb\nc"}) + "\n", encoding="utf-8")
     row = stages.evaluate_model(run, "sft", data_dir, adapter=adapter, constrained=True)
     assert row.meta["constrained"] is True and row.meta["name"] == "sft + constrained"
+    # the poems a distillation round trained on count as training answers too
+    answers = {a.strip() for a in load_eval_data(str(data_dir))[1]}
+    assert row.meta["train_answers"] == len(answers) + 1
     assert (run.paths.root / "eval" / "sft+constrained" / "result.json").is_file()
     assert not (run.paths.root / "eval" / "sft").exists()  # the free row is not replaced
 
