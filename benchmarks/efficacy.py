@@ -8,6 +8,13 @@ Train Overlap with 95% bootstrap CIs, and the wall time of each pipeline stage.
     python benchmarks/efficacy.py                      # runs cpu-demo into runs/efficacy
     python benchmarks/efficacy.py --run runs/demo      # reuses a finished run
     python benchmarks/efficacy.py --run runs/demo --n 16 --k 1
+    python benchmarks/efficacy.py --run runs/full --models sft,grpo --n 592 --k 4
+    python benchmarks/efficacy.py --run runs/full --models sft,grpo --eval-data runs/full/data --n 0
+
+--eval-data also takes a run's data folder (its eval split); --n 0: every prompt. Four samples
+per prompt (--k 4) estimate the same one-sample valid share with narrower CIs (the bootstrap
+resamples prompts, each with its k samples). Any other --eval-data, --n or --k than the
+defaults writes to RUN/efficacy-<eval data>-n<N>-k<K>/, so reruns keep the default's results.
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default=pipeline.DEMO_PRESET)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default="runs/efficacy", help="run folder when the pipeline runs")
-    p.add_argument("--eval-data", default=str(EVAL_DATA), help="chat-format eval json")
-    p.add_argument("--n", type=int, default=128, help="first N prompts")
+    p.add_argument("--eval-data", default=str(EVAL_DATA),
+                   help="chat-format eval json, or a run's data folder (its eval split)")
+    p.add_argument("--models", default="", help="comma-separated evals of the run (default: all)")
+    p.add_argument("--n", type=int, default=128, help="first N prompts (0: all)")
     p.add_argument("--k", type=int, default=1, help="samples per prompt (reference: 1)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's eval")
     return p.parse_args(argv)
@@ -45,9 +54,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     eval_data = Path(args.eval_data)
-    if not eval_data.is_file():
+    if not eval_data.exists():
         print(f"eval data {eval_data} not found (../shared is absent?); nothing to do")
         return 1
+    if args.n < 0 or args.k < 1:
+        print(f"--n {args.n} --k {args.k}: need --n >= 0 and --k >= 1", file=sys.stderr)
+        return 2
+    chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+    known = [*ADAPTERS, *(m + runs.CONSTRAINED for m in ADAPTERS if ADAPTERS[m])]
+    if any(m not in known for m in chosen):
+        print(f"--models {args.models}: {next(m for m in chosen if m not in known)!r} is not "
+              f"one of {', '.join(known)}", file=sys.stderr)
+        return 2
     if args.run:
         run = Path(args.run).resolve()
         if not (run / "config.yaml").is_file():
@@ -60,8 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}
     )
 
+    names = runs.expected_evals(cfg)
+    chosen = chosen or names
+    if any(m not in names for m in chosen):
+        print(f"--models {args.models}: {next(m for m in chosen if m not in names)!r} is not an "
+              f"eval of {run} (its evals: {', '.join(names)})", file=sys.stderr)
+        return 2
     rows, _ = load_eval_data(str(eval_data))
-    rows = rows[: args.n]
+    rows = rows[: args.n or None]
+    out = run / ("efficacy" if (str(eval_data), args.n, args.k) == (str(EVAL_DATA), 128, 1)
+                 else f"efficacy-{eval_data.stem}-n{len(rows)}-k{args.k}")
     _, train_answers = load_eval_data(str(run / "data"))  # the run's sft + rl answers
     train_answers += distill.distilled_answers(cfg)  # and the poems its rounds trained on
     settings = {"k": args.k}
@@ -69,16 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         settings["max_new_tokens"] = args.max_new_tokens
 
     results, eval_times = {}, {}
-    for name in runs.expected_evals(cfg):
+    for name in chosen:
         model = name.removesuffix(runs.CONSTRAINED)  # "sft + constrained": the SFT adapter, decoded
         constrained = {"constrained": True, "candidates": cfg.eval.candidates} if model != name else {}
         adapter = run / ADAPTERS[model] if ADAPTERS[model] else None
         began = time.perf_counter()
         result = stages.evaluate_rows(cfg, name, rows, train_answers, adapter, **settings, **constrained)
         eval_times[name] = time.perf_counter() - began
-        result.save(run / "efficacy" / name)
+        result.save(out / name)
         results[LABELS[model] + name[len(model):]] = result
-    write_report(results, run / "efficacy" / "report")
+    write_report(results, out / "report")
 
     print(f"\nEfficacy on the first {len(rows)} prompts of {eval_data.name} (k={args.k}), "
           f"run {run}:\n")  # fmt: skip
@@ -96,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Wall time of this benchmark's evaluations:")
     for name, seconds in eval_times.items():
         print(f"  {name:9s} {seconds:8.1f} s")
-    print(f"\nfull table: {run / 'efficacy' / 'report' / 'table.md'}")
+    print(f"\nfull table: {out / 'report' / 'table.md'}")
     return 0
 
 

@@ -15,9 +15,6 @@ from pathlib import Path
 import harness as H
 
 
-
-
-
 def curve(stage_dir: Path) -> list[dict]:
     """Per step: valid-haiku share, mean syllable distance and per-line exact shares of the
     step's rollouts (samples.jsonl, every completion), plus the trainer's frac_reward_zero_std."""
@@ -60,7 +57,10 @@ def main() -> None:
     p.add_argument("--n-ref", type=int, default=64)
     p.add_argument("--n-demo", type=int, default=64)
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--k", type=int, default=1, help="samples per eval prompt")
     p.add_argument("--rl-from-sft", action="store_true", help="RL prompts: the sft split's topics too")
+    p.add_argument("--extra-topics", default=None,
+                   help="RL prompts: these prompt-only topics too (a topic list; 'embedded')")
     args = p.parse_args()
 
     overrides = list(args.overrides)
@@ -75,6 +75,19 @@ def main() -> None:
         splits = datasets.DatasetDict(dict(splits))
         sft_rl = splits["sft"].remove_columns(["messages"]).cast(splits["rl"].features)
         splits["rl"] = datasets.concatenate_datasets([splits["rl"], sft_rl]).shuffle(seed=0)
+    if args.extra_topics:
+        import datasets
+
+        from haiku_kit.loaders import load_topic_list
+        from haiku_kit.text import build_prompt
+
+        extra = [{"topic": t, "haiku": "", "source_id": f"extra:{i}", "prompt": build_prompt(t)}
+                 for i, t in enumerate(load_topic_list(args.extra_topics))]
+        splits = datasets.DatasetDict(dict(splits))
+        rl = splits["rl"].select_columns(["topic", "haiku", "source_id", "prompt"])
+        splits["rl"] = datasets.concatenate_datasets(
+            [rl, datasets.Dataset.from_list(extra, features=rl.features)]).shuffle(seed=0)
+        print(f"RL prompts: {len(rl)} of the rl split + {len(extra)} extra topics")
     from haiku_kit.grpo import run_grpo
     from haiku_kit.modeling import load_from_config as load_for
 
@@ -87,7 +100,8 @@ def main() -> None:
     sets = H.eval_sets(args.n_ref, args.n_demo)
     train_answers = list(splits["sft"]["haiku"]) + list(splits["rl"]["haiku"])
     res = H.measure(cfg, adapter, f"{args.name}/grpo", sets, train_answers,
-                    max_new_tokens=args.max_new_tokens, model_tok=load_for(cfg, adapter, trainable=False))
+                    max_new_tokens=args.max_new_tokens, model_tok=load_for(cfg, adapter, trainable=False),
+                    k=args.k)
     H.log(args.name, "grpo", {"overrides": overrides, "init": args.init}, {"grpo_s": grpo_s}, res | {"curve": lc})
     print(json.dumps({"grpo_s": round(grpo_s, 1)}))
 

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from haiku_kit.config import resolve_config  # noqa: E402
+from haiku_kit.config import resolve_config
 
 RUNS = REPO / "runs" / "exp"
 SPLITS = RUNS / "_splits"
@@ -41,8 +41,7 @@ def config(name: str, overrides: list[str] = ()):
 
 def base_splits():
     """The cpu-demo splits of the embedded set (built once)."""
-    from haiku_kit.data import load_splits
-    from haiku_kit.data import build_run_splits
+    from haiku_kit.data import build_run_splits, load_splits
 
     if not (SPLITS / "manifest.json").is_file():
         cfg = resolve_config("cpu-demo", [], RUNS / "_tmp")
@@ -134,7 +133,7 @@ def forbidden_topics() -> list[str]:
 
 def measure(cfg, adapter, label: str, sets: dict[str, list[dict]], train_answers=(),
             sampling: dict | None = None, max_new_tokens: int = 48, batch_size: int = 32,
-            model_tok=None) -> dict:
+            model_tok=None, k: int = 1) -> dict:
     """Evaluate one model on every set; returns {set: summary} and appends to results.jsonl."""
     from haiku_kit.evaluate import run_eval
     from haiku_kit.generate import SamplingSettings
@@ -146,7 +145,7 @@ def measure(cfg, adapter, label: str, sets: dict[str, list[dict]], train_answers
     out = {}
     for set_name, rows in sets.items():
         began = time.perf_counter()
-        res = run_eval(model, rows, tokenizer=tok, train_answers=train_answers, k=1, seed=0,
+        res = run_eval(model, rows, tokenizer=tok, train_answers=train_answers, k=k, seed=0,
                        sampling=sampling, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        name=label)
         recs = res.records
@@ -164,7 +163,8 @@ def measure(cfg, adapter, label: str, sets: dict[str, list[dict]], train_answers
             "mean_tokens": sum(r["tokens"] or 0 for r in recs) / len(recs),
             "eval_s": time.perf_counter() - began,
             "samples": [r["completion"] for r in recs[:4]],
-            # per prompt, in order: for paired comparisons of two models on the same prompts
+            "k": k,
+            # per prompt (k samples each, side by side), in order: for paired comparisons
             "valid_bits": "".join("1" if r["is_haiku"] else "0" for r in recs),
         }
         out[set_name] = summary

@@ -19,6 +19,7 @@ def main() -> None:
     p.add_argument("--temps", default="0,0.7,1.0")
     p.add_argument("--n-ref", type=int, default=64)
     p.add_argument("--n-demo", type=int, default=64)
+    p.add_argument("--k", type=int, default=1, help="samples per prompt (CIs resample prompts)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args()
     from haiku_kit.modeling import load_from_config
@@ -30,8 +31,8 @@ def main() -> None:
         sampling = "greedy" if t == 0 else dict(H.REF_SAMPLING, temperature=t)
         began = time.perf_counter()
         res = H.measure(cfg, args.adapter, f"{args.name}/T{t}", sets, sampling=sampling,
-                        model_tok=model_tok)
-        H.log(args.name, f"T{t}", {"adapter": args.adapter, "temperature": t}, {
+                        model_tok=model_tok, k=args.k)
+        H.log(args.name, f"T{t}", {"adapter": args.adapter, "temperature": t, "k": args.k}, {
             "eval_s": time.perf_counter() - began}, res)
 
 

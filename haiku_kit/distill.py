@@ -38,8 +38,8 @@ from haiku_kit.modeling import save_adapter
 from haiku_kit.runs import RunPaths
 from haiku_kit.settings import DistillSettings, RunConfig
 from haiku_kit.sft import build_sft_trainer, sft_effective
-from haiku_kit.text import build_prompt, normalize
-from haiku_kit.topics import far_from
+from haiku_kit.text import build_prompt
+from haiku_kit.topics import far_from, fresh_topics
 from haiku_kit.trainer_utils import (
     KitStage,
     record_effective,
@@ -77,11 +77,8 @@ def training_prompts(dataset, n: int, extra: Sequence[str] = ()) -> list[dict]:
                 out.append({"topic": row["topic"], "prompt": row["prompt"]})
     if extra:
         avoid = list(dataset["eval"]["topic"]) if "eval" in dataset else []
-        taken = {normalize(r["topic"]) for r in out}
-        for topic in far_from(extra, avoid):
-            if normalize(topic) not in taken:
-                taken.add(normalize(topic))
-                out.append({"topic": topic, "prompt": build_prompt(topic)})
+        out += [{"topic": topic, "prompt": build_prompt(topic)}
+                for topic in fresh_topics(extra, avoid, [r["topic"] for r in out])]
     return out
 
 
@@ -97,13 +94,15 @@ def corpus_poems(source: str, dataset) -> tuple[list[dict], dict]:
     topics that are no near-duplicate of an eval topic of `dataset`. Returns (rows, counts)."""
     rows = load_table(corpus_path(source), on_bad_row="raise")
     avoid = list(dataset["eval"]["topic"]) if "eval" in dataset else []
-    allowed = set(far_from(sorted({r["topic"] for r in rows if r["topic"]}), avoid))
-    usable = [r for r in rows if r["topic"] in allowed]
+    named = [r for r in rows if r["topic"]]
+    allowed = set(far_from(sorted({r["topic"] for r in named}), avoid))
+    usable = [r for r in named if r["topic"] in allowed]
     kept, _ = keep_verified([{"topic": r["topic"], "prompt": build_prompt(r["topic"])}
                              for r in usable], [[r["haiku"]] for r in usable], min_similarity=-1)
     return [{**r, "source_id": f"corpus:{i}"} for i, r in enumerate(kept)], {
         "corpus": str(corpus_path(source)), "rows": len(rows),
-        "near_eval_topic": len(rows) - len(usable), "kept": len(kept)}
+        "no_topic": len(rows) - len(named), "near_eval_topic": len(named) - len(usable),
+        "kept": len(kept)}
 
 
 def word_syllable_limit(s: DistillSettings, round_: int) -> int:

@@ -64,6 +64,28 @@ def grpo_examples(dataset):
     return dataset.select_columns(keep)
 
 
+def with_extra_topics(data, source: str, splits, seed: int = 0):
+    """The RL prompts plus grpo.extra_topics' prompt-only topics ("" none; "embedded": the kit's
+    resources/prompt_topics.txt), shuffled in; a topic near an eval topic of `splits` or equal
+    to an RL topic is left out. Rewards judge a poem by its topic, so no poem is needed."""
+    if not source:
+        return data
+    from datasets import Dataset, concatenate_datasets
+
+    from haiku_kit.loaders import load_topic_list
+    from haiku_kit.text import build_prompt
+    from haiku_kit.topics import fresh_topics
+
+    avoid = list(splits["eval"]["topic"]) if hasattr(splits, "keys") and "eval" in splits else []
+    topics = fresh_topics(load_topic_list(source), avoid, list(data["topic"]))
+    extra = [{"prompt": build_prompt(t), "topic": t, "haiku": "", "source_id": f"extra:{i}"}
+             for i, t in enumerate(topics)]
+    extra = Dataset.from_list([{c: row[c] for c in data.column_names} for row in extra],
+                              features=data.features)
+    logger.info("GRPO prompts: %d of the RL split + %d extra topics", len(data), len(extra))
+    return concatenate_datasets([data, extra]).shuffle(seed=seed)
+
+
 def start_adapter(cfg: RunConfig, s: GRPOSettings | None = None, init_adapter=None,
                   previous: Path | None = None) -> Path | None:
     """Where GRPO starts: an explicit adapter/checkpoint, the previous stage's adapter, or
@@ -234,8 +256,9 @@ def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, phase: str | No
     stage = f"grpo:{phase}" if phase else "grpo"
     stage_dir = _stage_dir(cfg, phase)
     device = resolve_device(cfg)
-    data = cap_rows(grpo_examples(select_split(dataset if dataset is not None else load_run_data(cfg), "rl")),
-                    cfg.data.max_rl_rows)
+    splits = dataset if dataset is not None else load_run_data(cfg)
+    data = cap_rows(grpo_examples(select_split(splits, "rl")), cfg.data.max_rl_rows)
+    data = with_extra_topics(data, s.extra_topics, splits, seed=cfg.seed)
     resume = start_stage(stage_dir, resume_from_checkpoint, fresh)
     trainer = build_grpo_trainer(cfg, s, model, tokenizer, data, stage_dir, device, sft_answers(cfg))
     trainer.kit_stage = KitStage(stage, stage_dir, device, tokenizer, resume, s, start, len(data))

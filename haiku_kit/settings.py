@@ -14,13 +14,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from haiku_kit.errors import ConfigError
 from haiku_kit.fast_inference import fast_inference_problem
 from haiku_kit.typed_settings import _build, field_types, is_settings_class  # noqa: F401 - re-exported
-from haiku_kit.value_checks import training_value_problem
+from haiku_kit.value_checks import missing_file_problem, training_value_problem
 
 # shaped plus per-line exact counts: cpu-demo's choice (docs/experiments.md).
 _COUNTING = {
@@ -232,6 +231,7 @@ class GRPOSettings:
     mask_truncated_completions: bool = False
     rewards: Any = "dense"  # a RewardSpec preset name, or {names: [...], weights: [...]}
     curriculum: list[dict] | None = None  # RewardCurriculum segments [{until_step, weights|scales}]
+    extra_topics: str = ""  # prompt-only topics added to the RL prompts: a topic list, or "embedded"
     logging_steps: int = 1
     save_steps: int = 10
     save_total_limit: int = 3
@@ -330,22 +330,20 @@ def validate(cfg: RunConfig) -> None:
              if not isinstance(getattr(cfg.distill, name), int)
              or getattr(cfg.distill, name) < 1), None)
         for key in ("extra_topics", "corpus"):
-            value = getattr(cfg.distill, key)
-            if value not in ("", "embedded") and not Path(value).is_file():
-                problem = problem or (f"distill.{key}={value!r}: no such file (or use"
-                                      " 'embedded', or '' for none)")
+            problem = problem or missing_file_problem(f"distill.{key}", getattr(cfg.distill, key))
         limits = cfg.distill.max_word_syllables
         if isinstance(limits, int):
             limits = [limits]
         if not limits or any(n < 0 for n in limits):
             problem = problem or (f"distill.max_word_syllables={cfg.distill.max_word_syllables!r}"
                                   ": must be 0 (any word) or more, or a list of those per round")
+    problem = problem or missing_file_problem("grpo.extra_topics", cfg.grpo.extra_topics)
     if not isinstance(cfg.eval.candidates, int) or cfg.eval.candidates < 1:
         problem = problem or f"eval.candidates={cfg.eval.candidates!r}: must be at least 1"
     for phase in cfg.grpo_phases:  # unknown keys in a phase fail at load time
-        problem = problem or training_value_problem(
-            f"grpo_phases.{phase}", grpo_phase_settings(cfg, phase)
-        )
+        s = grpo_phase_settings(cfg, phase)
+        problem = problem or training_value_problem(f"grpo_phases.{phase}", s) or (
+            missing_file_problem(f"grpo_phases.{phase}.extra_topics", s.extra_topics))
     m = cfg.model
     problem = problem or fast_inference_problem(
         m.fast_inference, m.backend, m.device, m.gpu_memory_utilization

@@ -117,3 +117,14 @@ def far_from(candidates: Sequence[str], others: Sequence[str],
         cos = np.asarray(scorer.embed(out)) @ np.asarray(scorer.embed(list(others))).T
         out = [t for t, near in zip(out, cos.max(axis=1) >= threshold) if not near]
     return out
+
+
+def fresh_topics(candidates: Sequence[str], avoid: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
+    """far_from(candidates, avoid), less any topic equal (after normalising) to a `taken` one
+    or to an earlier candidate: prompt-only topics added to a stage's own, never twice."""
+    seen, out = {normalize(t) for t in taken}, []
+    for topic in far_from(candidates, avoid):
+        if normalize(topic) not in seen:
+            seen.add(normalize(topic))
+            out.append(topic)
+    return out

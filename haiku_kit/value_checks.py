@@ -7,9 +7,10 @@ GRPO has no epoch setting, so `grpo.max_steps` must be a positive number of step
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
-__all__ = ["training_value_problem"]
+__all__ = ["missing_file_problem", "training_value_problem"]
 
 _POSITIVE_INTS = (
     "per_device_train_batch_size",
@@ -53,3 +54,10 @@ def training_value_problem(prefix: str, settings: Any) -> str | None:
     if not _number(warmup) or not 0 <= warmup < 1:
         return f"{prefix}.warmup_ratio={warmup!r}: must be at least 0 and below 1"
     return None
+
+
+def missing_file_problem(key: str, value: str) -> str | None:
+    """Why a file setting ("" for none, "embedded" for the kit's own) names no file, or None."""
+    if value in ("", "embedded") or Path(value).is_file():
+        return None
+    return f"{key}={value!r}: no such file (or use 'embedded', or '' for none)"

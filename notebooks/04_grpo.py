@@ -20,7 +20,9 @@
 #
 # Starting from the SFT adapter, GRPO samples several poems per **rl** prompt and pushes the
 # model towards the better ones. The rewards are computed, not learned: a syllable counter
-# checks the 5-7-5 shape and MiniLM checks that the poem is about the topic.
+# checks the 5-7-5 shape and MiniLM checks that the poem is about the topic. Since the rewards
+# need no reference poem, `grpo.extra_topics` (`embedded`: the kit's everyday feelings and
+# situations) adds prompt-only topics to the rl prompts; `cpu-full` does.
 #
 # Writes `RUN/grpo/adapter/`, the log, sampled completions and curves, and the evaluation of
 # the SFT→GRPO model in `RUN/eval/grpo/`.

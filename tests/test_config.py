@@ -70,6 +70,8 @@ def test_cpu_presets_are_small():
     # the demo's round reads cpu-full's last round; the headline and the suite sample their own
     assert demo.distill.corpus == "embedded" and full.distill.corpus == smoke.distill.corpus == ""
     assert full.distill.max_word_syllables == [0, 1, 1]
+    # the headline's GRPO also practises on the kit's prompt-only topics (G14); the demo's does not
+    assert full.grpo.extra_topics == "embedded" and demo.grpo.extra_topics == smoke.grpo.extra_topics == ""
     assert full.eval.constrained and not demo.eval.constrained
 
 

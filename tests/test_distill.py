@@ -227,13 +227,15 @@ def test_corpus_poems_keep_valid_unique_poems_on_topics_far_from_every_eval_topi
         {"topic": "a cat asleep", "haiku": "the cat sleeps\nall day\nin the sun"},  # 3-2-4
         {"topic": f"the {eval_topic}!", "haiku": POEMS[1]},  # an eval topic, reworded
         {"topic": "a bus stop at dusk", "haiku": POEMS[2], "round": 3},  # other keys ignored
+        {"topic": "", "haiku": POEMS[1]},  # no topic to prompt with
     ])
     kept, stats = distill.corpus_poems(str(file), splits)
     assert [(r["topic"], r["haiku"]) for r in kept] == [
         ("a tool shed in the rain", POEMS[0]), ("a bus stop at dusk", POEMS[2])]
     assert kept[1]["prompt"] == build_prompt("a bus stop at dusk")
     assert [r["source_id"] for r in kept] == ["corpus:0", "corpus:1"]
-    assert stats == {"corpus": str(file), "rows": 5, "near_eval_topic": 1, "kept": 2}
+    assert stats == {"corpus": str(file), "rows": 6, "no_topic": 1, "near_eval_topic": 1,
+                     "kept": 2}
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"topic": "a", "haiku": POEMS[0]}) + "\n{\"topic\": \"b\"}\n")

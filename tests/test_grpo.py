@@ -174,3 +174,54 @@ def test_grpo_two_steps_on_the_real_model_has_reward_variance(tmp_path):
     samples = read_log(tmp_path / "grpo" / "samples.jsonl")
     assert {"line_count_penalty", "haiku_reward", "similarity_reward"} == set(samples[0]["rewards"])
     assert (adapter / "adapter_model.safetensors").is_file()
+
+
+# --------------------------------------------------------------------------- extra topics
+
+
+def _topic_file(tmp_path, topics):
+    file = tmp_path / "topics.txt"
+    file.write_text("# prompt-only topics\n" + "\n".join(topics) + "\n", encoding="utf-8")
+    return file
+
+
+def test_extra_topics_join_the_rl_prompts_but_never_near_an_eval_topic_or_twice(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from haiku_kit.grpo import grpo_examples, with_extra_topics
+    from haiku_kit.text import build_prompt
+
+    listed = rows(12)
+    splits = DatasetDict({"rl": Dataset.from_list(listed[:8]), "eval": Dataset.from_list(listed[8:])})
+    data = grpo_examples(splits["rl"])
+    assert with_extra_topics(data, "", splits) is data
+    new = ["Nervous before a first job interview.", "Missing a friend who moved away."]
+    file = _topic_file(tmp_path, [new[0], f"the {listed[8]['topic']}!", listed[0]["topic"].upper(), new[1],
+                                  new[0].rstrip(".")])  # the first again
+    joined = with_extra_topics(data, str(file), splits, seed=0)
+    assert sorted(joined["topic"]) == sorted(list(data["topic"]) + new)  # eval-near, RL, repeat: left out
+    added = [r for r in joined if r["source_id"].startswith("extra:")]
+    assert [(r["topic"], r["haiku"]) for r in sorted(added, key=lambda r: r["source_id"])] == [
+        (new[0], ""), (new[1], "")]
+    assert all(r["prompt"] == build_prompt(r["topic"]) for r in added)
+    assert list(joined["topic"]) != list(data["topic"]) + new  # shuffled in, the same way for a seed
+    assert list(with_extra_topics(data, str(file), splits, seed=0)["topic"]) == list(joined["topic"])
+
+
+def test_grpo_trainer_trains_on_the_extra_topics_and_a_missing_file_is_named(
+        tiny_model_dir, tmp_path, dataset):
+    from haiku_kit import grpo, modeling
+    from haiku_kit.settings import validate
+
+    file = _topic_file(tmp_path, ["Nervous before a first job interview.", "Missing a friend who moved away."])
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, "grpo.init=base", FAST_REWARDS, f"grpo.extra_topics={file}")
+    model, tokenizer = modeling.load_from_config(cfg)
+    trainer = grpo.grpo_trainer(cfg, model, tokenizer, dataset)
+    rl_rows = min(len(dataset), cfg.data.max_rl_rows or len(dataset))  # cpu-smoke caps the split
+    assert len(trainer.train_dataset) == rl_rows + 2 == trainer.kit_stage.rows
+    assert "Missing a friend who moved away." in list(trainer.train_dataset["topic"])
+    with pytest.raises(ConfigError, match=r"grpo\.extra_topics=.*absent\.txt.*no such file"):
+        validate(tiny_cfg(tiny_model_dir, tmp_path, f"grpo.extra_topics={tmp_path / 'absent.txt'}"))
+    with pytest.raises(ConfigError, match=r"grpo_phases\.b\.extra_topics=.*absent\.txt"):
+        tiny_cfg(tiny_model_dir, tmp_path, "stages=[grpo:a, grpo:b]",
+                 f"grpo_phases={{a: {{}}, b: {{extra_topics: {tmp_path / 'absent.txt'}}}}}")

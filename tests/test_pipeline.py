@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -192,3 +193,33 @@ def test_smoke_resume_from_report_reuses_artifacts(smoke_run):
     assert adapter.stat().st_mtime_ns == adapter_time
     effective = load_yaml(smoke_run / "config.yaml").get("effective") or {}
     assert {"sft", "grpo"} <= set(effective), "resume dropped the trainer's effective settings"
+
+
+def _efficacy_benchmark():
+    spec = importlib.util.spec_from_file_location(
+        "efficacy", Path(__file__).resolve().parents[1] / "benchmarks" / "efficacy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_efficacy_benchmark_measures_chosen_models_with_k_samples_on_the_runs_eval_split(
+        smoke_run, capsys):
+    efficacy = _efficacy_benchmark()
+    data = smoke_run / "data"
+    assert efficacy.main(["--run", str(smoke_run), "--models", "sft,nope", "--eval-data",
+                          str(data)]) == 2
+    assert "'nope' is not one of base, sft, grpo" in capsys.readouterr().err
+    assert efficacy.main(["--run", str(smoke_run), "--models", "sft,grpo", "--eval-data",
+                          str(data), "--n", "3", "--k", "2"]) == 0
+    out = smoke_run / "efficacy-data-n3-k2"
+    for name in ("sft", "grpo"):
+        records = [json.loads(line) for line in
+                   (out / name / "generations.jsonl").read_text().splitlines()]
+        assert [(r["prompt_index"], r["sample"]) for r in records] == [
+            (i, j) for i in range(3) for j in range(2)]
+    assert not (out / "base").exists() and not (smoke_run / "efficacy").exists()
+    table = (out / "report" / "table.md").read_text()
+    assert "| SFT |" in table and "| SFT→GRPO |" in table and "| base |" not in table
+    assert "GRPO vs SFT:" in capsys.readouterr().out
