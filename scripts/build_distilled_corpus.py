@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from haiku_kit import haiku as hk
+from haiku_kit.distill import keep_verified
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "haiku_kit" / "resources" / "distilled.jsonl"
 
@@ -29,17 +29,14 @@ def round_files(run: Path) -> dict[int, Path]:
 
 
 def corpus_rows(files: dict[int, Path]) -> list[dict]:
-    rows, seen = [], set()
-    for round_, poems in files.items():
-        for line in poems.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            poem = row["haiku"]
-            if hk.check(poem).is_haiku and poem not in seen:
-                seen.add(poem)
-                cosine = row.get("cosine")
-                rows.append({"topic": row["topic"], "haiku": poem, "round": round_,
-                             "cosine": None if cosine is None else round(cosine, 3)})
-    return rows
+    """The rounds' poems that the verifier accepts, each once (distill.keep_verified, unfiltered
+    by cosine), with their topic, round and the cosine their round measured."""
+    rows = [{"topic": row["topic"], "round": round_, "measured": row.get("cosine"), "poem": row["haiku"]}
+            for round_, poems in files.items()
+            for row in map(json.loads, poems.read_text(encoding="utf-8").splitlines())]
+    kept, _ = keep_verified(rows, [[r["poem"]] for r in rows], min_similarity=-1)
+    return [{"topic": r["topic"], "haiku": r["haiku"], "round": r["round"],
+             "cosine": None if r["measured"] is None else round(r["measured"], 3)} for r in kept]
 
 
 def main(argv: list[str] | None = None) -> int:
