@@ -28,6 +28,7 @@ from pathlib import Path
 from haiku_kit import distill, pipeline, runs, stages
 from haiku_kit.config import load_config
 from haiku_kit.data import load_eval_data
+from haiku_kit.errors import ConfigError
 from haiku_kit.report import summary_table, verdict, write_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     else:
         run = pipeline.run_pipeline(args.preset, args.overrides, args.out, log_output=True)
-    cfg = load_config(run / "config.yaml")
+    try:
+        cfg = load_config(run / "config.yaml")
+    except ConfigError as err:
+        print(f"--run {run}: {err}", file=sys.stderr)
+        return 2
     timings = (
         json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}
     )

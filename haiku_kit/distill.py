@@ -15,8 +15,9 @@ SFTTrainer on them, continuing the SFT model; `save_distill(cfg, trainer)` keeps
 adapter as RUN/sft/distill/sft-adapter and writes the distilled one to RUN/sft/adapter, which the
 rest of the pipeline uses. `distill.rounds` repeats both (expert iteration), each round sampling
 from the model the previous round trained. With `distill.corpus`, round 1 reads its poems from a
-file instead: "embedded" is resources/distilled.jsonl, the poems `cpu-full`'s last round kept
-(scripts/build_distilled_corpus.py), which lets a short run start where those rounds ended.
+file instead: "embedded" is resources/distilled.jsonl, the verified poems `cpu-full`'s GRPO
+model wrote on training topics (scripts/build_distilled_corpus.py --teacher grpo), which lets a
+short run learn from where that whole pipeline ended.
 """
 
 from __future__ import annotations

@@ -106,8 +106,8 @@ stages.show_training(run.paths.stage_dir("sft"))
 # %% [markdown]
 # Self-distillation, when the preset asks (`distill.topics` > 0): the SFT model writes poems for
 # the training topics through the syllable-constrained decoder, the verifier keeps the valid ones,
-# and SFT continues on them (see 03). With `distill.corpus` (`cpu-demo`: `embedded`, the poems
-# `cpu-full`'s last round kept) the round reads its poems from that file instead of sampling.
+# and SFT continues on them (see 03). With `distill.corpus` (`cpu-demo`: `embedded`, the verified
+# poems `cpu-full`'s GRPO model wrote) the round reads its poems from that file instead of sampling.
 
 # %%
 for round_ in range(1, run.cfg.distill.rounds + 1):

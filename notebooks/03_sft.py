@@ -107,8 +107,8 @@ stages.show_training(run.paths.stage_dir("sft"))
 # topic's longer words; `distill.clean_line_ends: true` keeps lines from ending on "the" or "of";
 # `distill.extra_topics: embedded` adds prompt-only topics of everyday feelings and situations.
 # `distill.corpus: embedded` (`cpu-demo`) has round 1 read its poems instead of sampling them:
-# the verified poems `cpu-full`'s last round kept on its training topics, so a short run starts
-# where those rounds ended (README, "The demo").
+# the verified poems `cpu-full`'s GRPO model wrote on training and prompt-only topics, so a
+# short run learns from where that whole pipeline ended (README, "The demo").
 
 # %%
 for round_ in range(1, run.cfg.distill.rounds + 1):

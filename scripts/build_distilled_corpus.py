@@ -1,14 +1,18 @@
-"""Build haiku_kit/resources/distilled.jsonl (`distill.corpus: embedded`) from a run's rounds.
+"""Build haiku_kit/resources/distilled.jsonl (`distill.corpus: embedded`) from a run.
 
+    python scripts/build_distilled_corpus.py RUN --teacher grpo [--k 2 --temperature 0.7]
     python scripts/build_distilled_corpus.py RUN [--rounds 3] [--out haiku_kit/resources/distilled.jsonl]
 
-RUN is a `cpu-full` run (`haiku-kit pipeline --preset cpu-full --out RUN`; its SFT stage alone
-is enough). The kept poems of the chosen rounds (RUN/sft/distill/round-N/poems.jsonl; default:
-the last round only) are checked again by the kit's verifier, deduplicated, and written with
-their topic, round and cosine. The last round alone, because the demo trained on every round's
-poems at once scored 15.6% against 35.9% on the last round's (docs/experiments.md DC3, X-r3).
-The rounds sampled training topics only (distill.training_prompts), and
-`distill.corpus_poems` drops any topic near a run's own eval topics when it reads the file.
+RUN is a `cpu-full` run (`haiku-kit pipeline --preset cpu-full --out RUN`). With `--teacher
+grpo` (how the shipped file is built) the run's GRPO model writes --k free poems per training
+topic (distill.training_prompts: the first --topics distinct topics of the sft then rl splits,
+plus the kit's prompt-only topics far from every eval topic), and the poems the verifier accepts
+with cos(topic, poem) >= 0.5 are kept once each: the demo's SFT then learns from what
+`cpu-full`'s whole pipeline ended with (docs/experiments.md DC9). --teacher sft samples the
+run's SFT model instead. Without --teacher, the kept poems of the chosen rounds
+(RUN/sft/distill/round-N/poems.jsonl; default: the last round only) are checked again and
+deduplicated (DC4's corpus). Every row carries its topic, source (round number or teacher) and
+cosine; `distill.corpus_poems` drops any topic near a run's own eval topics when it reads the file.
 """
 
 from __future__ import annotations
@@ -39,13 +43,64 @@ def corpus_rows(files: dict[int, Path]) -> list[dict]:
              "cosine": None if r["measured"] is None else round(r["measured"], 3)} for r in kept]
 
 
+def run_config(run: Path):
+    from haiku_kit.config import load_config
+
+    cfg = load_config(run / "config.yaml")
+    cfg.output_dir = str(run.resolve())
+    return cfg
+
+
+def teacher_prompts(cfg, topics: int, extra: str = "embedded") -> list[dict]:
+    """The run's first `topics` training topics, then the `extra` topic list's (the kit's
+    prompt-only topics; "": none) far from every eval topic of the run
+    (distill.training_prompts), with their prompts."""
+    from haiku_kit.data import load_run_data
+    from haiku_kit.distill import training_prompts
+    from haiku_kit.loaders import load_topic_list
+
+    return training_prompts(load_run_data(cfg), topics, load_topic_list(extra) if extra else ())
+
+
+def teacher_rows(run: Path, teacher: str, topics: int, extra: str, k: int, temperature: float,
+                 seed: int = 7) -> list[dict]:
+    """The run's `teacher` model's free poems on teacher_prompts, verified and on topic."""
+    from haiku_kit.generate import SamplingSettings, generate
+    from haiku_kit.modeling import load_from_config
+
+    cfg = run_config(run)
+    rows = teacher_prompts(cfg, topics, extra)
+    model, tokenizer = load_from_config(cfg, run / teacher / "adapter", trainable=False)
+    sampling = SamplingSettings(temperature=temperature, top_p=cfg.eval.top_p, top_k=cfg.eval.top_k)
+    gens = generate(model, tokenizer, [r["prompt"] for r in rows], k=k, seed=seed,
+                    sampling=sampling, batch_size=32, max_new_tokens=48, progress=True)
+    kept, valid = keep_verified(rows, gens.texts, min_similarity=0.5)
+    print(f"{run}/{teacher}: {len(rows)} topics x {k} poems, {valid} valid, {len(kept)} on topic")
+    return [{"topic": r["topic"], "haiku": r["haiku"], "round": teacher,
+             "cosine": round(r["cosine"], 3)} for r in kept]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--rounds", type=int, nargs="+", default=None,
                     help="the rounds whose poems to keep (default: the last one)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--teacher", choices=["grpo", "sft"], default=None,
+                    help="sample this model of RUN instead of reading its rounds")
+    ap.add_argument("--topics", type=int, default=800, help="--teacher: training topics")
+    ap.add_argument("--extra-topics", default="embedded",
+                    help="--teacher: prompt-only topics too (a topic list file; \"\": none)")
+    ap.add_argument("--k", type=int, default=2, help="--teacher: poems per topic")
+    ap.add_argument("--temperature", type=float, default=0.7, help="--teacher: sampling")
     args = ap.parse_args(argv)
+    if args.teacher:
+        if not (args.run / args.teacher / "adapter").is_dir():
+            print(f"--teacher {args.teacher}: {args.run} has no {args.teacher}/adapter",
+                  file=sys.stderr)
+            return 2
+        return write(args.out, teacher_rows(args.run, args.teacher, args.topics, args.extra_topics,
+                                            args.k, args.temperature), f"{args.run}/{args.teacher}")
     files = round_files(args.run)
     rounds = args.rounds or list(files)[-1:]
     missing = [r for r in rounds if r not in files]
@@ -53,15 +108,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--rounds: {args.run} has no RUN/sft/distill/round-{missing[0]}/poems.jsonl "
               f"(rounds there: {list(files) or 'none'})", file=sys.stderr)
         return 2
-    rows = corpus_rows({r: files[r] for r in rounds})
+    return write(args.out, corpus_rows({r: files[r] for r in rounds}),
+                 f"{args.run} rounds {rounds}")
+
+
+def write(out: Path, rows: list[dict], source: str) -> int:
     if not rows:
-        print(f"{args.run}: no valid poem in rounds {rounds}", file=sys.stderr)
+        print(f"{source}: no valid poem", file=sys.stderr)
         return 2
-    args.out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     per_round = {}
     for r in rows:
         per_round[r["round"]] = per_round.get(r["round"], 0) + 1
-    print(f"{args.out}: {len(rows)} poems, per round {per_round}, "
+    print(f"{out}: {len(rows)} poems, per source {per_round}, "
           f"{len({r['topic'] for r in rows})} topics")
     return 0
 

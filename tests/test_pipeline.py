@@ -223,3 +223,58 @@ def test_efficacy_benchmark_measures_chosen_models_with_k_samples_on_the_runs_ev
     table = (out / "report" / "table.md").read_text()
     assert "| SFT |" in table and "| SFT→GRPO |" in table and "| base |" not in table
     assert "GRPO vs SFT:" in capsys.readouterr().out
+
+
+def test_efficacy_benchmark_names_a_runs_bad_config_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("distill: {corpus: /no/such/poems.jsonl}\n")
+    data = tmp_path / "eval.json"
+    data.write_text("[]")
+    assert _efficacy_benchmark().main(["--run", str(run), "--eval-data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(run) in err and "/no/such/poems.jsonl" in err
+
+
+def _corpus_script():
+    spec = importlib.util.spec_from_file_location(
+        "build_distilled_corpus",
+        Path(__file__).resolve().parents[1] / "scripts" / "build_distilled_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_the_corpus_script_samples_a_runs_teacher_on_training_and_prompt_only_topics(
+        smoke_run, tmp_path, capsys):
+    from haiku_kit import haiku as hk
+    from haiku_kit.data import load_run_data
+    from haiku_kit.loaders import load_topic_list
+
+    script = _corpus_script()
+    cfg = script.run_config(smoke_run)
+    dataset = load_run_data(cfg)
+    training = set(dataset["sft"]["topic"]) | set(dataset["rl"]["topic"])
+    prompts = script.teacher_prompts(cfg, 4)
+    assert [p["topic"] for p in prompts[:4]] == list(dict.fromkeys(dataset["sft"]["topic"]))[:4]
+    extra = [p["topic"] for p in prompts[4:]]
+    assert extra and set(extra) <= set(load_topic_list("embedded"))
+    assert not set(extra) & set(dataset["eval"]["topic"])
+    assert [p["topic"] for p in script.teacher_prompts(cfg, 4, "")] == [
+        p["topic"] for p in prompts[:4]]
+
+    out = tmp_path / "corpus.jsonl"
+    assert script.main([str(tmp_path), "--teacher", "grpo", "--out", str(out)]) == 2
+    assert "has no grpo/adapter" in capsys.readouterr().err
+    rc = script.main([str(smoke_run), "--teacher", "grpo", "--topics", "4", "--extra-topics", "",
+                      "--k", "2", "--temperature", "1.0", "--out", str(out)])
+    said = capsys.readouterr()
+    assert "4 topics x 2 poems" in said.out
+    if rc == 2:  # the smoke model's 3 SFT steps rarely write a haiku
+        assert "no valid poem" in said.err and not out.exists()
+    else:
+        kept = [json.loads(line) for line in out.read_text().splitlines()]
+        assert rc == 0 and kept
+        assert all(hk.check(r["haiku"]).is_haiku and r["topic"] in training
+                   and r["round"] == "grpo" and r["cosine"] >= 0.5 for r in kept)
