@@ -24,6 +24,7 @@ def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_n
                  constrained: bool = False, min_sim: float = 0.5, max_word_syllables: int = 0,
                  topic_words: bool = False, clean_line_ends: bool = False,
                  best_per_topic: bool = False):
+    from haiku_kit.distill import best_per_topic as best_of
     from haiku_kit.distill import keep_verified
     from haiku_kit.generate import SamplingSettings, generate
     from haiku_kit.modeling import load_from_config as load_for
@@ -37,11 +38,7 @@ def sample_valid(cfg, adapter, topics: list[str], k: int, batch_size: int, max_n
                     free_words=topics if topic_words else None, clean_line_ends=clean_line_ends)
     kept, valid = keep_verified([{"topic": t} for t in topics], gens.texts, min_sim)
     if best_per_topic:  # only each topic's most similar poem
-        best = {}
-        for row in kept:
-            if row["topic"] not in best or row["cosine"] > best[row["topic"]]["cosine"]:
-                best[row["topic"]] = row
-        kept = list(best.values())
+        kept = best_of(kept, 1)
     return kept, {"sampled": len(topics) * k, "valid": valid, "kept": len(kept),
                   "kept_mean_cos": sum(r["cosine"] or 0.0 for r in kept) / max(len(kept), 1)}
 

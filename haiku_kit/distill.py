@@ -156,6 +156,24 @@ def keep_verified(rows: list[dict], texts: list[list[str]], min_similarity: floa
     return [{**c, "source_id": f"self:{i}"} for i, c in enumerate(candidates)], len(seen)
 
 
+def best_per_topic(kept: list[dict], n: int) -> list[dict]:
+    """keep_verified's rows less all but each topic's n most similar poems (0: all), in order:
+    best of k, so that a corpus teaches the teacher's most topical poems (docs/experiments.md
+    DC12)."""
+    if n <= 0:
+        return kept
+    ranked: dict[str, list[float]] = {}
+    for row in kept:
+        ranked.setdefault(row["topic"], []).append(row["cosine"])
+    floor = {topic: sorted(sims, reverse=True)[:n][-1] for topic, sims in ranked.items()}
+    out, taken = [], dict.fromkeys(ranked, 0)
+    for row in kept:
+        if row["cosine"] >= floor[row["topic"]] and taken[row["topic"]] < n:
+            taken[row["topic"]] += 1
+            out.append(row)
+    return out
+
+
 def poems_dataset(kept: list[dict]):
     """SFT rows (chat "messages") of the kept poems, shuffled."""
     import datasets

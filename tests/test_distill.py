@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import yaml
-from training_helpers import read_log, rows, tiny_cfg
+from training_helpers import corpus_script, read_log, rows, tiny_cfg
 
 from haiku_kit import data, distill, topics
 from haiku_kit import haiku as hk
@@ -246,6 +246,15 @@ def test_corpus_poems_keep_valid_unique_poems_on_topics_far_from_every_eval_topi
     validate(tiny_cfg("unused", tmp_path, f"distill.corpus={file}"))
 
 
+def test_best_per_topic_keeps_each_topics_most_similar_poems_in_order():
+    kept = [{"topic": "a", "haiku": "a1", "cosine": 0.6}, {"topic": "a", "haiku": "a2", "cosine": 0.8},
+            {"topic": "b", "haiku": "b1", "cosine": 0.7}, {"topic": "a", "haiku": "a3", "cosine": 0.7},
+            {"topic": "a", "haiku": "a4", "cosine": 0.7}]
+    assert [r["haiku"] for r in distill.best_per_topic(kept, 1)] == ["a2", "b1"]
+    assert [r["haiku"] for r in distill.best_per_topic(kept, 2)] == ["a2", "b1", "a3"]  # a tie: the first
+    assert distill.best_per_topic(kept, 0) == kept
+
+
 def test_the_embedded_corpus_is_verified_poems_on_the_presets_training_topics():
     from haiku_kit.config import load_preset
 
@@ -290,14 +299,7 @@ def test_a_corpus_round_trains_on_the_files_poems_without_sampling(
 
 
 def test_the_corpus_script_collects_the_chosen_rounds_valid_poems_once(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "build_distilled_corpus",
-        Path(__file__).resolve().parents[1] / "scripts" / "build_distilled_corpus.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = corpus_script()
     run = tmp_path / "run"
     for round_, records in ((1, [{"topic": "a", "haiku": POEMS[0], "cosine": 0.61234}]),
                             (2, [{"topic": "a", "haiku": POEMS[0], "cosine": 0.6},
@@ -315,3 +317,31 @@ def test_the_corpus_script_collects_the_chosen_rounds_valid_poems_once(tmp_path)
                              {"topic": "c", "haiku": POEMS[1], "round": 2, "cosine": None}]
     assert script.main([str(run), "--rounds", "3", "--out", str(out)]) == 2
     assert script.main([str(tmp_path / "empty"), "--out", str(out)]) == 2
+
+
+def test_the_corpus_script_selects_the_best_poems_of_a_saved_pool(tmp_path, capsys):
+    script = corpus_script()
+    pool = tmp_path / "pool.jsonl"
+    _write_jsonl(pool, [
+        {"topic": "autumn rain on a tool shed", "source": "grpo",
+         "completions": [POEMS[2], POEMS[0], "rain\non the roof", POEMS[0]]},
+        {"topic": "a cat asleep in the sun", "source": "grpo", "completions": [POEMS[1]]}])
+    out = tmp_path / "corpus.jsonl"
+    assert script.main(["--from-pool", str(pool), "--best", "1", "--out", str(out)]) == 0
+    assert "2 topics x 4 poems, 3 valid, 2 kept" in capsys.readouterr().out
+    kept = read_log(out)
+    # of the rain topic's two valid poems (the snow one is off topic) the rain poem is kept
+    assert [(r["topic"], r["haiku"], r["round"]) for r in kept] == [
+        ("autumn rain on a tool shed", POEMS[0], "grpo"), ("a cat asleep in the sun", POEMS[1], "grpo")]
+    assert all(r["cosine"] >= 0.5 for r in kept)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"topic": "a", "source": "grpo", "completions": []}\n{"topic": "b"}\n')
+    before = out.read_bytes()
+    assert script.main(["--from-pool", str(pool), str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}:2" in err
+    assert script.main(["--from-pool", str(tmp_path / "absent.jsonl"), "--out", str(out)]) == 2
+    assert "absent.jsonl: no such file" in capsys.readouterr().err
+    assert script.main(["--out", str(out)]) == 2  # neither a run nor a pool
+    assert out.read_bytes() == before  # a failed call writes nothing

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from training_helpers import corpus_script, load_script
 from yaml import safe_load
 
 from haiku_kit import pipeline
@@ -196,11 +196,7 @@ def test_smoke_resume_from_report_reuses_artifacts(smoke_run):
 
 
 def _efficacy_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "efficacy", Path(__file__).resolve().parents[1] / "benchmarks" / "efficacy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/efficacy.py")
 
 
 @pytest.mark.slow
@@ -236,15 +232,6 @@ def test_efficacy_benchmark_names_a_runs_bad_config_in_one_line(tmp_path, capsys
     assert err.count("\n") == 1 and str(run) in err and "/no/such/poems.jsonl" in err
 
 
-def _corpus_script():
-    spec = importlib.util.spec_from_file_location(
-        "build_distilled_corpus",
-        Path(__file__).resolve().parents[1] / "scripts" / "build_distilled_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_the_corpus_script_samples_a_runs_teacher_on_training_and_prompt_only_topics(
         smoke_run, tmp_path, capsys):
@@ -252,7 +239,7 @@ def test_the_corpus_script_samples_a_runs_teacher_on_training_and_prompt_only_to
     from haiku_kit.data import load_run_data
     from haiku_kit.loaders import load_topic_list
 
-    script = _corpus_script()
+    script = corpus_script()
     cfg = script.run_config(smoke_run)
     dataset = load_run_data(cfg)
     training = set(dataset["sft"]["topic"]) | set(dataset["rl"]["topic"])
@@ -267,10 +254,18 @@ def test_the_corpus_script_samples_a_runs_teacher_on_training_and_prompt_only_to
     out = tmp_path / "corpus.jsonl"
     assert script.main([str(tmp_path), "--teacher", "grpo", "--out", str(out)]) == 2
     assert "has no grpo/adapter" in capsys.readouterr().err
+    assert script.main([str(smoke_run), "--teacher", "grpo", "--save-pool",
+                        str(tmp_path / "absent" / "pool.jsonl"), "--out", str(out)]) == 2
+    assert "no folder" in capsys.readouterr().err  # said before sampling
+    pool = tmp_path / "pool.jsonl"
     rc = script.main([str(smoke_run), "--teacher", "grpo", "--topics", "4", "--extra-topics", "",
-                      "--k", "2", "--temperature", "1.0", "--out", str(out)])
+                      "--k", "2", "--temperature", "1.0", "--out", str(out),
+                      "--save-pool", str(pool)])
     said = capsys.readouterr()
     assert "4 topics x 2 poems" in said.out
+    saved = [json.loads(line) for line in pool.read_text().splitlines()]
+    assert [r["topic"] for r in saved] == [p["topic"] for p in prompts[:4]]
+    assert all(r["source"] == "grpo" and len(r["completions"]) == 2 for r in saved)
     if rc == 2:  # the smoke model's 3 SFT steps rarely write a haiku
         assert "no valid poem" in said.err and not out.exists()
     else:
@@ -278,3 +273,6 @@ def test_the_corpus_script_samples_a_runs_teacher_on_training_and_prompt_only_to
         assert rc == 0 and kept
         assert all(hk.check(r["haiku"]).is_haiku and r["topic"] in training
                    and r["round"] == "grpo" and r["cosine"] >= 0.5 for r in kept)
+        again = tmp_path / "again.jsonl"  # the saved pool selects the same corpus, unsampled
+        assert script.main(["--from-pool", str(pool), "--out", str(again)]) == 0
+        assert again.read_text() == out.read_text()

@@ -42,3 +42,18 @@ class Interrupt:
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.at:
             raise KeyboardInterrupt
+
+
+def load_script(path: str):
+    """A repository script (scripts/, benchmarks/: no packages), imported by its path."""
+    import importlib.util
+
+    file = Path(__file__).resolve().parents[1] / path
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def corpus_script():
+    return load_script("scripts/build_distilled_corpus.py")
