@@ -321,19 +321,21 @@ def test_the_corpus_script_collects_the_chosen_rounds_valid_poems_once(tmp_path)
 
 def test_the_corpus_script_selects_the_best_poems_of_a_saved_pool(tmp_path, capsys):
     script = corpus_script()
+    shed = "cold rain on the shed\nthe rake and the hoe rust there\nautumn drips all night"
     pool = tmp_path / "pool.jsonl"
     _write_jsonl(pool, [
         {"topic": "autumn rain on a tool shed", "source": "grpo",
-         "completions": [POEMS[2], POEMS[0], "rain\non the roof", POEMS[0]]},
+         "completions": [POEMS[2], POEMS[0], "rain\non the roof", POEMS[0], shed]},
         {"topic": "a cat asleep in the sun", "source": "grpo", "completions": [POEMS[1]]}])
     out = tmp_path / "corpus.jsonl"
+    assert script.main(["--from-pool", str(pool), "--out", str(out)]) == 0
+    assert "2 topics x 5 poems, 4 valid, 3 kept" in capsys.readouterr().out
+    every = read_log(out)  # the snow poem is off the rain topic (cos < 0.5)
+    assert [r["haiku"] for r in every] == [POEMS[0], shed, POEMS[1]]
+    assert every[1]["cosine"] > every[0]["cosine"] >= 0.5 and every[2]["round"] == "grpo"
     assert script.main(["--from-pool", str(pool), "--best", "1", "--out", str(out)]) == 0
-    assert "2 topics x 4 poems, 3 valid, 2 kept" in capsys.readouterr().out
-    kept = read_log(out)
-    # of the rain topic's two valid poems (the snow one is off topic) the rain poem is kept
-    assert [(r["topic"], r["haiku"], r["round"]) for r in kept] == [
-        ("autumn rain on a tool shed", POEMS[0], "grpo"), ("a cat asleep in the sun", POEMS[1], "grpo")]
-    assert all(r["cosine"] >= 0.5 for r in kept)
+    assert "4 valid, 2 kept" in capsys.readouterr().out
+    assert read_log(out) == every[1:]  # each topic's most similar poem only
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"topic": "a", "source": "grpo", "completions": []}\n{"topic": "b"}\n')
