@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--max-topics", type=int, default=400)
     p.add_argument("--n-ref", type=int, default=64)
     p.add_argument("--n-demo", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=48, help="of the measurement (poems with a <think> block need more)")
     args = p.parse_args()
 
     cfg = H.config(args.name, args.overrides + [f"sft.max_steps={args.steps}", f"sft.learning_rate={args.lr}"])
@@ -127,7 +128,7 @@ def main() -> None:
     sets = {k: v for k, v in H.eval_sets(args.n_ref, args.n_demo).items() if v}
     train_answers = list(data["sft"]["haiku"]) + list(data["rl"]["haiku"])
     res = {} if not sets else H.measure(cfg, adapter, f"{args.name}/distill", sets, train_answers,
-                    model_tok=load_for(cfg, adapter, trainable=False))
+                    max_new_tokens=args.max_new_tokens, model_tok=load_for(cfg, adapter, trainable=False))
     H.log(args.name, "distill", {"init": args.init, "k": args.k, "steps": args.steps, "lr": args.lr,
                                   "extra": args.extra, "constrained": args.constrained,
                                   "self_only": args.self_only,

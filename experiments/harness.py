@@ -148,6 +148,7 @@ def measure(cfg, adapter, label: str, sets: dict[str, list[dict]], train_answers
         res = run_eval(model, rows, tokenizer=tok, train_answers=train_answers, k=k, seed=0,
                        sampling=sampling, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        name=label)
+        res.save(RUNS / label / set_name)  # generations.jsonl, for experiments/topic_word_copies.py
         recs = res.records
         three = [r for r in recs if r["three_lines"]]
         exact = [sum(1 for r in three if r["line_errors"][i] == 0) / max(1, len(three)) for i in range(3)]

@@ -31,8 +31,8 @@ def main() -> None:
     import torch
 
     from haiku_kit.loaders import load_embedded
-    from haiku_kit.syllables import analyze_line
     from haiku_kit.modeling import load_from_config as load_for
+    from haiku_kit.syllables import analyze_line
 
     freq = Counter()
     gold = {}

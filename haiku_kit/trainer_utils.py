@@ -186,10 +186,15 @@ def train_stage(trainer) -> None:
 
 
 def record_effective(cfg: RunConfig, stage: str, stage_dir: Path, values: dict) -> None:
-    """The settings the trainer really uses, in RUN/<stage>/effective.yaml and RUN/config.yaml."""
+    """The settings the trainer really uses, in RUN/<stage>/effective.yaml and RUN/config.yaml.
+
+    RUN/<stage>/config.yaml keeps the whole config this stage ran with: RUN/config.yaml is
+    rewritten by each CLI call, so a run trained in two calls with different overrides would
+    otherwise keep only the last call's."""
     for key, value in values.items():
         logger.info("%s effective %s = %r", stage, key, value)
     (stage_dir / "effective.yaml").write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    save_config(cfg, stage_dir / "config.yaml", extra={})
     write_env_json(run_root(cfg))  # RUN/env.json: the versions and GPU this training ran with
     config_path = run_root(cfg) / "config.yaml"
     effective = {}

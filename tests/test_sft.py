@@ -55,6 +55,8 @@ def test_run_sft_writes_adapter_logs_plot_and_effective_config(tiny_model_dir, t
     effective = yaml.safe_load((tmp_path / "config.yaml").read_text())["effective"]["sft"]
     assert effective["loss_mask"] == "assistant" and effective["precision"] == "fp32"
     assert effective["gradient_checkpointing"] is False  # TRL's default is True; the CPU skips it
+    ran_with = yaml.safe_load((tmp_path / "sft" / "config.yaml").read_text())
+    assert ran_with["sft"]["max_steps"] == 3 and "effective" not in ran_with
 
 
 def test_cpu_training_skips_gradient_checkpointing_unless_asked(tiny_model_dir, tmp_path, dataset):
