@@ -55,8 +55,22 @@ def test_run_sft_writes_adapter_logs_plot_and_effective_config(tiny_model_dir, t
     effective = yaml.safe_load((tmp_path / "config.yaml").read_text())["effective"]["sft"]
     assert effective["loss_mask"] == "assistant" and effective["precision"] == "fp32"
     assert effective["gradient_checkpointing"] is False  # TRL's default is True; the CPU skips it
-    ran_with = yaml.safe_load((tmp_path / "sft" / "config.yaml").read_text())
-    assert ran_with["sft"]["max_steps"] == 3 and "effective" not in ran_with
+
+
+def test_each_stage_keeps_the_config_it_ran_with_when_a_later_call_changes_it(tmp_path):
+    """Two `haiku-kit train` calls with different --set: RUN/config.yaml holds the last call's,
+    each stage folder its own (and RUN/config.yaml's effective block keeps both stages)."""
+    from haiku_kit.trainer_utils import record_effective
+
+    first = load_preset("cpu-smoke", [f"output_dir={tmp_path}", "sft.learning_rate=0.001"])
+    second = load_preset("cpu-smoke", [f"output_dir={tmp_path}", "grpo.learning_rate=0.002"])
+    for cfg, stage in ((first, "sft"), (second, "grpo")):
+        (tmp_path / stage).mkdir()
+        record_effective(cfg, stage, tmp_path / stage, {"learning_rate": 1.0})
+    run = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert run["sft"]["learning_rate"] != 0.001 and set(run["effective"]) == {"sft", "grpo"}
+    for cfg, stage in ((first, "sft"), (second, "grpo")):
+        assert yaml.safe_load((tmp_path / stage / "config.yaml").read_text()) == cfg.to_dict()
 
 
 def test_cpu_training_skips_gradient_checkpointing_unless_asked(tiny_model_dir, tmp_path, dataset):
