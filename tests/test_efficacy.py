@@ -4,6 +4,7 @@ report, and eval topics that never meet a training topic, near-duplicates includ
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,52 @@ def test_reference_eval_topics_are_far_from_every_embedded_topic():
     normalized = {normalize(t) for t in embedded}
     assert not [t for t in reference if normalize(t) in normalized]
     assert _near_pairs(reference, embedded) == []
+
+
+# --------------------------------------------------------------------------- hand-written poems
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _hand_written(name: str) -> list[str]:
+    lines = (EXPERIMENTS / name).read_text(encoding="utf-8").splitlines()
+    return ["\n".join(part.strip() for part in line.split(" / ")) for line in lines if line.strip()]
+
+
+def _not_one_syllable(poem: str) -> list[str]:
+    from haiku_kit.syllables import counts
+
+    return [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", poem) if 1 not in counts(w)]
+
+
+@pytest.mark.parametrize("name, one_syllable, rows", [
+    ("oracle_one_syllable.txt", True, 128), ("oracle_free_words.txt", False, 64)])
+def test_the_hand_written_ceiling_poems_are_verified_haiku(name, one_syllable, rows):
+    """docs/experiments.md O1: Similarity's ceiling is measured on these, so each must pass the
+    kit's verifier, and every word of the one-syllable file must have one syllable."""
+    from haiku_kit.haiku import check
+
+    poems = _hand_written(name)
+    assert len(poems) == rows
+    assert [p for p in poems if not check(p).is_haiku] == []
+    if one_syllable:
+        assert [p for p in poems if _not_one_syllable(p)] == []
+
+
+def test_the_hand_written_training_corpus_is_verified_and_far_from_every_eval_topic():
+    """experiments/human_poems_abstract.jsonl (HC1) is training data: valid one-syllable poems on
+    the kit's prompt-only topics and TP2's, none near a preset's eval topic or the reference's."""
+    from haiku_kit.haiku import check
+
+    rows = [json.loads(line) for line in
+            (EXPERIMENTS / "human_poems_abstract.jsonl").read_text(encoding="utf-8").splitlines()]
+    written_for = set(load_topic_list("embedded")) | set(load_topic_list(EXPERIMENTS / "tp2_topics.txt"))
+    assert len(rows) == len(written_for) == 638 and {r["topic"] for r in rows} == written_for
+    assert [r["haiku"] for r in rows if not check(r["haiku"]).is_haiku or _not_one_syllable(r["haiku"])] == []
+    cfg = load_preset("cpu-full")
+    dd = data.build_splits(load_embedded(), None, fractions=cfg.data.fractions, seed=cfg.data.seed,
+                           min_similarity=cfg.data.min_similarity)
+    avoid = sorted(set(dd["eval"]["topic"]))
+    if REF_EVAL.is_file():
+        avoid += [r["topic"] for r in load_eval_data(str(REF_EVAL))[0]]
+    assert _near_pairs(sorted(written_for), avoid) == []
