@@ -31,6 +31,7 @@ import numpy as np
 from topic_word_copies import content_words
 
 from haiku_kit import haiku as hk
+from haiku_kit.data import load_eval_data
 from haiku_kit.metrics import bootstrap_ci
 from haiku_kit.similarity import get_scorer
 from haiku_kit.syllables import count, counts
@@ -38,12 +39,6 @@ from haiku_kit.syllables import count, counts
 HERE = Path(__file__).resolve().parent
 REF_EVAL = HERE.parents[1] / "shared" / "data" / "gemma_haiku" / "eval_data.json"
 FILES = [HERE / "oracle_one_syllable.txt", HERE / "oracle_free_words.txt"]
-
-
-def topics_and_answers() -> tuple[list[str], list[str]]:
-    rows = json.loads(REF_EVAL.read_text(encoding="utf-8"))
-    topics = [r["conversations"][0]["content"].split("topic: ", 1)[1].strip() for r in rows]
-    return topics, [r["conversations"][1]["content"] for r in rows]
 
 
 def read_poems(path: Path) -> list[str]:
@@ -86,7 +81,8 @@ def main() -> None:
     a = p.parse_args()
     if not REF_EVAL.is_file():
         raise SystemExit(f"{REF_EVAL}: the reference eval set is absent (../shared beside the checkout)")
-    topics, answers = topics_and_answers()
+    rows = load_eval_data(str(REF_EVAL))[0]
+    topics, answers = [r["topic"] for r in rows], [r["haiku"] for r in rows]
     scorer = get_scorer()
     poems = {f.stem: read_poems(f) for f in FILES}
     for name, rows in poems.items():
