@@ -39,10 +39,10 @@ def _mean(values, ci) -> str:
 
 
 def compare_on(name, rows, model, tokenizer, scorer, args) -> None:
-    from haiku_kit import generate as gen
-    from haiku_kit import haiku as hk
-    from haiku_kit.constrained_generate import constrained_generate
-    from haiku_kit.metrics import bootstrap_ci
+    from haiku_kit.evaluate.metrics import bootstrap_ci
+    from haiku_kit.generate import write as gen
+    from haiku_kit.generate.constrained import constrained_generate
+    from haiku_kit.verify import haiku as hk
 
     topics, prompts = [r["topic"] for r in rows], [r["prompt"] for r in rows]
     sampling = gen.SamplingSettings(temperature=1.0, top_p=0.95, top_k=64)
@@ -93,8 +93,8 @@ def overhead(rows, model, tokenizer, args) -> None:
     import torch
     from transformers import LogitsProcessorList
 
-    from haiku_kit.chat_format import encode, prompt_strings, stop_token_ids
-    from haiku_kit.constrained import PoemTracker, SyllableLogitsProcessor, token_table
+    from haiku_kit.generate.constrained import PoemTracker, SyllableLogitsProcessor, token_table
+    from haiku_kit.model.chat import encode, prompt_strings, stop_token_ids
 
     stop = stop_token_ids(model, tokenizer)
     config = copy.deepcopy(model.generation_config)
@@ -136,8 +136,8 @@ def overhead(rows, model, tokenizer, args) -> None:
 
 
 def write_time(model, tokenizer, args) -> None:
-    from haiku_kit.constrained_generate import constrained_generate
-    from haiku_kit.text import build_prompt
+    from haiku_kit.generate.constrained import constrained_generate
+    from haiku_kit.verify.text import build_prompt
 
     start = time.perf_counter()
     result = constrained_generate(model, tokenizer, [build_prompt(WRITE_TOPIC)], seed=args.seed,
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=["ref", "demo", "overhead", "write"])
     args = p.parse_args(argv)
 
-    from haiku_kit.data import load_eval_data
-    from haiku_kit.modeling import load_model
-    from haiku_kit.similarity import get_scorer
+    from haiku_kit.data.splits import load_eval_data
+    from haiku_kit.model.load import load_model
+    from haiku_kit.verify.similarity import get_scorer
 
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, lora=None, adapter=args.adapter)

@@ -25,11 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-from haiku_kit import distill, pipeline, runs, stages
+from haiku_kit import pipeline, runs, stages
 from haiku_kit.config import load_config
-from haiku_kit.data import load_eval_data
+from haiku_kit.data.splits import load_eval_data
 from haiku_kit.errors import ConfigError
-from haiku_kit.report import summary_table, verdict, write_report
+from haiku_kit.evaluate.report import summary_table, verdict, write_report
+from haiku_kit.train import distill
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DATA = REPO.parent / "shared" / "data" / "gemma_haiku" / "eval_data.json"

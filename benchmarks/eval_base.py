@@ -42,12 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {args.data} is absent (needs ../shared)", file=sys.stderr)
         return 0
 
-    from haiku_kit import evaluate as ev
-    from haiku_kit.data import load_eval_data
-    from haiku_kit.generate import SamplingSettings
-    from haiku_kit.metrics import best_of_k_rate
-    from haiku_kit.modeling import load_model
-    from haiku_kit.report import compare, write_report
+    from haiku_kit.data.splits import load_eval_data
+    from haiku_kit.evaluate import scoring as ev
+    from haiku_kit.evaluate.metrics import best_of_k_rate
+    from haiku_kit.evaluate.report import compare, write_report
+    from haiku_kit.generate.write import SamplingSettings
+    from haiku_kit.model.load import load_model
 
     rows, train = load_eval_data(args.data, args.train if Path(args.train).is_file() else None)
     rows = rows[: args.n]

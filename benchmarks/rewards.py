@@ -38,7 +38,7 @@ TEMPLATES = [
 
 def load_rows() -> list[dict]:
     try:
-        from haiku_kit.loaders import load_embedded
+        from haiku_kit.data.sources import load_embedded
 
         rows = load_embedded()
     except Exception:  # noqa: BLE001 - the benchmark only needs some topics and poems
@@ -122,8 +122,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from haiku_kit import rewards as R
-    from haiku_kit.similarity import get_scorer
+    from haiku_kit.train import rewards as R
+    from haiku_kit.verify.similarity import get_scorer
 
     rows = load_rows()
     reference = Reference(get_scorer(device="cpu").model)  # float32, as the reference

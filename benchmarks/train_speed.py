@@ -16,8 +16,8 @@ from pathlib import Path
 
 
 def rows(n: int) -> list[dict]:
-    from haiku_kit.loaders import load_embedded
-    from haiku_kit.text import build_prompt
+    from haiku_kit.data.sources import load_embedded
+    from haiku_kit.verify.text import build_prompt
 
     out = []
     for row in load_embedded()[:n]:
@@ -42,8 +42,8 @@ def main() -> None:
     from datasets import Dataset
 
     from haiku_kit.config import load_preset
-    from haiku_kit.grpo import run_grpo
-    from haiku_kit.sft import run_sft
+    from haiku_kit.train.grpo import run_grpo
+    from haiku_kit.train.sft import run_sft
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_preset(args.preset, [f"output_dir={tmp}", f"sft.max_steps={args.sft_steps}",

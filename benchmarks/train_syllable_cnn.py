@@ -10,7 +10,7 @@ gold words list and the fixed held-out CMUdict slice (hash % 20 == 0), so benchm
 honest; the validation slice (hash % 20 == 1) picks each net's epoch. One net per
 --members entry (conv width:seed), about 8 minutes each on one CPU thread. Weights are
 exported as JSON (haiku_kit/resources/syllable_cnn.json) and run at inference in numpy
-(haiku_kit.syllables). Needs torch (dev only, not at run time).
+(haiku_kit.verify.syllables). Needs torch (dev only, not at run time).
 
     python benchmarks/train_syllable_cnn.py [--members 5:0] [--out PATH]
 """
@@ -192,7 +192,7 @@ def main() -> None:
 
 def pick_share(nets: list[Net], valid) -> float:
     """The CNN share of the mix with the linear model that is best on the validation slice."""
-    from haiku_kit.estimator import _all_features, _model
+    from haiku_kit.verify.estimator import _all_features, _model
 
     weights, bias = _model()["weights"], _model().get("bias", 0.0)
     lin = np.array([bias + sum(weights.get(f, 0.0) for f in _all_features(w)) for w, _ in valid])

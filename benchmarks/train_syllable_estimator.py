@@ -33,7 +33,7 @@ def is_heldout(word: str) -> bool:
 
 def cmudict_counts() -> dict[str, frozenset[int]]:
     """Plain a-z CMUdict words -> all counts, plus the first pronunciation's count under key."""
-    from haiku_kit.syllables import _dictionary
+    from haiku_kit.verify.syllables import _dictionary
 
     return {w: c for w, c in _dictionary().items() if re.fullmatch(r"[a-z]+", w)}
 
@@ -47,7 +47,7 @@ def main() -> None:
     from scipy.sparse import csr_matrix
     from scipy.sparse.linalg import lsqr
 
-    from haiku_kit.estimator import _all_features
+    from haiku_kit.verify.estimator import _all_features
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--gold", type=Path, default=GOLD)

@@ -12,7 +12,7 @@ def _unsloth_comes_too_late() -> None:
     before unsloth: Unsloth can no longer patch them, and only a restart fixes that."""
     if "unsloth" in _sys.modules or _importlib_util.find_spec("unsloth") is None:
         return
-    from haiku_kit.backends import unsloth_import_order_problem
+    from haiku_kit.model.backends import unsloth_import_order_problem
 
     problem = unsloth_import_order_problem(_sys.modules)
     if problem:

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from haiku_kit.errors import HaikuKitError, TrainingInterrupted
-from haiku_kit.resume import rerun_command
+from haiku_kit.train.checkpoints import rerun_command
 
 DEFAULT_PRESET = "cpu-demo"
 
@@ -27,7 +27,7 @@ DEFAULT_PRESET = "cpu-demo"
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Each line with its syllable count(s), then the verdict. 0 = haiku, 1 = not."""
-    from haiku_kit.haiku import check, parse_pattern
+    from haiku_kit.verify.haiku import check, parse_pattern
 
     pattern = parse_pattern(args.pattern)
     if args.file in (None, "-"):
@@ -48,8 +48,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_data_build(args: argparse.Namespace) -> int:
     """Load, filter and split a source; print the rows left after each filter step."""
-    from haiku_kit.data import build_splits
-    from haiku_kit.loaders import BadRowWarning, FilterReport, load_source
+    from haiku_kit.data.sources import BadRowWarning, FilterReport, load_source
+    from haiku_kit.data.splits import build_splits
 
     _one_line_warnings(BadRowWarning)
     report = FilterReport()
@@ -82,7 +82,7 @@ def _one_line_warnings(category: type[Warning]) -> None:
 
 def backend_first(cfg) -> str:
     """Import the config's backend (Unsloth) before anything imports transformers/trl/peft."""
-    from haiku_kit.backends import backend_for, import_backend
+    from haiku_kit.model.backends import backend_for, import_backend
 
     return import_backend(backend_for(cfg))
 
@@ -90,8 +90,8 @@ def backend_first(cfg) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     """Merged weights and/or GGUF of a run's adapter, its model card, a re-scored table; push."""
     from haiku_kit.config import load_config
-    from haiku_kit.export import export_run, push
     from haiku_kit.runs import RunPaths
+    from haiku_kit.share.export import export_run, push
 
     backend_first(load_config(RunPaths(Path(args.run)).config))
     result = export_run(args.run, stage=args.stage, merged=args.merged or not args.gguf,
@@ -108,7 +108,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """The versions that matter: Python, torch + CUDA, transformers, trl, peft, unsloth, vllm, GPUs."""
-    from haiku_kit.env_info import collect_env, format_env, write_env_json
+    from haiku_kit.env import collect_env, format_env, write_env_json
 
     info = collect_env()
     print(format_env(info))
@@ -131,14 +131,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if any("trackio" in str(getattr(cfg, st).report_to) for st in ("sft", "grpo")):
         os.environ.setdefault("TRACKIO_DIR", str(RunPaths.of(cfg).root.resolve() / "trackio"))
     if args.stage == "sft":
-        from haiku_kit.distill import distil_after_sft
-        from haiku_kit.sft import run_sft
+        from haiku_kit.train.distill import distil_after_sft
+        from haiku_kit.train.sft import run_sft
 
         out = run_sft(cfg, resume_from_checkpoint=args.resume, fresh=args.fresh,
                       then=lambda model, tok, adapter: distil_after_sft(
                           cfg, model, tok, adapter, None, args.resume, args.fresh))
     else:
-        from haiku_kit.grpo import run_grpo_stages
+        from haiku_kit.train.grpo import run_grpo_stages
 
         out = run_grpo_stages(cfg, resume=args.resume, fresh=args.fresh)
     print(f"adapter saved to {out}")
@@ -148,9 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def model_config(args: argparse.Namespace):
     """The RunConfig whose model `eval` and `write` load: --preset (+ --set) when given, else
     the defaults; --model names the model, else an --adapter's own base model."""
-    from haiku_kit.config import apply_overrides, load_preset
-    from haiku_kit.modeling import adapter_base_model
-    from haiku_kit.settings import RunConfig
+    from haiku_kit.config import RunConfig, apply_overrides, load_preset
+    from haiku_kit.model.load import adapter_base_model
 
     if args.preset or args.overrides:
         cfg = apply_overrides(load_preset(args.preset or DEFAULT_PRESET), list(args.overrides))
@@ -166,8 +165,8 @@ def model_config(args: argparse.Namespace):
 
 def cmd_write(args: argparse.Namespace) -> int:
     """The poem, its per-line counts and the verdict. 0 = valid haiku, 1 = not."""
-    from haiku_kit.generate import write_haiku
-    from haiku_kit.modeling import load_from_config
+    from haiku_kit.generate.write import write_haiku
+    from haiku_kit.model.load import load_from_config
 
     cfg = model_config(args)
     backend_first(cfg)  # write_haiku scores with MiniLM (transformers): Unsloth goes first
@@ -183,13 +182,13 @@ def cmd_write(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Generate on the eval prompts, score, write JSONL + table + plots."""
-    from haiku_kit.data import load_eval_data
-    from haiku_kit.env_info import write_env_json
+    from haiku_kit.data.splits import load_eval_data
+    from haiku_kit.env import write_env_json
     from haiku_kit.errors import DataError
-    from haiku_kit.evaluate import run_eval
-    from haiku_kit.generate import SamplingSettings
-    from haiku_kit.modeling import load_from_config
-    from haiku_kit.report import write_report
+    from haiku_kit.evaluate.report import write_report
+    from haiku_kit.evaluate.scoring import run_eval
+    from haiku_kit.generate.write import SamplingSettings
+    from haiku_kit.model.load import load_from_config
 
     if args.candidates < 1 or (args.candidates != 1 and not args.constrained):
         raise ValueError(f"--candidates {args.candidates}: needs --constrained and at least 1")
@@ -228,8 +227,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The cpu-demo preset end to end, then the headline table and where the report is."""
+    from haiku_kit.evaluate.report import summary_table, verdict
     from haiku_kit.pipeline import DEMO_PRESET, run_pipeline
-    from haiku_kit.report import summary_table, verdict
     from haiku_kit.runs import RunPaths
     from haiku_kit.stages import load_results
 

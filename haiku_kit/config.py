@@ -1,4 +1,24 @@
-"""Run configuration as data: YAML presets (with `base:` inheritance), overrides, config files.
+"""The run configuration's schema: one dataclass per section, built and checked from plain data.
+
+`RunConfig.from_dict(data)` builds the whole tree, converting ints to floats and nested dicts to
+their dataclasses; an unknown key raises `ConfigError` listing the valid ones, so a typo never
+silently falls back to a default. Each section is a `*Settings` class (TRL's own argument
+classes are `SFTConfig`/`GRPOConfig`; ours never share that suffix); `RunConfig` is the whole.
+Presets, overrides and config files live in config.py, which builds on this module.
+
+This module imports nothing from the kit but its errors: every other module may use it.
+
+Typed settings from plain mappings: each key checked against its dataclass field's annotation.
+
+An unknown key names the valid ones; a wrong type names the key and the value. Nested settings
+classes are built recursively, int is accepted where float is expected.
+
+Numbers in the training settings, checked before any model loads (one line per problem).
+
+Sentinels: `sft.max_steps = -1` trains `sft.num_train_epochs` epochs instead of a step count.
+GRPO has no epoch setting, so `grpo.max_steps` must be a positive number of steps.
+
+Run configuration as data: YAML presets (with `base:` inheritance), overrides, config files.
 
 A preset is a YAML file in haiku_kit/resources/presets/. `load_preset(name)` merges it over its
 `base` chain and builds a `RunConfig` (schema in settings.py); `apply_overrides(cfg,
@@ -9,30 +29,549 @@ raise `ConfigError` listing the valid ones. The settings classes are re-exported
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from haiku_kit.errors import ConfigError
-from haiku_kit.settings import (  # noqa: F401 - the schema, re-exported as the config API
-    REWARD_PRESETS,
-    CollapseSettings,
-    DataSettings,
-    EvalSettings,
-    GRPOSettings,
-    LoraSettings,
-    ModelSettings,
-    MonitorSettings,
-    RunConfig,
-    SFTSettings,
-    deep_merge,
-    field_types,
-    grpo_phase_settings,
-    is_settings_class,
-    validate,
+
+__all__ = ['missing_file_problem', 'training_value_problem']
+
+def field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def is_settings_class(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = field_types(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in valid:
+            raise ConfigError(
+                f"unknown config key {prefix + str(key)!r}; valid keys"
+                f"{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(valid)}"
+            )
+        kwargs[key] = _coerce(hints[key], value, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, key: str):
+    """Check `value` against the annotation `tp`, converting int->float and nested dicts."""
+    if is_settings_class(tp):
+        return _build(tp, value, key + ".")
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if tp is Any:
+        return value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+# -------------------- value checks --------------------
+
+_POSITIVE_INTS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "logging_steps",
+    "save_steps",
+    "max_length",
+    "max_completion_length",
+    "num_generations",
+    "num_iterations",
 )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def training_value_problem(prefix: str, settings: Any) -> str | None:
+    """Why one stage's settings (sft, or grpo and its phases) cannot train, or None."""
+    lr = getattr(settings, "learning_rate", None)
+    if not _number(lr) or lr <= 0:
+        return f"{prefix}.learning_rate={lr!r}: must be a positive number, e.g. 2e-4"
+    steps = getattr(settings, "max_steps", None)
+    epochs_allowed = hasattr(settings, "num_train_epochs")
+    if (
+        not isinstance(steps, int)
+        or isinstance(steps, bool)
+        or (steps < 1 and not (epochs_allowed and steps == -1))
+    ):
+        also = f", or -1 to train {prefix}.num_train_epochs epochs" if epochs_allowed else ""
+        return f"{prefix}.max_steps={steps!r}: must be a positive number of steps{also}"
+    if epochs_allowed and steps == -1:
+        epochs = settings.num_train_epochs
+        if not _number(epochs) or epochs <= 0:
+            return f"{prefix}.num_train_epochs={epochs!r}: must be positive when max_steps=-1"
+    for name in _POSITIVE_INTS:
+        value = getattr(settings, name, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return f"{prefix}.{name}={value!r}: must be a whole number of at least 1"
+    warmup = getattr(settings, "warmup_ratio", 0.0)
+    if not _number(warmup) or not 0 <= warmup < 1:
+        return f"{prefix}.warmup_ratio={warmup!r}: must be at least 0 and below 1"
+    return None
+
+
+def missing_file_problem(key: str, value: str) -> str | None:
+    """Why a file setting ("" for none, "embedded" for the kit's own) names no file, or None."""
+    if value in ("", "embedded") or Path(value).is_file():
+        return None
+    return f"{key}={value!r}: no such file (or use 'embedded', or '' for none)"
+
+
+# -------------------- settings --------------------
+
+# shaped plus per-line exact counts: cpu-demo's choice (research/log.md).
+_COUNTING = {
+    "haiku_reward": 1.0,
+    "line_exact_reward": 1.0,
+    "syllable_reward": 0.5,
+    "line_count_penalty": 0.5,
+    "gated_similarity": 0.5,
+    "prompt_copy_penalty": 1.0,
+    "format_penalty": 0.25,
+    "length_penalty": 0.5,
+}
+
+# Named reward weightings a config may use (grpo.rewards, or a "grpo:NAME" stage); RewardSpec
+# builds TRL's reward_funcs/reward_weights from them. The reference (axeld5/gemma_haiku,
+# rewards.py) scores each completion as
+#   dense:  reward_three_lines + reward_haiku + reward_similarity
+#   sparse: s = reward_three_lines + reward_haiku; s += reward_similarity only when s == 1
+# with reward_three_lines = -1 unless 3 lines else 0, reward_haiku = 1/0 (5-7-5) and
+# reward_similarity = cos - 0.5. TRL's weighted sum of these functions with weight 1 gives the
+# same numbers: s == 1 exactly when the poem is a haiku (a haiku has 3 lines).
+REWARD_PRESETS: dict[str, dict[str, float]] = {
+    "dense": {"line_count_penalty": 1.0, "haiku_reward": 1.0, "similarity_reward": 1.0},
+    "sparse": {"line_count_penalty": 1.0, "haiku_reward": 1.0, "gated_similarity": 1.0},
+    # Ours: a dense syllable signal (non-zero variance early on) plus the anti-hacking penalties.
+    "shaped": {
+        "haiku_reward": 1.0,
+        "syllable_reward": 0.5,
+        "line_count_penalty": 0.5,
+        "gated_similarity": 1.0,
+        "prompt_copy_penalty": 1.0,
+        "format_penalty": 0.25,
+        "length_penalty": 0.5,
+    },
+    "counting": _COUNTING,
+    # counting plus the dense similarity on every poem: cpu-full's choice. GRPO alone lowers
+    # Similarity; this term stops the drift on short topics (research/log.md G11).
+    "topical": {**_COUNTING, "similarity_reward": 1.0},
+}
+
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.5  # Unsloth's default share of GPU memory for vLLM
+
+
+def fast_inference_problem(enabled: bool, backend: str, device: str, gpu_memory_utilization: float) -> str | None:
+    """Why these settings cannot work (one line naming the keys), or None."""
+    if not 0.0 < gpu_memory_utilization < 1.0:
+        return f"model.gpu_memory_utilization={gpu_memory_utilization} must be between 0 and 1 (exclusive)"
+    if not enabled:
+        return None
+    if backend == "hf" or device == "cpu":
+        return (f"model.fast_inference=true needs the unsloth backend on a CUDA GPU (vLLM), not "
+                f"model.backend={backend} / model.device={device}; set model.fast_inference=false")
+    return None
+
+
+@dataclass
+class LoraSettings:
+    """One LoRA adapter's shape, the same on both backends (peft and Unsloth)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    # Module names, or one regex string (peft's meaning of a string; Unsloth saves adapters so).
+    target_modules: list[str] | str = field(default_factory=lambda: list(LORA_TARGETS))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.target_modules, str):
+            self.target_modules = list(self.target_modules)
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
+            raise ConfigError(f"model.lora.r must be a positive integer, got {self.r!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.lora.dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.target_modules:
+            raise ConfigError("model.lora.target_modules must not be empty")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoraSettings:
+        try:
+            return _build(cls, dict(data), "model.lora.")
+        except ConfigError as err:
+            raise ConfigError(f"unknown LoRA setting or bad value: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ModelSettings:
+    name: str = "embedded"  # "embedded", "embedded-english", a local folder, or a hub id (GPU)
+    backend: str = "auto"  # auto | hf | unsloth
+    load_in_4bit: bool = False
+    max_seq_length: int = 512
+    device: str = "auto"  # auto | cpu | cuda
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    fast_inference: bool = False  # GPU: Unsloth loads vLLM and GRPO generates through it
+    gpu_memory_utilization: float = 0.5  # vLLM's share of GPU memory (fast_inference)
+
+
+@dataclass
+class DataSettings:
+    source: str = "embedded"  # "embedded", a csv/jsonl/json path, or "hub:NAME"
+    splits_dir: str | None = None  # an existing data.build_splits folder; None -> RUN/data
+    seed: int = 0
+    fractions: list[float] = field(default_factory=lambda: [1 / 3, 1 / 3, 1 / 3])  # sft, rl, eval
+    min_similarity: float = 0.5
+    max_sft_rows: int | None = None  # cap the SFT split (CPU presets)
+    max_rl_rows: int | None = None  # cap the RL split
+
+
+@dataclass
+class SFTSettings:
+    max_steps: int = 100  # -1: train num_train_epochs instead (value_checks)
+    num_train_epochs: float = 1.0
+    learning_rate: float = 2e-4
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    max_length: int = 256
+    optim: str = "adamw_torch"
+    # "assistant": SFTConfig.assistant_only_loss on the chat "messages" column;
+    # "completion": prompt/completion columns with completion_only_loss. "auto" tries
+    # assistant and falls back to completion when the template cannot mask the turn.
+    loss_mask: str = "auto"
+    logging_steps: int = 1
+    save_steps: int = 50
+    save_total_limit: int = 2
+    report_to: Any = "none"  # TRL/transformers trackers: "none", "tensorboard", "trackio", "wandb" or a list
+    trainer_args: dict[str, Any] = field(default_factory=dict)  # any other SFTConfig field, passed as is
+
+
+@dataclass
+class DistillSettings:
+    """Self-distillation after SFT (distill.py): constrained poems for the first `topics`
+    training topics, verified, then SFT continued on them alone. topics 0: off."""
+
+    topics: int = 0
+    rounds: int = 1  # expert iteration: each round samples from the model the last one trained
+    k: int = 1  # poems per topic
+    candidates: int = 1  # drafts per poem; the likeliest valid draft is kept (constrained_generate)
+    # > 0: no word of a poem may be longer (1: a line's count is its word count; S1-S2 in
+    # research/log.md); a list sets it per round, the last entry for the rounds after it.
+    max_word_syllables: int | list[int] = 0
+    # Under max_word_syllables, a poem may still use its own topic's words at any length (the
+    # topic's nouns keep the poem on topic: S3 in research/log.md).
+    topic_words: bool = False
+    # No line may end on an article, preposition or conjunction ("the", "of", "and"): without
+    # it, one-syllable poems fill their counts with a dangling "the" (research/log.md).
+    clean_line_ends: bool = False
+    min_similarity: float = 0.5  # cos(topic, poem) a kept poem needs
+    # Topics without poems sampled after the first `topics`: "embedded" (the kit's list of
+    # everyday feelings and situations) or a text file, one a line; never near an eval topic.
+    extra_topics: str = ""
+    # Round 1's poems read from a topic/haiku file, not sampled ("embedded": distilled.jsonl).
+    corpus: str = ""
+    max_steps: int = 200
+    learning_rate: float = 2e-4
+    save_steps: int = 50
+    batch_size: int = 32
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 64
+
+
+@dataclass
+class MonitorSettings:
+    """Thresholds of the reward-hacking monitor (shares in [0, 1]); crossing one warns loudly."""
+
+    copy_prompt: float = 0.2
+    train_overlap: float = 0.2
+    zero_std: float = 0.8
+    clipped: float = 0.5
+
+
+@dataclass
+class CollapseSettings:
+    enabled: bool = True
+    metric: str = "mean"  # mean | max (of the weighted reward per generation batch)
+    window: int = 5  # rolling window of earlier steps the current value is compared with
+    drop: float = 0.5  # fires when value < baseline - drop * max(|baseline|, min_scale)
+    min_scale: float = 0.5
+    patience: int = 2  # consecutive bad steps before firing
+    empty_share: float = 0.5  # share of empty completions that counts as a bad step
+    action: str = "stop"  # stop | rollback (final adapter = last checkpoint before collapse)
+
+
+@dataclass
+class GRPOSettings:
+    init: str = "auto"  # auto (RUN/sft/adapter if present, else base) | base | sft | a path
+    max_steps: int = 20
+    learning_rate: float = 5e-6
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.1
+    optim: str = "adamw_torch"
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    generation_batch_size: int | None = None  # None: per_device_train_batch_size * accumulation
+    num_generations: int = 4
+    max_completion_length: int = 40
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 64  # raw sampling without top-k produced junk on the 270M model
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    # Set explicitly because Unsloth and TRL versions change their defaults silently.
+    loss_type: str = "dapo"
+    beta: float = 0.0
+    epsilon: float = 0.2
+    # None: the same as epsilon. Passed explicitly either way: given none, Unsloth sets 0.28 for
+    # an explicit loss_type="dapo" while TRL keeps epsilon, so the backends would differ.
+    epsilon_high: float | None = None
+    num_iterations: int = 1
+    scale_rewards: str = "group"
+    # Truncated completions keep their (low) reward: masking them would hide rambling.
+    mask_truncated_completions: bool = False
+    rewards: Any = "dense"  # a RewardSpec preset name, or {names: [...], weights: [...]}
+    curriculum: list[dict] | None = None  # RewardCurriculum segments [{until_step, weights|scales}]
+    extra_topics: str = ""  # prompt-only topics added to the RL prompts: a topic list, or "embedded"
+    logging_steps: int = 1
+    save_steps: int = 10
+    save_total_limit: int = 3
+    report_to: Any = "none"  # TRL/transformers trackers: "none", "tensorboard", "trackio", "wandb" or a list
+    log_completions: bool = False  # TRL's completion table in the tracker
+    trainer_args: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field, passed as is
+    sample_every: int = 1  # write prompts/completions/rewards to samples.jsonl every N steps
+    samples_to_print: int = 2
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    collapse: CollapseSettings = field(default_factory=CollapseSettings)
+
+
+@dataclass
+class EvalSettings:
+    n_prompts: int = 50
+    k: int = 4
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 64
+    seed: int = 0
+    # Also evaluate each trained model with the syllable-constrained decoder: extra rows
+    # "sft + constrained" / "grpo + constrained", reported beside the free-sampling rows.
+    constrained: bool = False
+    candidates: int = 1  # constrained rows: drafts per poem, the likeliest valid one kept
+
+    @property
+    def n(self) -> int:
+        return self.n_prompts
+
+
+@dataclass
+class RunConfig:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    distill: DistillSettings = field(default_factory=DistillSettings)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    output_dir: str = "runs/run"
+    seed: int = 0
+    # Live training view (live.attach): a compact line per log in a terminal, a live figure in a
+    # notebook redrawn every N logs; 0 turns it off (TRL's own progress bar stays).
+    live_every: int = 1
+    name: str = "custom"
+    description: str = ""
+    # The training stages in order: "sft", "grpo" (cfg.grpo as is) or "grpo:PHASE" (cfg.grpo
+    # updated with grpo_phases[PHASE]; a PHASE that is not listed but names a reward preset
+    # means {rewards: PHASE}). Each GRPO stage starts from the previous stage's adapter.
+    stages: list[str] = field(default_factory=lambda: ["sft", "grpo"])
+    grpo_phases: dict[str, dict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        cfg = _build(cls, data or {}, "")
+        validate(cfg)
+        return cfg
+
+
+CHOICES = {
+    "model.backend": ("auto", "hf", "unsloth"),
+    "model.device": ("auto", "cpu", "cuda"),
+    "sft.loss_mask": ("auto", "assistant", "completion"),
+    "grpo.collapse.metric": ("mean", "max"),
+    "grpo.collapse.action": ("stop", "rollback"),
+    "grpo.scale_rewards": ("group", "batch", "none"),
+    "grpo.loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
+}
+
+
+def _get(cfg, dotted: str):
+    obj = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def validate(cfg: RunConfig) -> None:
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}")
+    for stage in cfg.stages:
+        kind, _, phase = stage.partition(":")
+        if kind not in ("sft", "grpo") or (kind == "sft" and phase):
+            raise ConfigError(f"stages: unknown stage {stage!r}; use sft, grpo or grpo:PHASE")
+    problem = training_value_problem("sft", cfg.sft) or training_value_problem("grpo", cfg.grpo)
+    if cfg.distill.topics > 0 or cfg.distill.corpus:
+        problem = problem or training_value_problem("distill", cfg.distill) or next(
+            (f"distill.{name}={getattr(cfg.distill, name)!r}: must be a whole number of at least 1"
+             for name in ("rounds", "k", "candidates", "batch_size", "max_new_tokens")
+             if not isinstance(getattr(cfg.distill, name), int)
+             or getattr(cfg.distill, name) < 1), None)
+        for key in ("extra_topics", "corpus"):
+            problem = problem or missing_file_problem(f"distill.{key}", getattr(cfg.distill, key))
+        limits = cfg.distill.max_word_syllables
+        if isinstance(limits, int):
+            limits = [limits]
+        if not limits or any(n < 0 for n in limits):
+            problem = problem or (f"distill.max_word_syllables={cfg.distill.max_word_syllables!r}"
+                                  ": must be 0 (any word) or more, or a list of those per round")
+    problem = problem or missing_file_problem("grpo.extra_topics", cfg.grpo.extra_topics)
+    if not isinstance(cfg.eval.candidates, int) or cfg.eval.candidates < 1:
+        problem = problem or f"eval.candidates={cfg.eval.candidates!r}: must be at least 1"
+    for phase in cfg.grpo_phases:  # unknown keys in a phase fail at load time
+        s = grpo_phase_settings(cfg, phase)
+        problem = problem or training_value_problem(f"grpo_phases.{phase}", s) or (
+            missing_file_problem(f"grpo_phases.{phase}.extra_topics", s.extra_topics))
+    m = cfg.model
+    problem = problem or fast_inference_problem(
+        m.fast_inference, m.backend, m.device, m.gpu_memory_utilization
+    )
+    if problem:
+        raise ConfigError(problem)
+    g = cfg.grpo
+    if g.num_generations < 2:
+        raise ConfigError(f"grpo.num_generations={g.num_generations}: GRPO needs at least 2")
+    gen_batch = g.generation_batch_size or g.per_device_train_batch_size * g.gradient_accumulation_steps
+    if gen_batch % g.num_generations:
+        raise ConfigError(
+            f"generation batch {gen_batch} (grpo.generation_batch_size, or per_device_train_batch_size "
+            f"{g.per_device_train_batch_size} x gradient_accumulation_steps "
+            f"{g.gradient_accumulation_steps}) is not divisible by grpo.num_generations="
+            f"{g.num_generations}: each prompt's {g.num_generations} completions must land in the same "
+            f"batch. Fix: set grpo.per_device_train_batch_size (or generation_batch_size) to a multiple "
+            f"of {g.num_generations}, e.g. grpo.per_device_train_batch_size={g.num_generations}."
+        )
+    if g.generation_batch_size and g.generation_batch_size % g.per_device_train_batch_size:
+        raise ConfigError(
+            f"grpo.generation_batch_size={g.generation_batch_size} must be a multiple of "
+            f"grpo.per_device_train_batch_size={g.per_device_train_batch_size}"
+        )
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """`update` merged into a copy of `base`, mapping by mapping (a `rewards` mapping is replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("rewards",):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def grpo_phase_settings(cfg: RunConfig, phase: str | None) -> GRPOSettings:
+    """cfg.grpo with the phase's changes applied (phase None or "" -> cfg.grpo)."""
+    if not phase:
+        return cfg.grpo
+    if phase in cfg.grpo_phases:
+        changes = cfg.grpo_phases[phase] or {}
+    elif phase in REWARD_PRESETS:
+        changes = {"rewards": phase}
+    else:
+        raise ConfigError(
+            f"GRPO phase {phase!r} is neither in grpo_phases ({', '.join(cfg.grpo_phases) or 'none'}) "
+            f"nor a reward preset name ({', '.join(REWARD_PRESETS)})"
+        )
+    merged = deep_merge(dataclasses.asdict(cfg.grpo), changes)
+    return _build(GRPOSettings, merged, f"grpo_phases.{phase}.")
+
+
+# -------------------- config --------------------
 
 PRESET_DIR = Path(__file__).resolve().parent / "resources" / "presets"
 

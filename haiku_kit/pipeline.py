@@ -51,7 +51,7 @@ def __getattr__(name: str) -> Any:
     if name in _MOVED_TO_STAGES:
         return getattr(importlib.import_module("haiku_kit.stages"), name)
     if name == "summary_table":
-        return importlib.import_module("haiku_kit.report").summary_table
+        return importlib.import_module("haiku_kit.evaluate.report").summary_table
     raise AttributeError(f"module 'haiku_kit.pipeline' has no attribute {name!r}")
 
 

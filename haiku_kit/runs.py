@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from haiku_kit.config import RunConfig
 from haiku_kit.errors import HaikuKitError
-from haiku_kit.settings import RunConfig
 
 STAGES = ("data", "baseline", "sft", "grpo", "report")
 

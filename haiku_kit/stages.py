@@ -11,41 +11,39 @@ The notebooks stay thin but show the real objects, as Unsloth's notebooks do: no
 
 so a reader can change `trainer.args` before training; `haiku-kit pipeline` runs the very same
 cells with papermill.
+
+After training: try the model on a few topics, then save and share it.
+
+`try_it` writes one haiku per topic with the model in hand, by free sampling and with the
+syllable-constrained decoder side by side, each with the verifier's per-line counts: what a user
+wants to see before anything else. `save_and_share` writes the model card (always), the merged
+weights and/or a GGUF when asked (export.export_run, re-scored beside the adapter), and pushes
+the result when given a Hub repo.
+
+Showing a stage's results inline in a notebook: `*_markdown` builds the text (tests read
+it), `show_*` displays it and returns None, so a show call at the end of a cell prints nothing
+twice. Outside IPython the text is printed.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from haiku_kit import distill, grpo, report, sft
-from haiku_kit.backends import backend_for, import_backend
-from haiku_kit.config import load_config, resolve_config, save_config
-from haiku_kit.curve import learning_curve
-from haiku_kit.data import build_run_splits, load_eval_data, load_splits
-from haiku_kit.env_info import write_env_json
+from haiku_kit.config import grpo_phase_settings, load_config, resolve_config, save_config
+from haiku_kit.data.splits import build_run_splits, load_eval_data, load_splits
+from haiku_kit.env import write_env_json
 from haiku_kit.errors import HaikuKitError
-from haiku_kit.evaluate import EvalResult, run_eval
-from haiku_kit.generate import SamplingSettings
-from haiku_kit.modeling import load_from_config
-from haiku_kit.notebook_view import (  # noqa: F401 - the notebooks call them as stages.X
-    _show_markdown,
-    data_markdown,
-    report_markdown,
-    result_markdown,
-    samples_markdown,
-    show_data,
-    show_images,
-    show_report,
-    show_result,
-    show_samples,
-    show_training,
-    show_tried,
-    training_markdown,
-)
+from haiku_kit.evaluate import report
+from haiku_kit.evaluate.report import learning_curve
+from haiku_kit.evaluate.scoring import EvalResult, run_eval
+from haiku_kit.generate.write import SamplingSettings, WrittenHaiku, write_haiku
+from haiku_kit.model.backends import backend_for, import_backend
+from haiku_kit.model.load import load_from_config
 from haiku_kit.runs import (
     RunPaths,
     constrained_name,
@@ -55,9 +53,190 @@ from haiku_kit.runs import (
     has_sft,
     phase_of,
 )
-from haiku_kit.settings import grpo_phase_settings
-from haiku_kit.showcase import save_and_share  # noqa: F401 - the notebooks call stages.save_and_share
-from haiku_kit.trainer_utils import enum_value, train_stage
+from haiku_kit.share.export import Exported, ExportError, export_run, push
+from haiku_kit.share.model_card import card_facts, render_card
+from haiku_kit.train import distill, grpo, sft
+from haiku_kit.train.common import enum_value, train_stage
+
+TRY_TOPICS = ("first snow in the city", "a cat asleep in the sun", "the last train home")
+
+
+@dataclass
+class Tried:
+    """One topic written both ways."""
+
+    topic: str
+    free: WrittenHaiku
+    constrained: WrittenHaiku | None
+
+
+def _cell(written: WrittenHaiku | None) -> str:
+    if written is None:
+        return "-"
+    poem = written.poem.strip().replace("\n", " / ") or "(empty)"
+    counts = "-".join(str(min(c)) if c else "0" for c in written.check.counts) or "0"
+    return _escape(f"{poem} ({counts}: {'valid' if written.is_haiku else 'not valid'})")
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def tried_markdown(tried: list[Tried]) -> str:
+    """Topic | free sampling | constrained, each poem with its syllables per line."""
+    lines = ["| topic | free sampling | constrained |", "|---|---|---|"]
+    lines += [f"| {_escape(t.topic)} | {_cell(t.free)} | {_cell(t.constrained)} |" for t in tried]
+    return "\n".join(lines) + "\n"
+
+
+def try_it(model: Any, tokenizer: Any, topics=TRY_TOPICS, constrained: bool = True,
+           sampling: SamplingSettings | None = None, seed: int = 0,
+           max_new_tokens: int = 64) -> list[Tried]:
+    """One haiku per topic from `model` (one sample, no best-of-k), free and, with
+    constrained=True, through the syllable-constrained decoder too."""
+    topics = [topics] if isinstance(topics, str) else list(topics)
+    common = {"k": 1, "seed": seed, "sampling": sampling, "max_new_tokens": max_new_tokens}
+    return [Tried(topic, write_haiku(topic, model, tokenizer, **common),
+                  write_haiku(topic, model, tokenizer, constrained=True, **common)
+                  if constrained else None)
+            for topic in topics]
+
+
+def save_and_share(run_dir: str | Path, stage: str = "grpo", merged: bool = False,
+                   gguf: str | None = None, push_to: str | None = None,
+                   rescore: int = 32) -> Path:
+    """Model card for `stage`'s adapter; merged weights / GGUF when asked (re-scored beside the
+    adapter, the table printed); push to `push_to` when given. Returns the folder written (or
+    pushed): the adapter folder, or RUN/export/STAGE."""
+    paths = RunPaths(Path(run_dir))
+    if merged or gguf:
+        result: Exported = export_run(paths.root, stage=stage, merged=merged, gguf=gguf,
+                                      repo_id=push_to, rescore=rescore)
+        for kind, path in result.files.items():
+            print(f"{kind}: {path}")
+        if result.scores:
+            print(f"valid haiku on the run's first {rescore} eval prompts (same seed):\n"
+                  + result.table())
+        folder = result.folder
+    else:
+        folder = paths.stage_dir(stage) / "adapter"
+        if not (folder / "adapter_config.json").is_file():
+            raise ExportError(f"{folder}: no adapter to share (train the {stage} stage first)")
+        name = push_to or f"haiku-kit-{paths.root.name}-{stage}"
+        card = render_card(card_facts(paths.root, stage, "LoRA adapter", name))
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        print(f"model card: {folder / 'README.md'}")
+    if push_to:
+        print(f"pushed: {push(folder, push_to)}")
+    return folder
+
+
+# -------------------- notebook view --------------------
+
+def _display(*objs: Any) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:  # plain Python without IPython: print the text parts
+        for obj in objs:
+            print(getattr(obj, "data", obj))
+        return
+    display(*objs)
+
+
+def _show_markdown(text: str) -> None:
+    try:
+        from IPython.display import Markdown
+    except ImportError:
+        _display(text)
+    else:
+        _display(Markdown(text))
+
+
+def show_images(folder: str | Path) -> None:
+    try:
+        from IPython.display import Image
+    except ImportError:
+        return
+    for png in sorted(Path(folder).glob("*.png")):
+        _display(Image(filename=str(png)))
+
+
+def data_markdown(data_dir: str | Path, n: int = 3) -> str:
+    """Rows kept by each filter, split sizes and a few example rows of the sft split."""
+    splits = load_splits(str(data_dir))
+    manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    kept = " → ".join(f"{k} {v}" for k, v in manifest.get("stages", {}).items())
+    lines = [f"Rows kept by each filter: {kept}", ""] if kept else []
+    lines += ["| split | rows |", "|---|---:|"]
+    lines += [f"| {name} | {len(ds)} |" for name, ds in splits.items()]
+    lines += ["", "**Examples (sft split)**", ""]
+    for row in splits["sft"].select(range(min(n, len(splits["sft"])))):
+        lines += [f"*{row['topic']}*", "", *(f"> {ln}  " for ln in row["haiku"].splitlines()), ""]
+    return "\n".join(lines)
+
+
+def result_markdown(result: Any, title: str = "model") -> str:
+    """The metrics of one evaluation with their 95% confidence intervals."""
+    if result is None:
+        return f"*{title}: not part of this run*"
+    return f"### {title}\n\n" + report.compare({title: result}).markdown()
+
+
+def samples_markdown(result: Any, title: str = "model", n: int = 5) -> str:
+    """A few of the model's poems with the verifier's verdict."""
+    return "" if result is None else report.samples_markdown({title: result}, n)
+
+
+def training_markdown(stage_dir: str | Path, last: int = 5) -> str:
+    """The last few log lines of an SFT or GRPO run."""
+    log = Path(stage_dir) / "log.jsonl"
+    rows = log.read_text().splitlines()[-last:] if log.is_file() else []
+    return "\n".join(["```", *rows, "```"]) if rows else f"(no training log in {stage_dir})"
+
+
+def report_markdown(report_dir: str | Path) -> str:
+    """The comparison table and the sample poems of RUN/report/."""
+    report_dir = Path(report_dir)
+    text = (report_dir / "table.md").read_text()
+    samples = report_dir / "samples.md"
+    return text + ("\n" + samples.read_text() if samples.is_file() else "")
+
+
+def show_data(data_dir: str | Path, n: int = 3) -> None:
+    _show_markdown(data_markdown(data_dir, n))
+
+
+def show_result(result: Any, title: str = "model") -> None:
+    _show_markdown(result_markdown(result, title))
+
+
+def show_samples(result: Any, title: str = "model", n: int = 5) -> None:
+    _show_markdown(samples_markdown(result, title, n))
+
+
+def show_tried(model, tokenizer, topics=TRY_TOPICS, constrained: bool = True):
+    """Write one haiku per topic with `model`, free and constrained, and show them as a table."""
+    tried = try_it(model, tokenizer, topics, constrained=constrained)
+    _show_markdown(tried_markdown(tried))
+    return tried
+
+
+def show_training(stage_dir: str | Path, last: int = 5) -> None:
+    """The training curves and the last few log lines."""
+    show_images(stage_dir)
+    _show_markdown(training_markdown(stage_dir, last))
+
+
+def show_report(report_dir: str | Path) -> None:
+    """The comparison table, the plots, then the sample poems."""
+    report_dir = Path(report_dir)
+    _show_markdown((report_dir / "table.md").read_text())
+    show_images(report_dir)
+    if (report_dir / "samples.md").is_file():
+        _show_markdown((report_dir / "samples.md").read_text())
+
+
+# -------------------- stages --------------------
 
 # The trainer arguments show_args lists (those a reader most often changes or checks).
 KEY_ARGS = {

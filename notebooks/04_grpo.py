@@ -128,7 +128,7 @@ if grpo_constrained is not None:
 # ## Try it
 # One haiku per topic from the trained model: one free sample (what the table above measures)
 # and one through the constrained decoder, with the verifier's syllables per line. `model` is
-# the trained model itself; `haiku_kit.generate.write_haiku(topic, model, tokenizer, k=8)` picks the best
+# the trained model itself; `haiku_kit.generate.write.write_haiku(topic, model, tokenizer, k=8)` picks the best
 # of 8.
 
 # %%

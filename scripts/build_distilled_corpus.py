@@ -10,7 +10,7 @@ grpo` (how the shipped file is built) the run's GRPO model writes --k free poems
 topic (distill.training_prompts: the first --topics distinct topics of the sft then rl splits,
 plus the kit's prompt-only topics far from every eval topic), and the poems the verifier accepts
 with cos(topic, poem) >= 0.5 are kept once each: the demo's SFT then learns from what
-`cpu-full`'s whole pipeline ended with (docs/experiments.md DC9). --teacher sft samples the
+`cpu-full`'s whole pipeline ended with (research/log.md DC9). --teacher sft samples the
 run's SFT model instead. Without --teacher, the kept poems of the chosen rounds
 (RUN/sft/distill/round-N/poems.jsonl; default: the last round only) are checked again and
 deduplicated (DC4's corpus). Every row carries its topic, source (round number or teacher) and
@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from haiku_kit.distill import best_per_topic, keep_verified
+from haiku_kit.train.distill import best_per_topic, keep_verified
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "haiku_kit" / "resources" / "distilled.jsonl"
 
@@ -60,9 +60,9 @@ def teacher_prompts(cfg, topics: int, extra: str = "embedded") -> list[dict]:
     """The run's first `topics` training topics, then the `extra` topic list's (the kit's
     prompt-only topics; "": none) far from every eval topic of the run
     (distill.training_prompts), with their prompts."""
-    from haiku_kit.data import load_run_data
-    from haiku_kit.distill import training_prompts
-    from haiku_kit.loaders import load_topic_list
+    from haiku_kit.data.sources import load_topic_list
+    from haiku_kit.data.splits import load_run_data
+    from haiku_kit.train.distill import training_prompts
 
     return training_prompts(load_run_data(cfg), topics, load_topic_list(extra) if extra else ())
 
@@ -71,8 +71,8 @@ def teacher_pool(run: Path, teacher: str, topics: int, extra: str, k: int, tempe
                  seed: int = 7) -> list[dict]:
     """The run's `teacher` model's k free samples on each of teacher_prompts: a row per topic
     ({topic, source, completions})."""
-    from haiku_kit.generate import SamplingSettings, generate
-    from haiku_kit.modeling import load_from_config
+    from haiku_kit.generate.write import SamplingSettings, generate
+    from haiku_kit.model.load import load_from_config
 
     cfg = run_config(run)
     rows = teacher_prompts(cfg, topics, extra)

@@ -38,7 +38,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
     """The cached HF folder of the embedded model (built on first use)."""
-    from haiku_kit.embedded import embedded_model_dir
+    from haiku_kit.model.embedded import embedded_model_dir
 
     return embedded_model_dir()
 
@@ -46,7 +46,7 @@ def embedded_dir() -> Path:
 @pytest.fixture(scope="session")
 def embedded(embedded_dir):
     """(model, tokenizer) of the real embedded Gemma 3 270M: fp32, CPU, no LoRA, eval mode."""
-    from haiku_kit.modeling import load_model
+    from haiku_kit.model.load import load_model
 
     model, tokenizer = load_model("embedded", backend="hf", lora=None)
     model.eval()
@@ -129,7 +129,7 @@ def fake_notebooks(monkeypatch):
 def english(embedded_dir):
     """(model, tokenizer) of embedded-english, the same model on its English-trimmed
     vocabulary (english_vocab.py; built on first use): fp32, CPU, no LoRA, eval mode."""
-    from haiku_kit.modeling import load_model
+    from haiku_kit.model.load import load_model
 
     model, tokenizer = load_model("embedded-english", backend="hf", lora=None)
     model.eval()

@@ -9,7 +9,7 @@ from pathlib import Path
 from haiku_kit import pipeline
 from haiku_kit.cli import main, model_config
 from haiku_kit.config import resolve_config, save_config
-from haiku_kit.evaluate import EvalResult, evaluate
+from haiku_kit.evaluate.scoring import EvalResult, evaluate
 
 SMOKE = "cpu-smoke"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -114,7 +114,7 @@ def test_write_reports_a_bad_override_on_stderr(capsys):
 def test_cli_eval_writes_the_run_folder(tiny_model_dir, tmp_path, monkeypatch):
     data = tmp_path / "topics.jsonl"
     data.write_text('{"topic": "frogs"}\n{"topic": "moon"}\n{"topic": "rain"}\n')
-    monkeypatch.setattr("haiku_kit.similarity.get_scorer", lambda *a, **k: FakeCosine())
+    monkeypatch.setattr("haiku_kit.verify.similarity.get_scorer", lambda *a, **k: FakeCosine())
     assert main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--k", "2", "--n", "2",
                  "--out", str(tmp_path / "out"), "--name", "tiny", "--max-new-tokens", "3",
                  "--batch-size", "4"]) == 0
@@ -131,7 +131,7 @@ def test_cli_eval_constrained_keeps_the_likeliest_of_candidates(tiny_model_dir, 
                                                                  monkeypatch, capsys):
     data = tmp_path / "topics.jsonl"
     data.write_text('{"topic": "frogs"}\n{"topic": "moon"}\n')
-    monkeypatch.setattr("haiku_kit.similarity.get_scorer", lambda *a, **k: FakeCosine())
+    monkeypatch.setattr("haiku_kit.verify.similarity.get_scorer", lambda *a, **k: FakeCosine())
     base = ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--max-new-tokens", "4"]
     assert main(base + ["--candidates", "3", "--out", str(tmp_path / "bad")]) == 2
     assert "--candidates 3: needs --constrained" in capsys.readouterr().err

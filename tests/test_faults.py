@@ -3,20 +3,15 @@ Ctrl-C while loading claims no checkpoint; kill -9 mid-SFT then a plain rerun re
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
+import fault_inputs as inputs
+import fault_matrix as faults
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("faults", REPO / "benchmarks" / "faults.py")
-faults = importlib.util.module_from_spec(_spec)
-sys.modules["faults"] = faults  # dataclasses look their module up there
-_spec.loader.exec_module(faults)
-import fault_inputs as inputs  # faults.py put benchmarks/ on sys.path
 
 
 @pytest.mark.parametrize("case", faults.CASES, ids=[c.name for c in faults.CASES])

@@ -235,9 +235,9 @@ def test_efficacy_benchmark_names_a_runs_bad_config_in_one_line(tmp_path, capsys
 @pytest.mark.slow
 def test_the_corpus_script_samples_a_runs_teacher_on_training_and_prompt_only_topics(
         smoke_run, tmp_path, capsys):
-    from haiku_kit import haiku as hk
-    from haiku_kit.data import load_run_data
-    from haiku_kit.loaders import load_topic_list
+    from haiku_kit.data.sources import load_topic_list
+    from haiku_kit.data.splits import load_run_data
+    from haiku_kit.verify import haiku as hk
 
     script = corpus_script()
     cfg = script.run_config(smoke_run)

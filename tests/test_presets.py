@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from haiku_kit.config import apply_overrides, list_presets, load_preset, validate
-from haiku_kit.precision import choose_precision
+from haiku_kit.model.backends import choose_precision
 
 GPU_PRESETS = ("colab-t4-gemma3-1b", "h100-gemma3-1b")
 

@@ -7,12 +7,13 @@ import json
 import pytest
 import yaml
 
-from haiku_kit import notebook_view, stages
+from haiku_kit import stages
+from haiku_kit import stages as notebook_view
 from haiku_kit.errors import HaikuKitError
 
 
 def test_result_helpers_build_markdown_and_display_it(tmp_path, monkeypatch):
-    from haiku_kit.evaluate import evaluate
+    from haiku_kit.evaluate.scoring import evaluate
 
     result = evaluate(
         ["old pond\na frog jumps in the\nsound of water"], ["a frog"], similarity=False
@@ -29,8 +30,8 @@ def test_result_helpers_build_markdown_and_display_it(tmp_path, monkeypatch):
 
 
 def test_data_stage_copies_an_existing_splits_folder(tmp_path):
-    from haiku_kit.data import build_splits
-    from haiku_kit.loaders import load_embedded
+    from haiku_kit.data.sources import load_embedded
+    from haiku_kit.data.splits import build_splits
 
     src = tmp_path / "splits"
     build_splits(load_embedded()[:60], src, min_similarity=None)
@@ -60,8 +61,8 @@ def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatc
     trainer.args honoured by trainer.train(), then the saved adapter."""
     from trl import SFTTrainer
 
-    from haiku_kit.data import build_splits, load_eval_data
-    from haiku_kit.loaders import load_embedded
+    from haiku_kit.data.sources import load_embedded
+    from haiku_kit.data.splits import build_splits, load_eval_data
 
     data_dir = tmp_path / "run" / "data"
     build_splits(load_embedded()[:60], data_dir, min_similarity=None)
@@ -98,7 +99,7 @@ def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatc
     assert not (run.paths.root / "eval" / "sft").exists()  # the free row is not replaced
 
     # 04/00's "Try it" cell: one free and one constrained haiku per topic, as a table.
-    from haiku_kit import haiku as hk
+    from haiku_kit.verify import haiku as hk
 
     shown.clear()
     tried = stages.show_tried(model, tokenizer, ["autumn rain", "a | pipe"])
@@ -111,7 +112,7 @@ def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatc
 
 
 def test_report_puts_constrained_rows_beside_the_free_ones(tmp_path):
-    from haiku_kit.evaluate import evaluate
+    from haiku_kit.evaluate.scoring import evaluate
 
     run = stages.open_run("cpu-smoke", ["stages=[sft]", "eval.constrained=true"], tmp_path / "run")
     poem = "autumn rain taps slow\non the roof of the tool shed\nrust blooms on the rake"

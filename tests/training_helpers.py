@@ -11,8 +11,8 @@ FAST_REWARDS = "grpo.rewards={names: [line_count_penalty, haiku_reward], weights
 
 
 def rows(n=16):
-    from haiku_kit.loaders import load_embedded
-    from haiku_kit.text import build_prompt
+    from haiku_kit.data.sources import load_embedded
+    from haiku_kit.verify.text import build_prompt
 
     out = []
     for row in load_embedded()[:n]:

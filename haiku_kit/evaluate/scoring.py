@@ -1,0 +1,355 @@
+"""Score a model's outputs with the reference's metrics (plus CIs and diagnostics).
+
+The reference run (axeld5/gemma_haiku, full_eval.py) drew one unseeded sample per prompt with
+max_new_tokens=50 (which cut answers short) and printed point estimates. Here generation is
+batched and seeded, the token limit is generous and its hit rate is reported, k samples per
+prompt are supported (pass@k), and every rate has a 95% bootstrap confidence interval.
+
+Metric definitions (per output; rates are means over all outputs):
+- haiku:         the kit's verifier (haiku.check) on the poem haiku.extract_poem finds (or on the
+                 raw output when that is itself a haiku). The main figure.
+- pyphen_haiku:  the reference's own counter on the raw output: lines = non-blank lines split on
+                 "\\n", exactly 3 lines with pyphen counts 5/7/5, where a word's count is its
+                 number of hyphenation pieces. For comparison with the reference's table.
+- similarity:    cos(MiniLM(topic), MiniLM(raw output)) - 0.5 (the reference's definition).
+- total:         haiku + similarity; pyphen_total = pyphen_haiku + similarity (reference Total).
+- train_overlap: raw output, stripped, equal to a stripped training answer (reference).
+- train_near:    the extracted poem, normalised (case, punctuation, spaces), equal to or at
+                 least NEAR_DUPLICATE_RATIO similar (difflib) to a normalised training answer.
+- prompt_copy:   at least COPY_THRESHOLD of the poem's word trigrams copied from the prompt's
+                 instruction (text.copies_prompt, the measure the GRPO monitor uses too: topic
+                 words do not count as copying).
+- preamble:      extract_poem had to strip a preamble ("Here's a haiku...").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from haiku_kit.data.sources import rows_of
+from haiku_kit.errors import DataError
+from haiku_kit.evaluate.metrics import (
+    N_BOOT,
+    TrainIndex,
+    bootstrap_ci,
+    pass_at_k_table,
+    pyphen_counts,
+    pyphen_is_haiku,
+)
+from haiku_kit.generate.write import (
+    Generations,
+    SamplingSettings,
+    generate,
+    loaded_model,
+    write_haiku,  # noqa: F401 - evaluate.write_haiku: kept for one release
+)
+from haiku_kit.verify import haiku as hk
+from haiku_kit.verify.text import COPY_THRESHOLD, PATTERN, copy_fraction, prompt_text
+
+RATE_METRICS = (
+    "haiku", "haiku_raw", "pyphen_haiku", "three_lines", "train_overlap", "train_near",
+    "prompt_copy", "preamble", "extracted", "empty", "hit_limit",
+)
+MEAN_METRICS = ("similarity", "total", "pyphen_total", "distance", "copy_fraction", "words",
+                "tokens")
+FIELD_OF = {"haiku": "is_haiku", "haiku_raw": "is_haiku_raw"}  # metric -> record field
+
+
+# --------------------------------------------------------------------------- EvalResult
+
+
+@dataclass
+class EvalResult:
+    """Scores of one model's outputs: per-output records plus aggregate metrics.
+
+    metrics: point estimates; ci: 95% bootstrap interval per metric; distributions:
+    line-count and per-line syllable-error histograms; pass_at_k: {k: rate} for valid haiku.
+    """
+
+    records: list[dict]
+    metrics: dict[str, float]
+    ci: dict[str, list[float]]
+    distributions: dict[str, Any]
+    pass_at_k: dict[int, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def haiku_score(self) -> float:
+        return self.metrics["haiku"]
+
+    @property
+    def similarity_score(self) -> float:
+        return self.metrics["similarity"]
+
+    @property
+    def total_score(self) -> float:
+        return self.metrics["total"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the records (those go to generations.jsonl)."""
+        return {"meta": self.meta, "metrics": self.metrics, "ci": self.ci,
+                "distributions": self.distributions,
+                "pass_at_k": {str(k): v for k, v in self.pass_at_k.items()}}
+
+    def save(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "generations.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(_no_nan(r), ensure_ascii=False) + "\n" for r in self.records)
+        (out / "result.json").write_text(
+            json.dumps(_no_nan(self.to_dict()), indent=2, ensure_ascii=False))
+        return out
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> EvalResult:
+        out = Path(out_dir)
+        for name in ("result.json", "generations.jsonl"):
+            if not (out / name).is_file():
+                raise FileNotFoundError(f"{out / name}: not an evaluation folder (no {name})")
+        data = json.loads((out / "result.json").read_text())
+        with open(out / "generations.jsonl", encoding="utf-8") as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        for r in records:
+            for key in ("cosine", "similarity", "total", "pyphen_total"):
+                r[key] = math.nan if r.get(key) is None else r[key]
+        metrics = {k: math.nan if v is None else v for k, v in data["metrics"].items()}
+        ci = {k: [math.nan if v is None else v for v in pair] for k, pair in data["ci"].items()}
+        return cls(records, metrics, ci, data["distributions"],
+                   {int(k): v for k, v in data.get("pass_at_k", {}).items()}, data.get("meta", {}))
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN -> None, so the files are strict JSON (similarity is NaN when it was skipped)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _as_groups(completions: Any) -> list[list[str]]:
+    if isinstance(completions, Generations):
+        return completions.texts
+    groups = []
+    for i, c in enumerate(completions):
+        if isinstance(c, str):
+            groups.append([c])
+        elif isinstance(c, (list, tuple)) and all(isinstance(s, str) for s in c) and c:
+            groups.append(list(c))
+        else:
+            raise DataError(f"completion {i}: expected text or a non-empty list of texts, "
+                            f"got {type(c).__name__}")
+    return groups
+
+
+def _score_record(text: str, topic: str, prompt: str, train: TrainIndex) -> dict[str, Any]:
+    extraction = hk.extract_poem(text)
+    result = hk.check(extraction.poem, PATTERN)
+    raw = hk.check(text, PATTERN)
+    if raw.is_haiku and not result.is_haiku:
+        # Extraction heuristics can mistake a poem's own first or last line for a preamble or
+        # sign-off ("of course my parents / ..."): a raw output that is a haiku counts as one.
+        extraction, result = hk.Extraction(text.strip()), raw
+    copied = copy_fraction(extraction.poem, prompt, topic) if prompt else 0.0
+    return {
+        "topic": topic,
+        "completion": text,
+        "poem": extraction.poem,
+        "stripped": list(extraction.stripped),
+        "is_haiku": result.is_haiku,
+        "is_haiku_raw": raw.is_haiku,
+        "lines": len(result.lines),
+        "three_lines": len(result.lines) == len(PATTERN),
+        "counts": [sorted(c) for c in result.counts],
+        "line_errors": list(result.line_errors),
+        "distance": result.distance,
+        "reason": result.reason,
+        "pyphen_counts": pyphen_counts(text),
+        "pyphen_haiku": pyphen_is_haiku(text),
+        "train_overlap": train.is_exact(text),
+        "train_near": train.is_near(extraction.poem) or train.is_exact(text),
+        "copy_fraction": copied,
+        "prompt_copy": copied >= COPY_THRESHOLD,
+        "preamble": "preamble" in extraction.stripped,
+        "extracted": not extraction.clean,
+        "empty": not extraction.poem.strip(),
+        "words": len(text.split()),
+    }
+
+
+def evaluate(
+    completions: Generations | Sequence[str] | Sequence[Sequence[str]],
+    topics: Sequence[str],
+    prompts: Sequence[Any] | None = None,
+    train_answers: Sequence[str] | TrainIndex = (),
+    *,
+    hit_limit: Sequence[Sequence[bool]] | None = None,
+    num_tokens: Sequence[Sequence[int]] | None = None,
+    scorer: Any = None,
+    similarity: bool = True,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    meta: dict[str, Any] | None = None,
+) -> EvalResult:
+    """Score outputs (one text or k texts per topic) with the metrics in the module docstring.
+
+    prompts: the prompts the outputs answer (chat messages or text), for the prompt-copy
+    measure; None: no copy check. scorer: anything with .cosine(topics, texts) (default: the
+    shared MiniLM scorer); similarity=False skips similarity (its metrics become NaN).
+    """
+    groups = _as_groups(completions)
+    if isinstance(completions, Generations):
+        hit_limit = completions.hit_limit if hit_limit is None else hit_limit
+        num_tokens = completions.num_tokens if num_tokens is None else num_tokens
+    topics = [str(t) for t in topics]
+    if len(topics) != len(groups):
+        raise DataError(f"got {len(groups)} completions/groups for {len(topics)} topics")
+    if prompts is not None and len(prompts) != len(groups):
+        raise DataError(f"got {len(prompts)} prompts for {len(groups)} completions/groups")
+    train = train_answers if isinstance(train_answers, TrainIndex) else TrainIndex(train_answers)
+
+    records = []
+    for i, (topic, texts) in enumerate(zip(topics, groups)):
+        prompt = prompt_text(prompts[i]) if prompts is not None else ""
+        for j, text in enumerate(texts):
+            record = {"prompt_index": i, "sample": j}
+            record.update(_score_record(str(text), topic, prompt, train))
+            record["hit_limit"] = bool(hit_limit[i][j]) if hit_limit is not None else False
+            record["tokens"] = int(num_tokens[i][j]) if num_tokens is not None else None
+            records.append(record)
+
+    if similarity and records:
+        if scorer is None:
+            from haiku_kit.verify.similarity import get_scorer
+
+            scorer = get_scorer()
+        cos = scorer.cosine([r["topic"] for r in records], [r["completion"] for r in records])
+    else:
+        cos = [math.nan] * len(records)
+    for r, c in zip(records, cos):
+        r["cosine"] = float(c)
+        r["similarity"] = float(c) - 0.5
+        r["total"] = float(r["is_haiku"]) + r["similarity"]
+        r["pyphen_total"] = float(r["pyphen_haiku"]) + r["similarity"]
+
+    info = dict(meta or {})
+    info.update(n=len(records), n_prompts=len(groups),
+                k=max((len(g) for g in groups), default=0), train_answers=len(train),
+                pattern=list(PATTERN), n_boot=n_boot, seed=seed)
+    return summarize(records, info, n_boot=n_boot, seed=seed)
+
+
+def summarize(records: list[dict], meta: dict[str, Any], n_boot: int = N_BOOT,
+              seed: int = 0) -> EvalResult:
+    """Aggregate metrics, CIs, histograms and pass@k from scored records."""
+    groups = [r["prompt_index"] for r in records]
+    metrics: dict[str, float] = {}
+    ci: dict[str, list[float]] = {}
+    for name in RATE_METRICS + MEAN_METRICS:
+        values = [r.get(FIELD_OF.get(name, name)) for r in records]
+        if any(v is None for v in values):
+            continue
+        x = np.asarray(values, dtype=float)
+        if x.size == 0 or np.isnan(x).any():
+            metrics[name] = math.nan
+            ci[name] = [math.nan, math.nan]
+            continue
+        metrics[name] = float(x.mean())
+        ci[name] = list(bootstrap_ci(x, groups, n_boot=n_boot, seed=seed))
+    line_errors: dict[str, dict[str, int]] = {}
+    for i in range(len(PATTERN)):
+        hist = Counter(r["line_errors"][i] for r in records
+                       if r["lines"] == len(PATTERN) and len(r["line_errors"]) > i)
+        line_errors[f"line{i + 1}"] = {str(e): n for e, n in sorted(hist.items())}
+    distributions = {
+        "line_counts": {str(n): c for n, c in sorted(Counter(r["lines"] for r in records).items())},
+        "line_errors": line_errors,
+    }
+    return EvalResult(records, metrics, ci, distributions, pass_at_k_table(records), meta)
+
+
+def paired_difference(before: EvalResult, after: EvalResult, metric: str = "haiku",
+                      n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float] | None:
+    """after - before on the same prompts: (mean per-prompt difference, 95% CI low, high), the
+    prompts resampled together; None unless both scored the same topics in the same order."""
+    def per_prompt(result: EvalResult) -> dict[int, tuple[str, list[float]]]:
+        out: dict[int, tuple[str, list[float]]] = {}
+        for r in result.records:
+            out.setdefault(r["prompt_index"], (r["topic"], []))[1].append(
+                float(r[FIELD_OF.get(metric, metric)]))
+        return out
+
+    a, b = per_prompt(before), per_prompt(after)
+    if not a or a.keys() != b.keys() or any(a[i][0] != b[i][0] for i in a):
+        return None
+    diffs = [float(np.mean(b[i][1]) - np.mean(a[i][1])) for i in sorted(a)]
+    low, high = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+    return float(np.mean(diffs)), low, high
+
+
+def evaluate_references(dataset: Any, train_answers: Sequence[str] = (), **kwargs) -> EvalResult:
+    """Score a dataset's reference answers (its `haiku` column) as if a model wrote them.
+
+    The upper bound for a model, and a check on the evaluator: references that pass the data
+    filter should score Haiku 1.0.
+    """
+    rows = rows_of(dataset)
+    for i, row in enumerate(rows):
+        for col in ("topic", "haiku"):
+            if not isinstance(row.get(col), str):
+                raise DataError(f"row {i}: needs a text '{col}' column to evaluate references")
+    prompts = [r["prompt"] for r in rows] if rows and all(r.get("prompt") for r in rows) else None
+    kwargs.setdefault("meta", {"model": "references"})
+    return evaluate([r["haiku"] for r in rows], [r["topic"] for r in rows], prompts,
+                    train_answers, **kwargs)
+
+
+def run_eval(
+    model: Any,
+    rows: list[dict],
+    tokenizer: Any = None,
+    adapter: str | None = None,
+    train_answers: Sequence[str] = (),
+    k: int = 1,
+    seed: int = 0,
+    sampling: SamplingSettings | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    name: str | None = None,
+    constrained: bool = False,
+    candidates: int = 1,
+) -> EvalResult:
+    """generate + evaluate on rows with `topic` and `prompt` columns; model as in write_haiku.
+
+    constrained=True generates with the syllable-constrained decoder; such a row is reported
+    beside the free-sampling one, never instead of it (meta["constrained"] says which).
+    candidates > 1 (constrained only): the likeliest valid of that many drafts per poem."""
+    if isinstance(model, (str, Path)):
+        model_name = str(model)
+        model, tokenizer = loaded_model(model_name, None if adapter is None else str(adapter))
+    else:
+        model_name = type(model).__name__
+    sampling = sampling or SamplingSettings()
+    prompts = [r["prompt"] for r in rows]
+    gens = generate(model, tokenizer, prompts, k=k, seed=seed, sampling=sampling,
+                    batch_size=batch_size, max_new_tokens=max_new_tokens, constrained=constrained,
+                    candidates=candidates)
+    meta = {"name": name or model_name, "model": model_name, "adapter": adapter,
+            "constrained": constrained, "candidates": candidates,
+            "sampling": asdict(sampling), "max_new_tokens": max_new_tokens,
+            "hit_limit_share": gens.hit_limit_share}
+    return evaluate(gens, [r["topic"] for r in rows], prompts, train_answers, seed=seed,
+                    meta=meta)

@@ -1,0 +1,1 @@
+"""Writing poems with a model: fast sampling, syllable-constrained decoding, batched seeded generation."""

@@ -1,0 +1,1 @@
+"""Models: backends (Unsloth / transformers), loading with LoRA, the chat format, the embedded model, GGUF."""

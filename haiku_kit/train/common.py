@@ -1,0 +1,266 @@
+"""TRL plumbing SFT and GRPO share: trainer arguments, checkpoints and resuming, the stage
+folder, the record of the settings the trainer really used, and the CPU log-prob kernel.
+
+A training stage is built (sft.sft_trainer / grpo.grpo_trainer), trained (`trainer.train()`,
+or `train_stage` which also saves a checkpoint on Ctrl-C) and saved (sft.save_sft /
+grpo.save_grpo). What the saving step needs is kept on the trainer as `trainer.kit_stage`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from haiku_kit.config import RunConfig, save_config
+from haiku_kit.env import write_env_json
+from haiku_kit.errors import ConfigError, DataError, TrainingInterrupted
+from haiku_kit.model.backends import Precision, choose_precision, gpu_capabilities
+from haiku_kit.runs import run_root
+from haiku_kit.train.callbacks import plot_training, write_csv
+from haiku_kit.train.checkpoints import prepare_stage
+
+logger = logging.getLogger(__name__)
+
+@dataclass
+class KitStage:
+    """A built training stage: what saving it after trainer.train() needs."""
+
+    stage: str  # "sft", "grpo" or "grpo:PHASE"
+    folder: Path  # RUN/<stage folder>
+    device: str
+    tokenizer: Any
+    resume: str | None = None  # the checkpoint train_stage resumes from
+    settings: Any = None  # the stage's SFTSettings / GRPOSettings
+    start: Path | None = None  # GRPO: the adapter it started from (None: the base model)
+    rows: int = 0
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def select_split(dataset, name: str):
+    """Accept a Dataset, a DatasetDict (take `name`), or a list of rows."""
+    from datasets import Dataset, DatasetDict
+
+    if isinstance(dataset, DatasetDict):
+        if name not in dataset:
+            raise DataError(f"the dataset has no {name!r} split (splits: {', '.join(dataset)})")
+        return dataset[name]
+    if isinstance(dataset, list):
+        return Dataset.from_list(dataset)
+    return dataset
+
+
+def cap_rows(dataset, n: int | None):
+    return dataset.select(range(min(n, len(dataset)))) if n else dataset
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def training_precision(device: str, model) -> Precision:
+    """bf16 only at compute capability >= 8.0; Gemma 3 in float32 below that (as Unsloth)."""
+    if device == "cpu":
+        return choose_precision("cpu")
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return choose_precision("cuda", gpu_capabilities(), model_type)
+
+
+def _precision(device: str, model) -> dict[str, Any]:
+    return {"use_cpu": device == "cpu", **training_precision(device, model).trainer_flags()}
+
+
+def common_args(cfg: RunConfig, s, out: Path, device: str, model) -> dict[str, Any]:
+    report_to = report_targets(s.report_to, ("grpo" if hasattr(s, "num_generations") else "sft") + ".report_to")
+    prepare_trackers(report_to, run_root(cfg))
+    return dict(
+        output_dir=str(out / "checkpoints"),
+        max_steps=s.max_steps if s.max_steps > 0 else -1,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler_type,
+        warmup_steps=s.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the steps
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
+        optim=s.optim if device != "cpu" or "8bit" not in s.optim else "adamw_torch",
+        per_device_train_batch_size=s.per_device_train_batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        logging_steps=s.logging_steps,
+        save_strategy="steps",
+        save_steps=s.save_steps,
+        save_total_limit=s.save_total_limit,
+        report_to=report_to,
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        # TRL turns it on by default; on a CPU memory is not the limit, and recomputing the
+        # forward in the backward cost SFT 1.2-1.3x per step (research/log.md E12).
+        **({"gradient_checkpointing": False} if device == "cpu" else {}),
+        **_precision(device, model),
+    )
+
+
+def report_targets(value, key: str) -> str | list[str]:
+    """report_to as transformers takes it: "none", "all", or a list of tracker names."""
+    if isinstance(value, str) and value in ("none", "all"):
+        return value
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"{key}: expected a tracker name (tensorboard, trackio, wandb, ...) or a list, got {value!r}")
+    return list(names) or "none"
+
+
+def prepare_trackers(report_to, run_dir: Path) -> None:
+    """Keep trackio's local store inside the run (RUN/trackio) unless TRACKIO_DIR says otherwise.
+    trackio reads TRACKIO_DIR once, on import, so this must run before the trainer imports it."""
+    if "trackio" not in report_to:
+        return
+    os.environ.setdefault("TRACKIO_DIR", str(Path(run_dir).resolve() / "trackio"))
+    trackio_utils = sys.modules.get("trackio.utils")
+    if trackio_utils is not None and str(trackio_utils.TRACKIO_DIR) != os.environ["TRACKIO_DIR"]:
+        logger.warning("trackio was imported before training: it logs to %s", trackio_utils.TRACKIO_DIR)
+
+
+def trainer_config(config_cls, kit_args: dict[str, Any], overrides: dict[str, Any], stage: str):
+    """config_cls(**kit_args) with the user's `<stage>.trainer_args` merged on top, so TRL checks
+    every value. A key TRL does not know is named; overriding a setting the kit chose warns."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    args = dict(kit_args)
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise ConfigError(f"{stage}.trainer_args: {config_cls.__name__} has no field {key!r}")
+        if key in args and args[key] != value:
+            logger.warning("%s.trainer_args.%s=%r overrides the kit's setting %r", stage, key, value, args[key])
+        args[key] = value
+    return config_cls(**args)
+
+
+# --------------------------------------------------------------------------- checkpoints and the stage folder
+
+
+def start_stage(stage_dir: Path, resume: str | Path | bool | None, fresh: bool | str) -> str | None:
+    """Make the stage folder ready (resume.prepare_stage: the newest checkpoint by default, old
+    state moved aside on a fresh start, never deleted); the checkpoint to resume from, or None."""
+    return prepare_stage(stage_dir, resume, fresh).checkpoint
+
+
+def _save_interrupt_checkpoint(trainer) -> TrainingInterrupted:
+    """Save a checkpoint on Ctrl-C; the exception to raise says where (rerunning resumes it)."""
+    trainer._save_checkpoint(trainer.model, trial=None)
+    step = trainer.state.global_step
+    ckpt = Path(trainer.args.output_dir) / f"checkpoint-{step}"
+    logger.warning("interrupted at step %s: checkpoint saved to %s", step, ckpt)
+    return TrainingInterrupted(str(ckpt), step)
+
+
+def write_logs(stage_dir: Path) -> None:
+    """log.csv and training.png from the stage's log.jsonl (a plot never loses a finished run)."""
+    log = stage_dir / "log.jsonl"
+    if not log.is_file():
+        return
+    write_csv(log, stage_dir / "log.csv")
+    try:
+        plot_training(log, stage_dir / "training.png")
+    except Exception as err:  # noqa: BLE001 - a plot must never lose a finished training run
+        logger.warning("could not plot %s: %s", log, err)
+
+
+def train_stage(trainer) -> None:
+    """trainer.train() resuming where the stage says, saving a checkpoint on Ctrl-C, and always
+    writing the CSV and plot."""
+    kit = trainer.kit_stage
+    try:
+        trainer.train(resume_from_checkpoint=kit.resume)
+    except KeyboardInterrupt:
+        raise _save_interrupt_checkpoint(trainer) from None
+    finally:
+        write_logs(kit.folder)
+
+
+def record_effective(cfg: RunConfig, stage: str, stage_dir: Path, values: dict) -> None:
+    """The settings the trainer really uses, in RUN/<stage>/effective.yaml and RUN/config.yaml.
+
+    RUN/<stage>/config.yaml keeps the whole config this stage ran with: RUN/config.yaml is
+    rewritten by each CLI call, so a run trained in two calls with different overrides would
+    otherwise keep only the last call's."""
+    for key, value in values.items():
+        logger.info("%s effective %s = %r", stage, key, value)
+    (stage_dir / "effective.yaml").write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    save_config(cfg, stage_dir / "config.yaml", extra={})
+    write_env_json(run_root(cfg))  # RUN/env.json: the versions and GPU this training ran with
+    config_path = run_root(cfg) / "config.yaml"
+    effective = {}
+    if config_path.is_file():
+        effective = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("effective") or {}
+    effective[stage] = values
+    save_config(cfg, config_path, extra={"effective": effective})
+
+
+def precision_name(args) -> str:
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+
+
+def enum_value(value) -> str:
+    return str(getattr(value, "value", value))
+
+
+# --------------------------------------------------------------------------- CPU log-prob kernel
+
+
+class TorchChunkedLogProb:
+    """Pure-torch stand-in for TRL's Triton `ChunkedLogProbFunction` (same arguments and outputs).
+
+    TRL 1.15's SFT and GRPO losses call that kernel through a fused LM head; torch's CPU builds
+    ship without Triton, so the kernel is None there and training fails. This computes the same
+    per-token values from full logits, in row chunks to bound memory; autograd does the rest."""
+
+    ROWS = 256
+
+    @staticmethod
+    def apply(hidden, weight, bias, targets, temperature, chunk_size, softcap=None, logit_scale=1.0,
+              outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+        import torch
+
+        parts: dict[str, list] = {k: [] for k in ("logp", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")}
+        for start in range(0, hidden.shape[0], TorchChunkedLogProb.ROWS):
+            h = hidden[start:start + TorchChunkedLogProb.ROWS].float()
+            t = targets[start:start + TorchChunkedLogProb.ROWS]
+            z = h @ weight.float().t()
+            if bias is not None:
+                z = z + bias.float()
+            z = z * logit_scale
+            if softcap:
+                z = softcap * torch.tanh(z / softcap)
+            z = z / temperature
+            logsm = torch.log_softmax(z, dim=-1)
+            parts["logp"].append(logsm.gather(-1, t.unsqueeze(-1)).squeeze(-1))
+            if "entropy" in outputs:
+                parts["entropy"].append(-(logsm.exp() * logsm).sum(-1))
+            if "log_sum_sq_probs" in outputs:
+                parts["log_sum_sq_probs"].append(torch.logsumexp(2 * logsm, dim=-1))
+            if "mean_logits" in outputs:
+                parts["mean_logits"].append(z.mean(-1))
+            if "is_top1" in outputs:
+                parts["is_top1"].append(z.argmax(-1) == t)
+        cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
+        if cat["logp"] is None:  # no tokens at all
+            cat["logp"] = hidden.new_zeros((0,), dtype=torch.float32) + 0 * hidden.sum()
+        return cat["logp"], cat["entropy"], cat["log_sum_sq_probs"], cat["mean_logits"], cat["is_top1"]
+
+
+def install_cpu_logprob_fallback() -> bool:
+    """Use TorchChunkedLogProb when TRL's Triton kernel is unavailable; True if installed."""
+    from trl.trainer import utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
+        return False
+    trl_utils._ChunkedLogProbFunction = TorchChunkedLogProb
+    logger.info("Triton is not available: TRL's fused log-prob kernel replaced by a pure-torch version")
+    return True
