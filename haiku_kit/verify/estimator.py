@@ -2,8 +2,8 @@
 
 `estimate(word)` is the rounded weighted mean of a linear model over the vowel groups of the
 spelling and small character CNNs (one nucleus score per letter, summed), all learned from
-CMUdict (minus the gold words and a held-out slice; see benchmarks/train_syllable_estimator.py
-and benchmarks/train_syllable_cnn.py), shipped as JSON data and run in numpy. Words over
+CMUdict (minus the gold words and a held-out slice; see scripts/train_syllable_estimator.py
+and scripts/train_syllable_cnn.py), shipped as JSON data and run in numpy. Words over
 MAX_ESTIMATE_LETTERS letters count their vowel groups: linear time, constant memory (no English
 word comes close). Only short words are memoised.
 """

@@ -37,7 +37,7 @@ from haiku_kit.verify.similarity import get_scorer
 from haiku_kit.verify.syllables import count, counts
 
 HERE = Path(__file__).resolve().parent
-REF_EVAL = HERE.parents[3] / "shared" / "data" / "gemma_haiku" / "eval_data.json"
+REF_EVAL = HERE.parents[2] / "shared" / "data" / "gemma_haiku" / "eval_data.json"
 FILES = [HERE / "oracle_one_syllable.txt", HERE / "oracle_free_words.txt"]
 
 

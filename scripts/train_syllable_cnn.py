@@ -2,7 +2,7 @@
 
 Small character CNNs: letters (word edges marked) -> embeddings -> residual 1-D convolutions
 -> one "syllable nucleus" score per letter in [0, 1]; the net's score is the sum. The shipped estimate mixes the nets' mean score with the linear
-model's (benchmarks/train_syllable_estimator.py, trained first) and rounds; the CNN share is
+model's (scripts/train_syllable_estimator.py, trained first) and rounds; the CNN share is
 picked on the validation slice.
 Trained with torch on CPU by squared error between that sum and the CMUdict count (the valid
 count nearest the current prediction, for words with several pronunciations), EXCLUDING the
@@ -12,7 +12,7 @@ honest; the validation slice (hash % 20 == 1) picks each net's epoch. One net pe
 exported as JSON (haiku_kit/resources/syllable_cnn.json) and run at inference in numpy
 (haiku_kit.verify.syllables). Needs torch (dev only, not at run time).
 
-    python benchmarks/train_syllable_cnn.py [--members 5:0] [--out PATH]
+    python scripts/train_syllable_cnn.py [--members 5:0] [--out PATH]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def as_json(net: Net) -> dict:
 def export(nets: list[dict], share: float, path: Path) -> None:
     model = {
         "about": "haiku_kit spelling-only syllable estimator (char CNNs); "
-        "see benchmarks/train_syllable_cnn.py",
+        "see scripts/train_syllable_cnn.py",
         "share": share,
         "nets": nets,
     }

@@ -1,5 +1,5 @@
 """Train the linear half of the spelling-only syllable estimator (resources/syllable_model.json;
-the estimate averages it with the character CNNs of benchmarks/train_syllable_cnn.py).
+the estimate averages it with the character CNNs of scripts/train_syllable_cnn.py).
 
 A linear model: each vowel group of a word contributes the summed weights of its context
 features (the group with 1-3 letters either side, word edges marked); the word's estimate is
@@ -9,7 +9,7 @@ pronunciations), EXCLUDING the gold words list and a fixed held-out CMUdict slic
 `is_heldout`), so benchmarks are honest; a further slice (hash % 20 == 1) is the validation
 set used to pick --damp and --min-count. Needs numpy and scipy (dev only, not at run time).
 
-    python benchmarks/train_syllable_estimator.py [--gold PATH] [--out PATH]
+    python scripts/train_syllable_estimator.py [--gold PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def main() -> None:
     print(f"validation words {len(valid)}, accuracy {sum(hits) / len(hits):.4f}")
     names = sorted(vocab, key=vocab.get)
     model = {
-        "about": "haiku_kit spelling-only syllable estimator; see benchmarks/train_syllable_estimator.py",
+        "about": "haiku_kit spelling-only syllable estimator; see scripts/train_syllable_estimator.py",
         "bias": bias,
         "weights": {f: round(float(v), 4) for f, v in zip(names, weights) if abs(v) >= 5e-4},
     }
