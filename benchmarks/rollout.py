@@ -150,13 +150,13 @@ GRPO_VARIANTS = {
 
 
 class PhaseTimer:
-    """Wraps trainer methods to add their wall time to named phases."""
+    """Wraps trainer methods to add their wall time to named variants."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
 
-    def wrap(self, owner, name: str, phase: str) -> None:
+    def wrap(self, owner, name: str, variant: str) -> None:
         inner = getattr(owner, name)
 
         def timed(*args, **kwargs):
@@ -164,8 +164,8 @@ class PhaseTimer:
             try:
                 return inner(*args, **kwargs)
             finally:
-                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-                self.calls[phase] = self.calls.get(phase, 0) + 1
+                self.seconds[variant] = self.seconds.get(variant, 0.0) + time.perf_counter() - start
+                self.calls[variant] = self.calls.get(variant, 0) + 1
 
         setattr(owner, name, timed)
 
@@ -203,9 +203,9 @@ def run_grpo_variant(name: str, rounds: int, tmp: str) -> dict:
     total = time.perf_counter() - start
     uninstall_fast_topk_topp()
     generated = timer.calls.get("generation", 0) and trainer.args.generation_batch_size * timer.calls["generation"]
-    phases = {p: timer.seconds.get(p, 0.0) for p in ("generation", "log-prob", "backward", "rewards")}
-    phases["other"] = total - sum(phases.values())
-    return {"steps": steps, "total": total, "generated": generated, "phases": phases,
+    variants = {p: timer.seconds.get(p, 0.0) for p in ("generation", "log-prob", "backward", "rewards")}
+    variants["other"] = total - sum(variants.values())
+    return {"steps": steps, "total": total, "generated": generated, "variants": variants,
             "per_step": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps,
             "gen_calls": timer.calls.get("generation")}
 
@@ -225,7 +225,7 @@ def bench_grpo(rounds: int, variants: list[str]) -> dict:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         rate = r["generated"] / r["total"]
-        ph = {p: s / r["steps"] for p, s in r["phases"].items()}
+        ph = {p: s / r["steps"] for p, s in r["variants"].items()}
         ratio = f"{rate / (base['generated'] / base['total']):.2f}x" if base else "-"
         print(f"| {name} | {r['steps']} | {r['per_step']} | {r['gen_calls']} | {rate:.2f} | {r['total'] / r['steps']:.1f} | "
               f"{ph['generation']:.1f} | {ph['log-prob']:.1f} | {ph['backward']:.1f} | {ph['rewards']:.2f} | "

@@ -94,7 +94,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from haiku_kit.share.export import export_run, push
 
     backend_first(load_config(RunPaths(Path(args.run)).config))
-    result = export_run(args.run, stage=args.stage, merged=args.merged or not args.gguf,
+    result = export_run(args.run, phase=args.phase, merged=args.merged or not args.gguf,
                         gguf=args.gguf, out=args.out, repo_id=args.push, rescore=args.rescore)
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
@@ -138,9 +138,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                       then=lambda model, tok, adapter: distil_after_sft(
                           cfg, model, tok, adapter, None, args.resume, args.fresh))
     else:
-        from haiku_kit.train.grpo import run_grpo_stages
+        from haiku_kit.train.grpo import run_grpo_phases
 
-        out = run_grpo_stages(cfg, resume=args.resume, fresh=args.fresh)
+        out = run_grpo_phases(cfg, resume=args.resume, fresh=args.fresh)
     print(f"adapter saved to {out}")
     return 0
 
@@ -261,7 +261,7 @@ def _add_config_args(p: argparse.ArgumentParser, preset_default: str | None, wha
 
 
 def _add_resume_args(p: argparse.ArgumentParser) -> None:
-    """Rerunning resumes each training stage from its newest checkpoint by default."""
+    """Rerunning resumes each training phase from its newest checkpoint by default."""
     how = p.add_mutually_exclusive_group()
     how.add_argument("--resume", nargs="?", const="latest", default=None, metavar="latest|PATH",
                      help="resume from the newest checkpoint (the default when there is one; "
@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="merged model / GGUF of a run, with its model card")
     p.add_argument("run", help="run folder")
-    p.add_argument("--stage", default="grpo", help="training stage folder (default: grpo)")
+    p.add_argument("--phase", default="grpo", help="the trained phase to export: sft, grpo or grpo-VARIANT (default: grpo)")
     p.add_argument("--merged", action="store_true", help="merged 16-bit safetensors (default)")
     p.add_argument("--gguf", default=None, choices=["q8_0", "f16", "f32"], help="also a GGUF")
     p.add_argument("--out", default=None, help="folder (default: RUN/export/STAGE)")

@@ -142,7 +142,7 @@ def _number(value: Any) -> bool:
 
 
 def training_value_problem(prefix: str, settings: Any) -> str | None:
-    """Why one stage's settings (sft, or grpo and its phases) cannot train, or None."""
+    """Why one phase's settings (sft, or grpo and its variants) cannot train, or None."""
     lr = getattr(settings, "learning_rate", None)
     if not _number(lr) or lr <= 0:
         return f"{prefix}.learning_rate={lr!r}: must be a positive number, e.g. 2e-4"
@@ -190,7 +190,7 @@ _COUNTING = {
     "length_penalty": 0.5,
 }
 
-# Named reward weightings a config may use (grpo.rewards, or a "grpo:NAME" stage); RewardSpec
+# Named reward weightings a config may use (grpo.rewards, or a "grpo:NAME" phase); RewardSpec
 # builds TRL's reward_funcs/reward_weights from them. The reference (axeld5/gemma_haiku,
 # rewards.py) scores each completion as
 #   dense:  reward_three_lines + reward_haiku + reward_similarity
@@ -452,11 +452,11 @@ class RunConfig:
     live_every: int = 1
     name: str = "custom"
     description: str = ""
-    # The training stages in order: "sft", "grpo" (cfg.grpo as is) or "grpo:PHASE" (cfg.grpo
-    # updated with grpo_phases[PHASE]; a PHASE that is not listed but names a reward preset
-    # means {rewards: PHASE}). Each GRPO stage starts from the previous stage's adapter.
-    stages: list[str] = field(default_factory=lambda: ["sft", "grpo"])
-    grpo_phases: dict[str, dict] = field(default_factory=dict)
+    # The training phases in order: "sft", "grpo" (cfg.grpo as is) or "grpo:VARIANT" (cfg.grpo
+    # updated with grpo_variants[VARIANT]; a VARIANT that is not listed but names a reward preset
+    # means {rewards: VARIANT}). Each GRPO phase starts from the previous phase's adapter.
+    phases: list[str] = field(default_factory=lambda: ["sft", "grpo"])
+    grpo_variants: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -491,10 +491,10 @@ def validate(cfg: RunConfig) -> None:
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}")
-    for stage in cfg.stages:
-        kind, _, phase = stage.partition(":")
-        if kind not in ("sft", "grpo") or (kind == "sft" and phase):
-            raise ConfigError(f"stages: unknown stage {stage!r}; use sft, grpo or grpo:PHASE")
+    for phase in cfg.phases:
+        kind, _, variant = phase.partition(":")
+        if kind not in ("sft", "grpo") or (kind == "sft" and variant):
+            raise ConfigError(f"phases: unknown phase {phase!r}; use sft, grpo or grpo:VARIANT")
     problem = training_value_problem("sft", cfg.sft) or training_value_problem("grpo", cfg.grpo)
     if cfg.distill.topics > 0 or cfg.distill.corpus:
         problem = problem or training_value_problem("distill", cfg.distill) or next(
@@ -513,10 +513,10 @@ def validate(cfg: RunConfig) -> None:
     problem = problem or missing_file_problem("grpo.extra_topics", cfg.grpo.extra_topics)
     if not isinstance(cfg.eval.candidates, int) or cfg.eval.candidates < 1:
         problem = problem or f"eval.candidates={cfg.eval.candidates!r}: must be at least 1"
-    for phase in cfg.grpo_phases:  # unknown keys in a phase fail at load time
-        s = grpo_phase_settings(cfg, phase)
-        problem = problem or training_value_problem(f"grpo_phases.{phase}", s) or (
-            missing_file_problem(f"grpo_phases.{phase}.extra_topics", s.extra_topics))
+    for variant in cfg.grpo_variants:  # unknown keys in a variant fail at load time
+        s = grpo_variant_settings(cfg, variant)
+        problem = problem or training_value_problem(f"grpo_variants.{variant}", s) or (
+            missing_file_problem(f"grpo_variants.{variant}.extra_topics", s.extra_topics))
     m = cfg.model
     problem = problem or fast_inference_problem(
         m.fast_inference, m.backend, m.device, m.gpu_memory_utilization
@@ -554,21 +554,21 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def grpo_phase_settings(cfg: RunConfig, phase: str | None) -> GRPOSettings:
-    """cfg.grpo with the phase's changes applied (phase None or "" -> cfg.grpo)."""
-    if not phase:
+def grpo_variant_settings(cfg: RunConfig, variant: str | None) -> GRPOSettings:
+    """cfg.grpo with the variant's changes applied (variant None or "" -> cfg.grpo)."""
+    if not variant:
         return cfg.grpo
-    if phase in cfg.grpo_phases:
-        changes = cfg.grpo_phases[phase] or {}
-    elif phase in REWARD_PRESETS:
-        changes = {"rewards": phase}
+    if variant in cfg.grpo_variants:
+        changes = cfg.grpo_variants[variant] or {}
+    elif variant in REWARD_PRESETS:
+        changes = {"rewards": variant}
     else:
         raise ConfigError(
-            f"GRPO phase {phase!r} is neither in grpo_phases ({', '.join(cfg.grpo_phases) or 'none'}) "
+            f"GRPO variant {variant!r} is neither in grpo_variants ({', '.join(cfg.grpo_variants) or 'none'}) "
             f"nor a reward preset name ({', '.join(REWARD_PRESETS)})"
         )
     merged = deep_merge(dataclasses.asdict(cfg.grpo), changes)
-    return _build(GRPOSettings, merged, f"grpo_phases.{phase}.")
+    return _build(GRPOSettings, merged, f"grpo_variants.{variant}.")
 
 
 # -------------------- config --------------------
@@ -658,7 +658,7 @@ def apply_overrides(cfg: RunConfig, overrides: list[str] | dict) -> RunConfig:
                 cls = tp
                 valid_here = [f.name for f in dataclasses.fields(tp)]
             else:
-                cls = None  # a free-form mapping (grpo_phases, rewards): any key goes
+                cls = None  # a free-form mapping (grpo_variants, rewards): any key goes
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]

@@ -7,7 +7,6 @@ reads the artifacts of earlier stages by path (runs.py holds the layout), which 
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
@@ -37,24 +36,6 @@ NOTEBOOKS = {
     "report": "05_report.ipynb",
 }
 DEMO_PRESET = "cpu-demo"
-# Notebook helpers that lived here before stages.py; kept for one release (notebooks called
-# them as pipeline.X).
-_MOVED_TO_STAGES = (
-    "Run", "open_run", "build_data", "load_data", "evaluate_model", "evaluate_rows", "train_sft",
-    "train_grpo", "make_report", "show_data", "show_result", "show_samples", "show_training",
-    "show_report", "show_images", "data_markdown", "result_markdown", "samples_markdown",
-    "training_markdown", "report_markdown", "load_results", "elapsed",
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_STAGES:
-        return getattr(importlib.import_module("haiku_kit.stages"), name)
-    if name == "summary_table":
-        return importlib.import_module("haiku_kit.evaluate.report").summary_table
-    raise AttributeError(f"module 'haiku_kit.pipeline' has no attribute {name!r}")
-
-
 class StageFailed(HaikuKitError):
     """A stage notebook failed; names the stage, the cell and where the notebook was kept."""
 
@@ -218,7 +199,7 @@ def run_pipeline(
         src = notebook_path(stage)
         out = paths.notebooks / src.name
         if trains_nothing(stage, cfg):
-            print(f"[{i}/{len(STAGES)}] {stage}: skipped (stages: {cfg.stages})", flush=True)
+            print(f"[{i}/{len(STAGES)}] {stage}: skipped (phases: {cfg.phases})", flush=True)
             continue
         print(f"[{i}/{len(STAGES)}] {stage}: {src.name} -> {out}", flush=True)
         began = time.perf_counter()

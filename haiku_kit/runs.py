@@ -2,14 +2,15 @@
 
 ```
 RUN/config.yaml  timings.json  data/  eval/{base,sft,grpo}/  sft/adapter/  grpo/adapter/
-    grpo-PHASE/adapter/ (earlier GRPO stages of a multi-stage preset)  report/  notebooks/
+    grpo-VARIANT/adapter/ (earlier GRPO phases of a multi-phase preset)  report/  notebooks/
 ```
 
-Two kinds of stage meet here. The *pipeline stages* (STAGES: data, baseline, sft, grpo,
-report) are the notebooks `haiku-kit pipeline` runs, each reading the artifacts of earlier ones
-by path. The *training stages* are `RunConfig.stages` ("sft", "grpo", "grpo:PHASE"): what the
-sft and grpo pipeline stages train. Everything that asks "which GRPO stages", "where does GRPO
-start" or "where does stage X write" asks this module.
+Two words meet here. A *stage* is a pipeline stage (STAGES: data, baseline, sft, grpo, report):
+a notebook `haiku-kit pipeline` runs, reading the artifacts of earlier ones by path. A *phase*
+is one training run of the config's `phases` ("sft", "grpo", "grpo:VARIANT", where VARIANT names
+a `grpo_variants` entry): what the sft and grpo stages train, each phase in its own folder.
+Everything that asks "which GRPO phases", "where does GRPO start" or "where does phase X write"
+asks this module.
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ class RunPaths:
     def sft_adapter(self) -> Path:
         return self.artifact("sft_adapter")
 
-    def stage_dir(self, folder: str) -> Path:
-        """A training stage's folder (adapter/, log.jsonl, checkpoints/...): see stage_dir_name."""
+    def phase_dir(self, folder: str) -> Path:
+        """A training phase's folder (adapter/, log.jsonl, checkpoints/...): see phase_dir_name."""
         return self.root / folder
 
     def eval_dir(self, name: str) -> Path:
@@ -113,31 +114,31 @@ def run_data_dir(cfg: RunConfig) -> Path:
     return Path(cfg.data.splits_dir).expanduser() if cfg.data.splits_dir else run_root(cfg) / "data"
 
 
-# --------------------------------------------------------------------------- training stages
+# --------------------------------------------------------------------------- training phases
 
 
 def has_sft(cfg: RunConfig) -> bool:
-    return "sft" in cfg.stages
+    return "sft" in cfg.phases
 
 
-def grpo_stages(cfg: RunConfig) -> list[str]:
-    """The config's GRPO training stages in order ("grpo" or "grpo:PHASE")."""
-    return [s for s in cfg.stages if s.startswith("grpo")]
+def grpo_phases(cfg: RunConfig) -> list[str]:
+    """The config's GRPO phases in order ("grpo" or "grpo:VARIANT")."""
+    return [s for s in cfg.phases if s.startswith("grpo")]
 
 
-def phase_of(stage: str) -> str | None:
+def variant_of(phase: str) -> str | None:
     """"grpo:sparse" -> "sparse"; "grpo" -> None."""
-    return stage.partition(":")[2] or None
+    return phase.partition(":")[2] or None
 
 
-def stage_dir_name(cfg: RunConfig, stage: str) -> str:
-    """Folder name in the run folder: sft, grpo for the last GRPO stage, grpo-PHASE for earlier ones."""
-    if stage == "sft":
+def phase_dir_name(cfg: RunConfig, phase: str) -> str:
+    """Folder name in the run folder: sft, grpo for the last GRPO phase, grpo-VARIANT for earlier ones."""
+    if phase == "sft":
         return "sft"
-    stages = grpo_stages(cfg)
-    if not stages or stage == stages[-1]:
+    phases = grpo_phases(cfg)
+    if not phases or phase == phases[-1]:
         return "grpo"
-    return "grpo-" + (phase_of(stage) or str(stages.index(stage)))
+    return "grpo-" + (variant_of(phase) or str(phases.index(phase)))
 
 
 def grpo_starts_from_sft(init: str, sft_ready: bool) -> bool:
@@ -158,7 +159,7 @@ def constrained_name(name: str) -> str:
 def expected_evals(cfg: RunConfig) -> list[str]:
     """The evaluations a run of this config makes: base, then each trained model, each followed
     by its "+ constrained" row when eval.constrained is on (beside the free row, never instead)."""
-    trained = ["sft"] * has_sft(cfg) + ["grpo"] * bool(grpo_stages(cfg))
+    trained = ["sft"] * has_sft(cfg) + ["grpo"] * bool(grpo_phases(cfg))
     names = ["base"]
     for name in trained:
         names += [name, constrained_name(name)] if cfg.eval.constrained else [name]
@@ -175,8 +176,8 @@ def check_stage(stage: str) -> str:
 
 
 def trains_nothing(stage: str, cfg: RunConfig) -> bool:
-    """A training pipeline stage whose training stage the preset does not list."""
-    return (stage == "sft" and not has_sft(cfg)) or (stage == "grpo" and not grpo_stages(cfg))
+    """A training pipeline stage whose phase the preset does not list."""
+    return (stage == "sft" and not has_sft(cfg)) or (stage == "grpo" and not grpo_phases(cfg))
 
 
 def stage_inputs(stage: str, cfg: RunConfig) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from haiku_kit.config import grpo_phase_settings, load_config, resolve_config, save_config
+from haiku_kit.config import grpo_variant_settings, load_config, resolve_config, save_config
 from haiku_kit.data.splits import build_run_splits, load_eval_data, load_splits
 from haiku_kit.env import write_env_json
 from haiku_kit.errors import HaikuKitError
@@ -48,15 +48,15 @@ from haiku_kit.runs import (
     RunPaths,
     constrained_name,
     expected_evals,
-    grpo_stages,
+    grpo_phases,
     grpo_starts_from_sft,
     has_sft,
-    phase_of,
+    variant_of,
 )
 from haiku_kit.share.export import Exported, ExportError, export_run, push
 from haiku_kit.share.model_card import card_facts, render_card
 from haiku_kit.train import distill, grpo, sft
-from haiku_kit.train.common import enum_value, train_stage
+from haiku_kit.train.common import enum_value, train_phase
 
 TRY_TOPICS = ("first snow in the city", "a cat asleep in the sun", "the last train home")
 
@@ -102,15 +102,15 @@ def try_it(model: Any, tokenizer: Any, topics=TRY_TOPICS, constrained: bool = Tr
             for topic in topics]
 
 
-def save_and_share(run_dir: str | Path, stage: str = "grpo", merged: bool = False,
+def save_and_share(run_dir: str | Path, phase: str = "grpo", merged: bool = False,
                    gguf: str | None = None, push_to: str | None = None,
                    rescore: int = 32) -> Path:
-    """Model card for `stage`'s adapter; merged weights / GGUF when asked (re-scored beside the
+    """Model card for `phase`'s adapter; merged weights / GGUF when asked (re-scored beside the
     adapter, the table printed); push to `push_to` when given. Returns the folder written (or
     pushed): the adapter folder, or RUN/export/STAGE."""
     paths = RunPaths(Path(run_dir))
     if merged or gguf:
-        result: Exported = export_run(paths.root, stage=stage, merged=merged, gguf=gguf,
+        result: Exported = export_run(paths.root, phase=phase, merged=merged, gguf=gguf,
                                       repo_id=push_to, rescore=rescore)
         for kind, path in result.files.items():
             print(f"{kind}: {path}")
@@ -119,11 +119,11 @@ def save_and_share(run_dir: str | Path, stage: str = "grpo", merged: bool = Fals
                   + result.table())
         folder = result.folder
     else:
-        folder = paths.stage_dir(stage) / "adapter"
+        folder = paths.phase_dir(phase) / "adapter"
         if not (folder / "adapter_config.json").is_file():
-            raise ExportError(f"{folder}: no adapter to share (train the {stage} stage first)")
-        name = push_to or f"haiku-kit-{paths.root.name}-{stage}"
-        card = render_card(card_facts(paths.root, stage, "LoRA adapter", name))
+            raise ExportError(f"{folder}: no adapter to share (train the {phase} phase first)")
+        name = push_to or f"haiku-kit-{paths.root.name}-{phase}"
+        card = render_card(card_facts(paths.root, phase, "LoRA adapter", name))
         (folder / "README.md").write_text(card, encoding="utf-8")
         print(f"model card: {folder / 'README.md'}")
     if push_to:
@@ -165,7 +165,7 @@ def data_markdown(data_dir: str | Path, n: int = 3) -> str:
     """Rows kept by each filter, split sizes and a few example rows of the sft split."""
     splits = load_splits(str(data_dir))
     manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
-    kept = " → ".join(f"{k} {v}" for k, v in manifest.get("stages", {}).items())
+    kept = " → ".join(f"{k} {v}" for k, v in manifest.get("phases", {}).items())
     lines = [f"Rows kept by each filter: {kept}", ""] if kept else []
     lines += ["| split | rows |", "|---|---:|"]
     lines += [f"| {name} | {len(ds)} |" for name, ds in splits.items()]
@@ -187,11 +187,11 @@ def samples_markdown(result: Any, title: str = "model", n: int = 5) -> str:
     return "" if result is None else report.samples_markdown({title: result}, n)
 
 
-def training_markdown(stage_dir: str | Path, last: int = 5) -> str:
+def training_markdown(phase_dir: str | Path, last: int = 5) -> str:
     """The last few log lines of an SFT or GRPO run."""
-    log = Path(stage_dir) / "log.jsonl"
+    log = Path(phase_dir) / "log.jsonl"
     rows = log.read_text().splitlines()[-last:] if log.is_file() else []
-    return "\n".join(["```", *rows, "```"]) if rows else f"(no training log in {stage_dir})"
+    return "\n".join(["```", *rows, "```"]) if rows else f"(no training log in {phase_dir})"
 
 
 def report_markdown(report_dir: str | Path) -> str:
@@ -221,10 +221,10 @@ def show_tried(model, tokenizer, topics=TRY_TOPICS, constrained: bool = True):
     return tried
 
 
-def show_training(stage_dir: str | Path, last: int = 5) -> None:
+def show_training(phase_dir: str | Path, last: int = 5) -> None:
     """The training curves and the last few log lines."""
-    show_images(stage_dir)
-    _show_markdown(training_markdown(stage_dir, last))
+    show_images(phase_dir)
+    _show_markdown(training_markdown(phase_dir, last))
 
 
 def show_report(report_dir: str | Path) -> None:
@@ -259,7 +259,7 @@ class Run:
     cfg: Any
     paths: RunPaths
     started: float = field(default_factory=time.perf_counter)
-    resume: Any = None  # training stages: None = the newest checkpoint if any (resume.py)
+    resume: Any = None  # training phases: None = the newest checkpoint if any (resume.py)
     fresh: Any = False  # True: start over, old state moved aside; "delete": deleted
 
     def path(self, param: str, given: str | Path | None = None) -> Path:
@@ -271,7 +271,7 @@ def open_run(
     preset: str, overrides: list[str], run_dir: str | Path, resume: Any = None, fresh: Any = False
 ) -> Run:
     """Resolve the config for a stage notebook; writes RUN/config.yaml if it is not there.
-    `resume`/`fresh`: where training stages start (default: their newest checkpoint, if any)."""
+    `resume`/`fresh`: where training phases start (default: their newest checkpoint, if any)."""
     paths = RunPaths(Path(run_dir).resolve())
     paths.root.mkdir(parents=True, exist_ok=True)
     cfg = resolve_config(preset, overrides, paths.root)
@@ -318,9 +318,9 @@ def load_model(run: Run, adapter: str | Path | None = None, trainable: bool = Tr
     return load_from_config(run.cfg, adapter, trainable)
 
 
-def _needs(run: Run, stage: str, present: bool) -> None:
+def _needs(run: Run, kind: str, present: bool) -> None:
     if not present:
-        raise HaikuKitError(f"preset {run.preset!r} has no {stage} stage (stages: {run.cfg.stages}); "
+        raise HaikuKitError(f"preset {run.preset!r} trains no {kind} phase (phases: {run.cfg.phases}); "
                             f"there is nothing to train here (`haiku-kit pipeline` skips this notebook)")
 
 
@@ -350,36 +350,36 @@ def save_distill(run: Run, trainer) -> Path:
 
 
 def grpo_start(run: Run, sft_adapter: str | Path | None) -> Path | None:
-    """Where the first GRPO stage starts: `sft_adapter` when the preset trains SFT first and
+    """Where the first GRPO phase starts: `sft_adapter` when the preset trains SFT first and
     grpo.init is auto/sft (runs.grpo_starts_from_sft), else as grpo.init says (None: base)."""
-    stages = grpo_stages(run.cfg)
-    _needs(run, "GRPO", bool(stages))
+    phases = grpo_phases(run.cfg)
+    _needs(run, "GRPO", bool(phases))
     previous = None
     if grpo_starts_from_sft(run.cfg.grpo.init, has_sft(run.cfg)):
         previous = _require(Path(sft_adapter or ""), "adapter_config.json", "SFT adapter")
-    settings = grpo_phase_settings(run.cfg, phase_of(stages[0]))
+    settings = grpo_variant_settings(run.cfg, variant_of(phases[0]))
     return grpo.start_adapter(run.cfg, settings, None, previous)
 
 
 def grpo_trainer(run: Run, model, tokenizer, data_dir: str | Path, start: Path | None):
-    """Stage 04: the trl.GRPOTrainer of the preset's first GRPO stage (the model loaded from
+    """Stage 04: the trl.GRPOTrainer of the preset's first GRPO phase (the model loaded from
     `start`), ready for trainer.train()."""
-    stages = grpo_stages(run.cfg)
-    _needs(run, "GRPO", bool(stages))
-    return grpo.grpo_trainer(run.cfg, model, tokenizer, load_data(data_dir), phase_of(stages[0]),
+    phases = grpo_phases(run.cfg)
+    _needs(run, "GRPO", bool(phases))
+    return grpo.grpo_trainer(run.cfg, model, tokenizer, load_data(data_dir), variant_of(phases[0]),
                              start, run.resume, run.fresh)
 
 
 def save_grpo(run: Run, trainer, data_dir: str | Path) -> Path:
-    """After trainer.train(): save the first GRPO stage, then train any later GRPO stages of
+    """After trainer.train(): save the first GRPO phase, then train any later GRPO phases of
     the preset (e.g. ref-full's sparse -> dense), each from the previous adapter. Returns
-    RUN/grpo/adapter, the last stage's."""
+    RUN/grpo/adapter, the last phase's."""
     adapter = grpo.save_grpo(run.cfg, trainer)
-    later = grpo_stages(run.cfg)[1:]
+    later = grpo_phases(run.cfg)[1:]
     if later:
-        print(f"training the preset's later GRPO stages {later} from {adapter}")
-        resume = run.resume if run.resume in (None, "latest") else None  # a path: stage 1 only
-        adapter = grpo.run_grpo_stages(run.cfg, load_data(data_dir), adapter, later, resume,
+        print(f"training the preset's later GRPO phases {later} from {adapter}")
+        resume = run.resume if run.resume in (None, "latest") else None  # a path: the first phase only
+        adapter = grpo.run_grpo_phases(run.cfg, load_data(data_dir), adapter, later, resume,
                                        run.fresh)
     return adapter
 
@@ -396,24 +396,24 @@ def show_args(trainer) -> None:
 def train_sft(run: Run, data_dir: str | Path) -> Path | None:
     """Load, build, train and save SFT in one call (None when the preset has no SFT)."""
     if not has_sft(run.cfg):
-        print(f"this preset has no SFT stage (stages: {run.cfg.stages}); skipped")
+        print(f"this preset trains no SFT phase (phases: {run.cfg.phases}); skipped")
         return None
     model, tokenizer = load_model(run)
     trainer = sft_trainer(run, model, tokenizer, data_dir)
-    train_stage(trainer)
+    train_phase(trainer)
     return distill.distil_after_sft(run.cfg, model, tokenizer, save_sft(run, trainer),
                                     load_data(data_dir), run.resume, run.fresh)
 
 
 def train_grpo(run: Run, data_dir: str | Path, sft_adapter: str | Path | None) -> Path | None:
-    """Every GRPO stage of the preset in one call (None when it has none)."""
-    if not grpo_stages(run.cfg):
-        print(f"this preset has no GRPO stage (stages: {run.cfg.stages}); skipped")
+    """Every GRPO phase of the preset in one call (None when it has none)."""
+    if not grpo_phases(run.cfg):
+        print(f"this preset trains no GRPO phase (phases: {run.cfg.phases}); skipped")
         return None
     start = grpo_start(run, sft_adapter)
     model, tokenizer = load_model(run, adapter=start)
     trainer = grpo_trainer(run, model, tokenizer, data_dir, start)
-    train_stage(trainer)
+    train_phase(trainer)
     return save_grpo(run, trainer, data_dir)
 
 
@@ -423,13 +423,13 @@ def train_grpo(run: Run, data_dir: str | Path, sft_adapter: str | Path | None) -
 def evaluate_model(run: Run, name: str, data_dir: str | Path, adapter: str | Path | None = None,
                    constrained: bool = False):
     """Generate for the first eval.n_prompts eval prompts with the base model (+ adapter), score
-    and save to RUN/eval/NAME. A trained model whose stage was skipped (adapter None) -> None.
+    and save to RUN/eval/NAME. A trained model whose phase was skipped (adapter None) -> None.
 
     constrained=True decodes with the syllable-constrained decoder into the row
     "NAME + constrained", beside the free row; it runs only where the preset's
     eval.constrained is on (else None)."""
     if adapter is None and name != "base":
-        print(f"no '{name}' model in this run (stages: {run.cfg.stages}); nothing to evaluate")
+        print(f"no '{name}' model in this run (phases: {run.cfg.phases}); nothing to evaluate")
         return None
     if constrained:
         if not run.cfg.eval.constrained:
@@ -470,7 +470,7 @@ def make_report(run: Run, results: dict[str, str | Path]) -> Path:
                                        "result.json", f"'{name}' eval"))
         for name in expected_evals(run.cfg)
     }
-    samples = run.paths.stage_dir("grpo") / "samples.jsonl"
+    samples = run.paths.phase_dir("grpo") / "samples.jsonl"
     curve = learning_curve(samples) if samples.is_file() else None
     report.write_report(loaded, run.paths.report, curve=curve)
     return run.paths.report

@@ -66,7 +66,7 @@ push_to: str = ""  # Hub repo (user/name) to upload to (empty: nothing is upload
 from haiku_kit import stages
 
 run = stages.open_run(preset, overrides, run_dir, resume, fresh)
-print(f"run folder: {run.paths.root}\nstages: {run.cfg.stages}")
+print(f"run folder: {run.paths.root}\nstages: {run.cfg.phases}")
 
 # %% [markdown]
 # ## 1 · Data
@@ -97,11 +97,11 @@ trainer = stages.sft_trainer(run, model, tokenizer, data_dir)
 stages.show_args(trainer)
 
 # %%
-trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from step 0
+trainer.train(resume_from_checkpoint=trainer.kit_phase.resume)  # None: from step 0
 
 # %%
 sft_adapter = stages.save_sft(run, trainer)
-stages.show_training(run.paths.stage_dir("sft"))
+stages.show_training(run.paths.phase_dir("sft"))
 
 # %% [markdown]
 # Self-distillation, when the preset asks (`distill.topics` > 0): the SFT model writes poems for
@@ -114,7 +114,7 @@ for round_ in range(1, run.cfg.distill.rounds + 1):
     distill_trainer = stages.distill_trainer(run, model, tokenizer, data_dir, round_)
     if distill_trainer is None:  # the preset does not distil
         break
-    distill_trainer.train(resume_from_checkpoint=distill_trainer.kit_stage.resume)
+    distill_trainer.train(resume_from_checkpoint=distill_trainer.kit_phase.resume)
     sft_adapter = stages.save_distill(run, distill_trainer)
 
 # %%
@@ -134,11 +134,11 @@ trainer = stages.grpo_trainer(run, model, tokenizer, data_dir, start)
 stages.show_args(trainer)
 
 # %%
-trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from step 0
+trainer.train(resume_from_checkpoint=trainer.kit_phase.resume)  # None: from step 0
 
 # %%
 grpo_adapter = stages.save_grpo(run, trainer, data_dir)
-stages.show_training(run.paths.stage_dir("grpo"))
+stages.show_training(run.paths.phase_dir("grpo"))
 grpo = stages.evaluate_model(run, "grpo", data_dir, adapter=grpo_adapter)
 stages.show_result(grpo, "SFT→GRPO")
 stages.evaluate_model(run, "grpo", data_dir, adapter=grpo_adapter, constrained=True)

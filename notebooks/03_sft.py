@@ -81,7 +81,7 @@ stages.show_args(trainer)
 # ## Train
 
 # %%
-trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from step 0
+trainer.train(resume_from_checkpoint=trainer.kit_phase.resume)  # None: from step 0
 
 # %% [markdown]
 # ## Save the adapter
@@ -90,7 +90,7 @@ trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from ste
 
 # %%
 sft_adapter = stages.save_sft(run, trainer)
-stages.show_training(run.paths.stage_dir("sft"))
+stages.show_training(run.paths.phase_dir("sft"))
 
 # %% [markdown]
 # ## Self-distillation (presets with `distill.topics` > 0 or a `distill.corpus`)
@@ -116,9 +116,9 @@ for round_ in range(1, run.cfg.distill.rounds + 1):
     if distill_trainer is None:  # the preset does not distil
         break
     stages.show_args(distill_trainer)
-    distill_trainer.train(resume_from_checkpoint=distill_trainer.kit_stage.resume)
+    distill_trainer.train(resume_from_checkpoint=distill_trainer.kit_phase.resume)
     sft_adapter = stages.save_distill(run, distill_trainer)
-    stages.show_training(distill_trainer.kit_stage.folder)
+    stages.show_training(distill_trainer.kit_phase.folder)
 
 # %% [markdown]
 # ## Evaluate the SFT model

@@ -91,7 +91,7 @@ stages.show_args(trainer)
 # ## Train
 
 # %%
-trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from step 0
+trainer.train(resume_from_checkpoint=trainer.kit_phase.resume)  # None: from step 0
 
 # %% [markdown]
 # ## Save the adapter
@@ -101,7 +101,7 @@ trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)  # None: from ste
 
 # %%
 grpo_adapter = stages.save_grpo(run, trainer, data_dir)
-stages.show_training(run.paths.stage_dir("grpo"))
+stages.show_training(run.paths.phase_dir("grpo"))
 
 # %% [markdown]
 # ## Evaluate the SFT→GRPO model

@@ -7,7 +7,7 @@ import pytest
 from haiku_kit.config import (
     RunConfig,
     apply_overrides,
-    grpo_phase_settings,
+    grpo_variant_settings,
     list_presets,
     load_config,
     load_preset,
@@ -25,7 +25,7 @@ def test_every_required_preset_is_packaged_and_loads():
     assert REQUIRED <= set(list_presets())
     for name in list_presets():
         cfg = load_preset(name)
-        assert isinstance(cfg, RunConfig) and cfg.name == name and cfg.stages
+        assert isinstance(cfg, RunConfig) and cfg.name == name and cfg.phases
 
 
 def test_reference_variants_inherit_the_h100_hyperparameters():
@@ -37,21 +37,21 @@ def test_reference_variants_inherit_the_h100_hyperparameters():
         assert cfg.grpo.learning_rate == 5e-6 and cfg.grpo.lr_scheduler_type == "cosine"
         assert cfg.grpo.warmup_ratio == 0.1 and cfg.grpo.max_grad_norm == 0.1
         assert 4 <= cfg.grpo.num_generations <= 8
-    assert load_preset("ref-sft-only").stages == ["sft"]
-    assert load_preset("ref-rl-only-sparse").stages == ["grpo:sparse"]
+    assert load_preset("ref-sft-only").phases == ["sft"]
+    assert load_preset("ref-rl-only-sparse").phases == ["grpo:sparse"]
     assert load_preset("ref-rl-only-sparse").grpo.init == "base"
-    assert load_preset("ref-full").stages == ["sft", "grpo:sparse", "grpo:dense"]
+    assert load_preset("ref-full").phases == ["sft", "grpo:sparse", "grpo:dense"]
 
 
 def test_grpo_phases_resolve_to_reward_specs():
     cfg = load_preset("ref-full")
-    assert grpo_phase_settings(cfg, "sparse").rewards == "sparse"
-    assert grpo_phase_settings(cfg, "dense").rewards == "dense"
-    # a phase not listed in grpo_phases but named like a reward preset means {rewards: NAME}
+    assert grpo_variant_settings(cfg, "sparse").rewards == "sparse"
+    assert grpo_variant_settings(cfg, "dense").rewards == "dense"
+    # a variant not listed in grpo_variants but named like a reward preset means {rewards: NAME}
     dense = load_preset("ref-sft-grpo-dense")
-    assert grpo_phase_settings(dense, "dense").rewards == "dense"
-    with pytest.raises(ConfigError, match="neither in grpo_phases"):
-        grpo_phase_settings(dense, "nonsense")
+    assert grpo_variant_settings(dense, "dense").rewards == "dense"
+    with pytest.raises(ConfigError, match="neither in grpo_variants"):
+        grpo_variant_settings(dense, "nonsense")
 
 
 def test_cpu_presets_are_small():
@@ -79,12 +79,12 @@ def test_overrides_parse_yaml_scalars_and_dotted_paths():
     cfg = apply_overrides(
         load_preset("cpu-demo"),
         ["grpo.max_steps=2", "sft.learning_rate=1e-4", "grpo.mask_truncated_completions=true",
-         "stages=[sft, grpo:sparse]", "grpo_phases.sparse.max_steps=3", "model.lora.r=8",
+         "phases=[sft, grpo:sparse]", "grpo_variants.sparse.max_steps=3", "model.lora.r=8",
          "data.splits_dir=null", "grpo.rewards={names: [haiku_reward], weights: [2]}"],
     )
     assert cfg.grpo.max_steps == 2 and cfg.sft.learning_rate == 1e-4
     assert cfg.grpo.mask_truncated_completions is True and cfg.model.lora.r == 8
-    assert cfg.stages == ["sft", "grpo:sparse"] and grpo_phase_settings(cfg, "sparse").max_steps == 3
+    assert cfg.phases == ["sft", "grpo:sparse"] and grpo_variant_settings(cfg, "sparse").max_steps == 3
     assert cfg.grpo.rewards == {"names": ["haiku_reward"], "weights": [2]}
     # the preset itself is untouched
     assert load_preset("cpu-demo").grpo.max_steps != 2
@@ -114,7 +114,7 @@ def test_unknown_override_key_names_it_and_lists_valid_keys(override, named, lis
 @pytest.mark.parametrize(
     "override",
     ["grpo.max_steps=abc", "grpo.max_steps=1.5", "model.load_in_4bit=maybe", "model.backend=tpu",
-     "stages=[sft, rlhf]", "grpo.collapse.action=panic", "no_equals_sign"],
+     "phases=[sft, rlhf]", "grpo.collapse.action=panic", "no_equals_sign"],
 )
 def test_bad_override_values_are_config_errors(override):
     with pytest.raises(ConfigError):

@@ -122,7 +122,7 @@ def test_the_install_cell_is_the_one_generated_source(path: Path):
 def test_training_notebooks_show_the_real_trainer_and_train_in_their_own_cell():
     for name in ("03_sft.py", "04_grpo.py", "00_quickstart.py"):
         code = [c.source.strip() for c in jupytext.read(NB_DIR / name).cells if c.cell_type == "code"]
-        train = "trainer.train(resume_from_checkpoint=trainer.kit_stage.resume)"
+        train = "trainer.train(resume_from_checkpoint=trainer.kit_phase.resume)"
         cells = [c for c in code if c.splitlines()[0].split("  #")[0] == train]
         assert len(cells) >= 1 and all(len(c.splitlines()) == 1 for c in cells), (
             f"{name}: {train} (it resumes the newest checkpoint, if any) needs its own cell"
@@ -168,7 +168,7 @@ class _StagesCalls(ast.NodeVisitor):
         self.names: set[str] = set()
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if isinstance(node.value, ast.Name) and node.value.id == "stages":
+        if isinstance(node.value, ast.Name) and node.value.id == "phases":
             self.names.add(node.attr)
         self.generic_visit(node)
 

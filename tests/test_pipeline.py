@@ -61,7 +61,7 @@ def test_resume_without_artifacts_names_what_is_missing(tmp_path, fake_notebooks
 
 def test_a_training_stage_the_preset_lacks_is_skipped(tmp_path, fake_notebooks, capsys):
     calls, _ = fake_notebooks
-    pipeline.run_pipeline(SMOKE, ["stages=[grpo]", "grpo.init=base"], tmp_path / "run")
+    pipeline.run_pipeline(SMOKE, ["phases=[grpo]", "grpo.init=base"], tmp_path / "run")
     assert [stage for stage, _ in calls] == ["data", "baseline", "grpo", "report"]
     assert "sft: skipped" in capsys.readouterr().out
 

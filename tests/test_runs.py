@@ -15,12 +15,12 @@ def test_artifacts_follow_the_presets_stages():
     assert runs.stage_inputs("grpo", demo) == ("data_dir", "sft_adapter")
     assert runs.expected_evals(demo) == ["base", "sft", "grpo"]
 
-    rl_only = resolve_config("cpu-demo", ["stages=[grpo]"], "runs/x")
+    rl_only = resolve_config("cpu-demo", ["phases=[grpo]"], "runs/x")
     assert runs.stage_inputs("grpo", rl_only) == ("data_dir",)
     assert runs.stage_inputs("report", rl_only) == ("base_result", "grpo_result")
     assert runs.stage_outputs("sft", rl_only) == []
 
-    sft_only = resolve_config("cpu-demo", ["stages=[sft]", "eval.constrained=false"], "runs/x")
+    sft_only = resolve_config("cpu-demo", ["phases=[sft]", "eval.constrained=false"], "runs/x")
     assert runs.expected_evals(sft_only) == ["base", "sft"]
     both = resolve_config("cpu-demo", ["eval.constrained=true"], "runs/x")
     assert runs.expected_evals(both) == ["base", "sft", "sft + constrained",
@@ -33,11 +33,11 @@ def test_artifacts_follow_the_presets_stages():
 
 def test_grpo_stage_folders_and_phases():
     cfg = load_preset("ref-full")
-    assert runs.grpo_stages(cfg) == ["grpo:sparse", "grpo:dense"]
-    assert [runs.stage_dir_name(cfg, s) for s in cfg.stages] == ["sft", "grpo-sparse", "grpo"]
-    assert [runs.phase_of(s) for s in cfg.stages] == [None, "sparse", "dense"]
+    assert runs.grpo_phases(cfg) == ["grpo:sparse", "grpo:dense"]
+    assert [runs.phase_dir_name(cfg, s) for s in cfg.phases] == ["sft", "grpo-sparse", "grpo"]
+    assert [runs.variant_of(s) for s in cfg.phases] == [None, "sparse", "dense"]
     assert runs.has_sft(cfg) and not runs.has_sft(load_preset("ref-rl-only-sparse"))
-    assert runs.stage_dir_name(load_preset("cpu-demo"), "grpo") == "grpo"
+    assert runs.phase_dir_name(load_preset("cpu-demo"), "grpo") == "grpo"
 
 
 def test_the_one_rule_for_where_grpo_starts():

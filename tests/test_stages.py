@@ -42,17 +42,9 @@ def test_data_stage_copies_an_existing_splits_folder(tmp_path):
     assert "| eval |" in stages.data_markdown(data_dir)
 
 
-def test_old_pipeline_names_still_reach_the_stage_helpers():
-    from haiku_kit import pipeline
-
-    assert pipeline.open_run is stages.open_run and pipeline.show_result is stages.show_result
-    with pytest.raises(AttributeError):
-        pipeline.no_such_helper  # noqa: B018
-
-
-def test_a_preset_without_the_stage_says_so(tmp_path):
-    run = stages.open_run("cpu-smoke", ["stages=[grpo]"], tmp_path / "run")
-    with pytest.raises(HaikuKitError, match="has no SFT stage"):
+def test_a_preset_without_the_phase_says_so(tmp_path):
+    run = stages.open_run("cpu-smoke", ["phases=[grpo]"], tmp_path / "run")
+    with pytest.raises(HaikuKitError, match="trains no SFT phase"):
         stages.sft_trainer(run, None, None, tmp_path)
 
 
@@ -114,7 +106,7 @@ def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatc
 def test_report_puts_constrained_rows_beside_the_free_ones(tmp_path):
     from haiku_kit.evaluate.scoring import evaluate
 
-    run = stages.open_run("cpu-smoke", ["stages=[sft]", "eval.constrained=true"], tmp_path / "run")
+    run = stages.open_run("cpu-smoke", ["phases=[sft]", "eval.constrained=true"], tmp_path / "run")
     poem = "autumn rain taps slow\non the roof of the tool shed\nrust blooms on the rake"
     for name in ("base", "sft", "sft + constrained"):
         evaluate([poem], ["autumn rain"], similarity=False, n_boot=20).save(run.paths.eval_dir(name))

@@ -23,7 +23,7 @@ def test_every_shipped_preset_passes(preset):
         ("sft.per_device_train_batch_size=0", "sft.per_device_train_batch_size=0: must be"),
         ("grpo.save_steps=0", "grpo.save_steps=0: must be a whole number of at least 1"),
         ("sft.warmup_ratio=1.5", "sft.warmup_ratio=1.5: must be at least 0 and below 1"),
-        ("grpo_phases={a: {max_steps: 0}}", "grpo_phases.a.max_steps=0: must be a positive"),
+        ("grpo_variants={a: {max_steps: 0}}", "grpo_variants.a.max_steps=0: must be a positive"),
     ],
 )
 def test_bad_numbers_are_one_line(override, message):

@@ -55,8 +55,8 @@ class FilterReport:
         raise KeyError(f"no filter step named {step!r} in this report")
 
     def to_dict(self) -> dict[str, Any]:
-        # "stages" is the manifest.json key older run folders were written with.
-        return {"stages": dict(self.steps), "bad_rows": self.bad_rows}
+        # "phases" is the manifest.json key older run folders were written with.
+        return {"phases": dict(self.steps), "bad_rows": self.bad_rows}
 
     def __str__(self) -> str:
         width = max((len(name) for name, _ in self.steps), default=5)

@@ -263,7 +263,7 @@ def _save(dd, out_dir: Path, report: FilterReport, settings: dict[str, Any]) -> 
     manifest = {
         "haiku_kit_version": __version__,
         **settings,
-        "stages": report.to_dict()["stages"],
+        "phases": report.to_dict()["phases"],
         "bad_rows": report.bad_rows,
         "splits": {name: len(split) for name, split in dd.items()},
         "topics": {name: len({normalize(t) for t in split["topic"]})

@@ -49,7 +49,6 @@ from haiku_kit.generate.write import (
     SamplingSettings,
     generate,
     loaded_model,
-    write_haiku,  # noqa: F401 - evaluate.write_haiku: kept for one release
 )
 from haiku_kit.verify import haiku as hk
 from haiku_kit.verify.text import COPY_THRESHOLD, PATTERN, copy_fraction, prompt_text

@@ -1,7 +1,7 @@
 """Export a trained run: merged 16-bit weights and/or a GGUF, a model card, an optional push.
 
-`export_run(RUN)` loads the run's base model with its stage's adapter, writes what was asked for
-into RUN/export/<stage>/ (or `out`), writes the model card beside it, and re-scores what it wrote
+`export_run(RUN)` loads the run's base model with its phase's adapter, writes what was asked for
+into RUN/export/<phase>/ (or `out`), writes the model card beside it, and re-scores what it wrote
 on the run's first eval prompts next to the adapter itself: merged and converted models have
 been seen to drift from their adapters, and the table makes any drift visible.
 """
@@ -73,10 +73,10 @@ def _valid_share(model, tokenizer, rows: list[dict], seed: int) -> float:
     return evaluate(gens, [r["topic"] for r in rows], similarity=False).haiku_score
 
 
-def export_run(run: str | Path, stage: str = "grpo", merged: bool = True, gguf: str | None = None,
+def export_run(run: str | Path, phase: str = "grpo", merged: bool = True, gguf: str | None = None,
                out: str | Path | None = None, repo_id: str | None = None,
                rescore: int = 32) -> Exported:
-    """Write the merged model and/or a GGUF of ``stage``'s adapter, plus its model card.
+    """Write the merged model and/or a GGUF of ``phase``'s adapter, plus its model card.
 
     gguf: one of GGUF_TYPES or None. On the hf backend a GGUF needs the embedded base (its
     GGUF is the template for metadata and tokenizer); Unsloth writes GGUFs through llama.cpp.
@@ -84,9 +84,9 @@ def export_run(run: str | Path, stage: str = "grpo", merged: bool = True, gguf: 
     (0: none).
     """
     paths = RunPaths(Path(run))
-    adapter = paths.stage_dir(stage) / "adapter"
+    adapter = paths.phase_dir(phase) / "adapter"
     if not (adapter / "adapter_config.json").is_file():
-        raise ExportError(f"{adapter}: no adapter to export (train the {stage} stage first)")
+        raise ExportError(f"{adapter}: no adapter to export (train the {phase} phase first)")
     if gguf is not None and gguf not in GGUF_TYPES:
         raise ExportError(f"--gguf {gguf!r}: use one of {', '.join(GGUF_TYPES)}")
     if not merged and gguf is None:
@@ -96,7 +96,7 @@ def export_run(run: str | Path, stage: str = "grpo", merged: bool = True, gguf: 
         # LoRA leaves the embedding alone, so the adapter fits the full-vocabulary model, which
         # is what llama.cpp, Ollama and the hub expect (and whose GGUF is the template).
         cfg.model.name = EMBEDDED
-    folder = Path(out) if out else paths.root / "export" / stage
+    folder = Path(out) if out else paths.root / "export" / phase
     folder.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_from_config(cfg, adapter, trainable=False)
     result = Exported(folder)
@@ -117,8 +117,8 @@ def export_run(run: str | Path, stage: str = "grpo", merged: bool = True, gguf: 
                 result.files["gguf"] = write_gguf(_plain_merged(model), _embedded_template(Path(tmp)),
                                                   folder / f"model-{gguf}.gguf", gguf)
     kind = f"GGUF {gguf}" if gguf and not merged else "merged 16-bit"
-    name = repo_id or f"haiku-kit-{paths.root.name}-{stage}"
-    card = render_card(card_facts(paths.root, stage, kind, name))
+    name = repo_id or f"haiku-kit-{paths.root.name}-{phase}"
+    card = render_card(card_facts(paths.root, phase, kind, name))
     result.files["card"] = folder / "README.md"
     result.files["card"].write_text(card, encoding="utf-8")
 

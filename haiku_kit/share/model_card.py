@@ -55,7 +55,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _rewards(effective: dict) -> dict[str, float]:
-    """{name: weight} from a GRPO stage's effective.yaml ``rewards: {names, weights}``."""
+    """{name: weight} from a GRPO phase's effective.yaml ``rewards: {names, weights}``."""
     spec = effective.get("rewards") or {}
     names = spec.get("names") or []
     weights = spec.get("weights") or [1.0] * len(names)
@@ -80,8 +80,8 @@ def usage_snippet(kind: str, repo_id: str, base_model: str) -> str:
         return (f"```bash\nllama-cli -hf {repo_id} -p \"Write a haiku about autumn rain\"\n"
                 f"# or: ollama run hf.co/{repo_id}\n```")
     if kind == "LoRA adapter":
-        return ("```python\nfrom haiku_kit.evaluate.scoring import write_haiku\n"
-                f"print(write_haiku(\"autumn rain\", adapter=\"{repo_id}\").poem)\n"
+        return ("```python\nfrom haiku_kit.generate.write import write_haiku\n"
+                f"print(write_haiku(\"autumn rain\", model=\"{base_model}\", adapter=\"{repo_id}\").poem)\n"
                 "# or with peft: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("
                 f"\"{base_model}\"), \"{repo_id}\")\n```")
     return ("```python\nfrom transformers import pipeline\n"
@@ -89,11 +89,11 @@ def usage_snippet(kind: str, repo_id: str, base_model: str) -> str:
             "pipe([{\"role\": \"user\", \"content\": \"Write a haiku about autumn rain\"}])\n```")
 
 
-def card_facts(run: str | Path, stage: str, kind: str, repo_id: str) -> CardFacts:
-    """Read the facts of ``stage`` (``sft`` or ``grpo``) of a finished run folder."""
+def card_facts(run: str | Path, phase: str, kind: str, repo_id: str) -> CardFacts:
+    """Read the facts of ``phase`` (``sft`` or ``grpo``) of a finished run folder."""
     run = Path(run)
     config = _read_yaml(run / "config.yaml")
-    adapter_cfg = _read_json(run / stage / "adapter" / "adapter_config.json")
+    adapter_cfg = _read_json(run / phase / "adapter" / "adapter_config.json")
     base = (adapter_cfg.get("base_model_name_or_path")
             or (config.get("model") or {}).get("name") or "unknown")
     manifest = _read_json(run / "data" / "manifest.json")
@@ -103,7 +103,7 @@ def card_facts(run: str | Path, stage: str, kind: str, repo_id: str) -> CardFact
     for name in sorted(p.parent.name for p in run.glob("*/effective.yaml")):
         effective = _read_yaml(run / name / "effective.yaml")
         hyper[name] = {k: effective[k] for k in KEY_HYPERPARAMETERS if k in effective}
-        if name == stage and "rewards" in effective:
+        if name == phase and "rewards" in effective:
             rewards = _rewards(effective)
     return CardFacts(
         model_name=repo_id.split("/")[-1], base_model=str(base), kind=kind, data=data,
@@ -131,10 +131,10 @@ def render_card(facts: CardFacts) -> str:
     lines += _kv_lines(facts.data) or ["- not recorded in the run folder"]
     lines += ["", "## Rewards (GRPO)", ""]
     lines += ([f"- `{n}` × {w:g}" for n, w in facts.rewards.items()]
-              or ["- no GRPO stage in this run"])
+              or ["- no GRPO phase in this run"])
     lines += ["", "## Hyperparameters (as the trainer used them)", ""]
-    for stage, values in facts.hyperparameters.items():
-        lines += [f"**{stage}**", ""] + _kv_lines(values) + [""]
+    for phase, values in facts.hyperparameters.items():
+        lines += [f"**{phase}**", ""] + _kv_lines(values) + [""]
     if not facts.hyperparameters:
         lines += ["- not recorded in the run folder", ""]
     lines += ["## Evaluation", "", facts.eval_table or "No evaluation in this run folder.", "",

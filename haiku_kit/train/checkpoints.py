@@ -1,7 +1,7 @@
-"""Where a training stage starts, without ever deleting a user's training state.
+"""Where a training phase starts, without ever deleting a user's training state.
 
-A stage folder holds checkpoints/checkpoint-N/ and logs (log.jsonl, samples.jsonl...). Rerunning
-a stage:
+A phase folder holds checkpoints/checkpoint-N/ and logs (log.jsonl, samples.jsonl...). Rerunning
+a phase:
 - resumes from its newest complete checkpoint by default (as open-r1 does) and says so;
 - `resume="latest"` insists on one (an error when there is none); a path resumes from it;
 - `fresh=True` starts over and moves the old checkpoints and logs aside into
@@ -32,7 +32,7 @@ __all__ = [
     "checkpoint_step",
     "choose_checkpoint",
     "find_checkpoint",
-    "prepare_stage",
+    "prepare_phase",
     "rerun_command",
     "resolve_checkpoint",
 ]
@@ -55,12 +55,12 @@ def checkpoint_step(path: Path) -> int | None:
     return step if isinstance(step, int) else None
 
 
-def find_checkpoint(stage_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint-N under stage_dir or stage_dir/checkpoints; a folder left
+def find_checkpoint(phase_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint-N under phase_dir or phase_dir/checkpoints; a folder left
     half-written by a killed save is passed over (and kept)."""
-    stage_dir = Path(stage_dir)
+    phase_dir = Path(phase_dir)
     found = []
-    for folder in (stage_dir, stage_dir / "checkpoints"):
+    for folder in (phase_dir, phase_dir / "checkpoints"):
         if folder.is_dir():
             for path in folder.iterdir():
                 m = CHECKPOINT_RE.match(path.name)
@@ -73,14 +73,14 @@ def find_checkpoint(stage_dir: str | Path) -> Path | None:
     return None
 
 
-def resolve_checkpoint(resume: str | Path, stage_dir: Path) -> Path:
-    """ "latest" -> the newest checkpoint of the stage; a path -> that checkpoint (or the newest
+def resolve_checkpoint(resume: str | Path, phase_dir: Path) -> Path:
+    """ "latest" -> the newest checkpoint of the phase; a path -> that checkpoint (or the newest
     one inside it). ModelLoadError naming what is missing otherwise."""
     if str(resume) == "latest":
-        found = find_checkpoint(stage_dir)
+        found = find_checkpoint(phase_dir)
         if found is None:
             raise ModelLoadError(
-                f"--resume latest: {stage_dir / 'checkpoints'} holds no complete checkpoint-N; "
+                f"--resume latest: {phase_dir / 'checkpoints'} holds no complete checkpoint-N; "
                 "run without --resume to start"
             )
         return found
@@ -107,9 +107,9 @@ class StageStart:
 
 
 def choose_checkpoint(
-    stage_dir: str | Path, resume: str | Path | bool | None = None, fresh: bool | str = False
+    phase_dir: str | Path, resume: str | Path | bool | None = None, fresh: bool | str = False
 ) -> Path | None:
-    """The checkpoint a stage will resume from (None: a fresh start), checking the arguments;
+    """The checkpoint a phase will resume from (None: a fresh start), checking the arguments;
     changes nothing on disk, so it can run before the model loads. resume: None (default: the
     newest checkpoint if any), "latest" or True (one must exist), a checkpoint path, or False."""
     if fresh not in FRESH_CHOICES:
@@ -118,58 +118,58 @@ def choose_checkpoint(
         raise ConfigError("--resume and --fresh cannot be used together")
     if fresh or resume is False:
         return None
-    stage_dir = Path(stage_dir)
+    phase_dir = Path(phase_dir)
     if resume:
-        return resolve_checkpoint("latest" if resume is True else resume, stage_dir)
-    return find_checkpoint(stage_dir)
+        return resolve_checkpoint("latest" if resume is True else resume, phase_dir)
+    return find_checkpoint(phase_dir)
 
 
-def prepare_stage(
-    stage_dir: str | Path, resume: str | Path | bool | None = None, fresh: bool | str = False
+def prepare_phase(
+    phase_dir: str | Path, resume: str | Path | bool | None = None, fresh: bool | str = False
 ) -> StageStart:
-    """Decide where the stage starts (choose_checkpoint) and make its folder ready: trim the logs
+    """Decide where the phase starts (choose_checkpoint) and make its folder ready: trim the logs
     when resuming, else move old state aside (deleted only when fresh="delete")."""
-    stage_dir = Path(stage_dir)
-    checkpoint = choose_checkpoint(stage_dir, resume, fresh)
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    phase_dir = Path(phase_dir)
+    checkpoint = choose_checkpoint(phase_dir, resume, fresh)
+    phase_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None:
         step = checkpoint_step(checkpoint) or 0
-        redone = _trim_step_logs(stage_dir, step)
+        redone = _trim_step_logs(phase_dir, step)
         how = "as asked" if resume else "by default; pass --fresh to start over"
-        message = f"resuming {stage_dir.name} from {checkpoint} (step {step}, {how})"
+        message = f"resuming {phase_dir.name} from {checkpoint} (step {step}, {how})"
         print(message, file=sys.stderr, flush=True)
         return StageStart(str(checkpoint), None, redone, message)
-    old = [stage_dir / n for n in ("checkpoints", *STATE_FILES) if (stage_dir / n).exists()]
+    old = [phase_dir / n for n in ("checkpoints", *STATE_FILES) if (phase_dir / n).exists()]
     moved = None
     if not old:
-        message = f"starting {stage_dir.name}"
+        message = f"starting {phase_dir.name}"
     elif fresh == "delete":
         for path in old:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-        message = f"starting {stage_dir.name} fresh; its old checkpoints and logs were deleted"
+        message = f"starting {phase_dir.name} fresh; its old checkpoints and logs were deleted"
     else:
-        moved = _move_aside(stage_dir, old)
-        message = f"starting {stage_dir.name} fresh; its old checkpoints and logs are in {moved}"
+        moved = _move_aside(phase_dir, old)
+        message = f"starting {phase_dir.name} fresh; its old checkpoints and logs are in {moved}"
     print(message, file=sys.stderr, flush=True)
     return StageStart(None, moved, 0, message)
 
 
-def _move_aside(stage_dir: Path, old: list[Path]) -> Path:
+def _move_aside(phase_dir: Path, old: list[Path]) -> Path:
     base = time.strftime("checkpoints.old-%Y%m%d-%H%M%S")
-    aside, n = stage_dir / base, 1
+    aside, n = phase_dir / base, 1
     while aside.exists():
-        aside, n = stage_dir / f"{base}-{n}", n + 1
+        aside, n = phase_dir / f"{base}-{n}", n + 1
     aside.mkdir()
     for path in old:
         path.rename(aside / path.name)
     return aside
 
 
-def _trim_step_logs(stage_dir: Path, step: int) -> int:
+def _trim_step_logs(phase_dir: Path, step: int) -> int:
     """Move log lines of steps after `step` (they will be trained again) to *.redone.jsonl."""
     moved = 0
     for name in _STEP_LOGS:
-        path = stage_dir / name
+        path = phase_dir / name
         if not path.is_file():
             continue
         keep, redo = [], []

@@ -1,9 +1,9 @@
-"""TRL plumbing SFT and GRPO share: trainer arguments, checkpoints and resuming, the stage
+"""TRL plumbing SFT and GRPO share: trainer arguments, checkpoints and resuming, the phase
 folder, the record of the settings the trainer really used, and the CPU log-prob kernel.
 
-A training stage is built (sft.sft_trainer / grpo.grpo_trainer), trained (`trainer.train()`,
-or `train_stage` which also saves a checkpoint on Ctrl-C) and saved (sft.save_sft /
-grpo.save_grpo). What the saving step needs is kept on the trainer as `trainer.kit_stage`.
+A training phase is built (sft.sft_trainer / grpo.grpo_trainer), trained (`trainer.train()`,
+or `train_phase` which also saves a checkpoint on Ctrl-C) and saved (sft.save_sft /
+grpo.save_grpo). What the saving step needs is kept on the trainer as `trainer.kit_phase`.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ from haiku_kit.errors import ConfigError, DataError, TrainingInterrupted
 from haiku_kit.model.backends import Precision, choose_precision, gpu_capabilities
 from haiku_kit.runs import run_root
 from haiku_kit.train.callbacks import plot_training, write_csv
-from haiku_kit.train.checkpoints import prepare_stage
+from haiku_kit.train.checkpoints import prepare_phase
 
 logger = logging.getLogger(__name__)
 
 @dataclass
-class KitStage:
-    """A built training stage: what saving it after trainer.train() needs."""
+class KitPhase:
+    """A built training phase: what saving it after trainer.train() needs."""
 
-    stage: str  # "sft", "grpo" or "grpo:PHASE"
-    folder: Path  # RUN/<stage folder>
+    phase: str  # "sft", "grpo" or "grpo:VARIANT"
+    folder: Path  # RUN/<phase folder>
     device: str
     tokenizer: Any
-    resume: str | None = None  # the checkpoint train_stage resumes from
-    settings: Any = None  # the stage's SFTSettings / GRPOSettings
+    resume: str | None = None  # the checkpoint train_phase resumes from
+    settings: Any = None  # the phase's SFTSettings / GRPOSettings
     start: Path | None = None  # GRPO: the adapter it started from (None: the base model)
     rows: int = 0
 
@@ -126,8 +126,8 @@ def prepare_trackers(report_to, run_dir: Path) -> None:
         logger.warning("trackio was imported before training: it logs to %s", trackio_utils.TRACKIO_DIR)
 
 
-def trainer_config(config_cls, kit_args: dict[str, Any], overrides: dict[str, Any], stage: str):
-    """config_cls(**kit_args) with the user's `<stage>.trainer_args` merged on top, so TRL checks
+def trainer_config(config_cls, kit_args: dict[str, Any], overrides: dict[str, Any], phase: str):
+    """config_cls(**kit_args) with the user's `<phase>.trainer_args` merged on top, so TRL checks
     every value. A key TRL does not know is named; overriding a setting the kit chose warns."""
     import dataclasses
 
@@ -135,20 +135,20 @@ def trainer_config(config_cls, kit_args: dict[str, Any], overrides: dict[str, An
     args = dict(kit_args)
     for key, value in (overrides or {}).items():
         if key not in known:
-            raise ConfigError(f"{stage}.trainer_args: {config_cls.__name__} has no field {key!r}")
+            raise ConfigError(f"{phase}.trainer_args: {config_cls.__name__} has no field {key!r}")
         if key in args and args[key] != value:
-            logger.warning("%s.trainer_args.%s=%r overrides the kit's setting %r", stage, key, value, args[key])
+            logger.warning("%s.trainer_args.%s=%r overrides the kit's setting %r", phase, key, value, args[key])
         args[key] = value
     return config_cls(**args)
 
 
-# --------------------------------------------------------------------------- checkpoints and the stage folder
+# --------------------------------------------------------------------------- checkpoints and the phase folder
 
 
-def start_stage(stage_dir: Path, resume: str | Path | bool | None, fresh: bool | str) -> str | None:
-    """Make the stage folder ready (resume.prepare_stage: the newest checkpoint by default, old
+def start_stage(phase_dir: Path, resume: str | Path | bool | None, fresh: bool | str) -> str | None:
+    """Make the phase folder ready (resume.prepare_phase: the newest checkpoint by default, old
     state moved aside on a fresh start, never deleted); the checkpoint to resume from, or None."""
-    return prepare_stage(stage_dir, resume, fresh).checkpoint
+    return prepare_phase(phase_dir, resume, fresh).checkpoint
 
 
 def _save_interrupt_checkpoint(trainer) -> TrainingInterrupted:
@@ -160,22 +160,22 @@ def _save_interrupt_checkpoint(trainer) -> TrainingInterrupted:
     return TrainingInterrupted(str(ckpt), step)
 
 
-def write_logs(stage_dir: Path) -> None:
-    """log.csv and training.png from the stage's log.jsonl (a plot never loses a finished run)."""
-    log = stage_dir / "log.jsonl"
+def write_logs(phase_dir: Path) -> None:
+    """log.csv and training.png from the phase's log.jsonl (a plot never loses a finished run)."""
+    log = phase_dir / "log.jsonl"
     if not log.is_file():
         return
-    write_csv(log, stage_dir / "log.csv")
+    write_csv(log, phase_dir / "log.csv")
     try:
-        plot_training(log, stage_dir / "training.png")
+        plot_training(log, phase_dir / "training.png")
     except Exception as err:  # noqa: BLE001 - a plot must never lose a finished training run
         logger.warning("could not plot %s: %s", log, err)
 
 
-def train_stage(trainer) -> None:
-    """trainer.train() resuming where the stage says, saving a checkpoint on Ctrl-C, and always
+def train_phase(trainer) -> None:
+    """trainer.train() resuming where the phase says, saving a checkpoint on Ctrl-C, and always
     writing the CSV and plot."""
-    kit = trainer.kit_stage
+    kit = trainer.kit_phase
     try:
         trainer.train(resume_from_checkpoint=kit.resume)
     except KeyboardInterrupt:
@@ -184,22 +184,22 @@ def train_stage(trainer) -> None:
         write_logs(kit.folder)
 
 
-def record_effective(cfg: RunConfig, stage: str, stage_dir: Path, values: dict) -> None:
-    """The settings the trainer really uses, in RUN/<stage>/effective.yaml and RUN/config.yaml.
+def record_effective(cfg: RunConfig, phase: str, phase_dir: Path, values: dict) -> None:
+    """The settings the trainer really uses, in RUN/<phase>/effective.yaml and RUN/config.yaml.
 
-    RUN/<stage>/config.yaml keeps the whole config this stage ran with: RUN/config.yaml is
+    RUN/<phase>/config.yaml keeps the whole config this phase ran with: RUN/config.yaml is
     rewritten by each CLI call, so a run trained in two calls with different overrides would
     otherwise keep only the last call's."""
     for key, value in values.items():
-        logger.info("%s effective %s = %r", stage, key, value)
-    (stage_dir / "effective.yaml").write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
-    save_config(cfg, stage_dir / "config.yaml", extra={})
+        logger.info("%s effective %s = %r", phase, key, value)
+    (phase_dir / "effective.yaml").write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    save_config(cfg, phase_dir / "config.yaml", extra={})
     write_env_json(run_root(cfg))  # RUN/env.json: the versions and GPU this training ran with
     config_path = run_root(cfg) / "config.yaml"
     effective = {}
     if config_path.is_file():
         effective = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("effective") or {}
-    effective[stage] = values
+    effective[phase] = values
     save_config(cfg, config_path, extra={"effective": effective})
 
 

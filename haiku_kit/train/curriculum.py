@@ -113,7 +113,7 @@ class RewardCurriculum:
         if isinstance(data, RewardCurriculum):
             return data
         if isinstance(data, dict):
-            data = data.get("segments", data.get("stages"))  # "stages": the old key
+            data = data.get("segments", data.get("phases"))  # "phases": the old key
         if not isinstance(data, list):
             raise ConfigError(f"a curriculum is a list of segments, got {data!r}")
         return cls(data)

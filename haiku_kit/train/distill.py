@@ -39,10 +39,10 @@ from haiku_kit.model.backends import resolve_device
 from haiku_kit.model.load import save_adapter
 from haiku_kit.runs import RunPaths
 from haiku_kit.train.common import (
-    KitStage,
+    KitPhase,
     record_effective,
     start_stage,
-    train_stage,
+    train_phase,
     write_logs,
 )
 from haiku_kit.train.sft import build_sft_trainer, sft_effective
@@ -54,7 +54,7 @@ POEMS = "poems.jsonl"
 
 def distill_dir(cfg: RunConfig, round_: int | None = None) -> Path:
     """RUN/sft/distill, or the folder of one round: RUN/sft/distill/round-N."""
-    folder = RunPaths.of(cfg).stage_dir("sft") / "distill"
+    folder = RunPaths.of(cfg).phase_dir("sft") / "distill"
     return folder if round_ is None else folder / f"round-{round_}"
 
 
@@ -220,7 +220,7 @@ def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_
                        save_steps=s.save_steps)
     device = resolve_device(cfg)
     trainer = build_sft_trainer(dcfg, model, tokenizer, poems_dataset(kept), folder, device)
-    trainer.kit_stage = KitStage(f"distill-{round_}", folder, device, tokenizer, resume,
+    trainer.kit_phase = KitPhase(f"distill-{round_}", folder, device, tokenizer, resume,
                                  dcfg.sft, rows=len(kept))
     trainer.distill_round, trainer.distill_stats = round_, stats
     record_effective(cfg, f"distill-{round_}", folder, sft_effective(trainer))
@@ -231,16 +231,16 @@ def save_distill(cfg: RunConfig, trainer) -> Path:
     """After trainer.train(): the round's adapter in RUN/sft/distill/round-N/adapter, and a copy
     as RUN/sft/adapter, whose path it returns (the rest of the pipeline reads it there). Round 1
     first moves the plain SFT adapter to RUN/sft/distill/sft-adapter: kept, never deleted."""
-    kit = trainer.kit_stage
+    kit = trainer.kit_phase
     write_logs(kit.folder)
-    record_effective(cfg, kit.stage, kit.folder, sft_effective(trainer))
+    record_effective(cfg, kit.phase, kit.folder, sft_effective(trainer))
     own = save_adapter(trainer.model, kit.tokenizer, kit.folder / "adapter")
     adapter = RunPaths.of(cfg).sft_adapter
     if adapter.is_dir():
         if trainer.distill_round == 1:
             before = distill_dir(cfg) / "sft-adapter"
             if before.exists():
-                shutil.rmtree(before)  # the SFT stage just rewrote RUN/sft/adapter: newer
+                shutil.rmtree(before)  # the SFT phase just rewrote RUN/sft/adapter: newer
             shutil.move(str(adapter), str(before))
         else:  # a copy of the previous round's adapter, which stays in its round folder
             shutil.rmtree(adapter)
@@ -250,7 +250,7 @@ def save_distill(cfg: RunConfig, trainer) -> Path:
 
 def distil_after_sft(cfg: RunConfig, model, tokenizer, adapter: Path, dataset=None,
                      resume_from_checkpoint=None, fresh=False) -> Path:
-    """The SFT stage's last step: every round of self-distillation the config asks for
+    """The SFT phase's last step: every round of self-distillation the config asks for
     (distill.topics > 0 or distill.corpus, distill.rounds), each sampling with the model the
     previous one trained; returns RUN/sft/adapter (`adapter` as it is when there is none)."""
     for round_ in range(1, cfg.distill.rounds + 1):
@@ -258,6 +258,6 @@ def distil_after_sft(cfg: RunConfig, model, tokenizer, adapter: Path, dataset=No
                                   round_)
         if trainer is None:
             break
-        train_stage(trainer)
+        train_phase(trainer)
         adapter = save_distill(cfg, trainer)
     return adapter

@@ -4,7 +4,7 @@ Three steps, each visible in notebook 04: `start_adapter(cfg)` says where GRPO s
 rule: runs.grpo_starts_from_sft), `grpo_trainer(cfg, model, tokenizer)` builds the real
 trl.GRPOTrainer, `trainer.train()` trains, `save_grpo(cfg, trainer)` writes the adapter, logs,
 samples and effective settings (and applies a collapse rollback). `run_grpo` does all of it for
-one GRPO stage, `run_grpo_stages` for every GRPO stage of the config, each continuing from the
+one GRPO phase, `run_grpo_phases` for every GRPO phase of the config, each continuing from the
 previous one's adapter.
 """
 
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import yaml
 
-from haiku_kit.config import GRPOSettings, RunConfig, grpo_phase_settings
+from haiku_kit.config import GRPOSettings, RunConfig, grpo_variant_settings
 from haiku_kit.data.splits import load_run_data, sft_answers
 from haiku_kit.errors import ConfigError, DataError, ModelLoadError
 from haiku_kit.generate.sampling import install_fast_topk_topp
 from haiku_kit.model.backends import grpo_generation_args, resolve_device
 from haiku_kit.model.chat import stop_token_ids
 from haiku_kit.model.load import check_adapter_dir, load_from_config, save_adapter
-from haiku_kit.runs import RunPaths, grpo_stages, grpo_starts_from_sft, phase_of, stage_dir_name
+from haiku_kit.runs import RunPaths, grpo_phases, grpo_starts_from_sft, phase_dir_name, variant_of
 from haiku_kit.train import callbacks as live
 from haiku_kit.train.callbacks import (
     CollapseCallback,
@@ -33,7 +33,7 @@ from haiku_kit.train.callbacks import (
 )
 from haiku_kit.train.checkpoints import choose_checkpoint, find_checkpoint
 from haiku_kit.train.common import (
-    KitStage,
+    KitPhase,
     cap_rows,
     common_args,
     enum_value,
@@ -42,7 +42,7 @@ from haiku_kit.train.common import (
     record_effective,
     select_split,
     start_stage,
-    train_stage,
+    train_phase,
     trainer_config,
     training_precision,
     write_logs,
@@ -87,7 +87,7 @@ def with_extra_topics(data, source: str, splits, seed: int = 0):
 
 def start_adapter(cfg: RunConfig, s: GRPOSettings | None = None, init_adapter=None,
                   previous: Path | None = None) -> Path | None:
-    """Where GRPO starts: an explicit adapter/checkpoint, the previous stage's adapter, or
+    """Where GRPO starts: an explicit adapter/checkpoint, the previous phase's adapter, or
     grpo.init (runs.grpo_starts_from_sft: "auto" = RUN/sft/adapter when it is there, else the
     base model). None means the base model."""
     s = s or cfg.grpo
@@ -108,9 +108,9 @@ def start_adapter(cfg: RunConfig, s: GRPOSettings | None = None, init_adapter=No
     return check_adapter_dir(path)
 
 
-def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, dataset, stage_dir: Path, device: str,
+def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, dataset, phase_dir: Path, device: str,
                        train_answers=()):
-    """TRL's GRPOTrainer with the stage's rewards, monitors, collapse detector and curriculum."""
+    """TRL's GRPOTrainer with the phase's rewards, monitors, collapse detector and curriculum."""
     install_cpu_logprob_fallback()
     install_fast_topk_topp()  # TRL's rollouts call model.generate: CPU top-p inside top-k, same draws
     from trl import GRPOConfig, GRPOTrainer
@@ -121,7 +121,7 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
     generation = grpo_generation_args(fast, cfg.model.gpu_memory_utilization, stop_token_ids(model, tokenizer))
     try:
         args = trainer_config(GRPOConfig, dict(
-            **common_args(cfg, s, stage_dir, device, model),
+            **common_args(cfg, s, phase_dir, device, model),
             num_generations=s.num_generations,
             generation_batch_size=s.generation_batch_size,
             max_completion_length=s.max_completion_length,
@@ -152,7 +152,7 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
     monitor = HackingMonitor(s.monitor, train_answers)
     collapse = CollapseCallback(s.collapse)
     recorder.listeners += [
-        SampleLogger(stage_dir / "samples.jsonl", s.sample_every, s.samples_to_print),
+        SampleLogger(phase_dir / "samples.jsonl", s.sample_every, s.samples_to_print),
         monitor,
         collapse,
     ]
@@ -163,7 +163,7 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
         train_dataset=grpo_examples(dataset),
         processing_class=tokenizer,
         # monitor before the logger: it adds its shares to the logged entry
-        callbacks=[monitor, collapse, JsonlLogger(stage_dir / "log.jsonl")],
+        callbacks=[monitor, collapse, JsonlLogger(phase_dir / "log.jsonl")],
     )
     recorder.weights_fn = lambda: trainer.reward_weights.tolist()
     if s.curriculum:
@@ -174,7 +174,7 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
 
 def grpo_effective(trainer) -> dict:
     """The settings the GRPO trainer really uses; warns where the trainer changed a configured one."""
-    a, kit = trainer.args, trainer.kit_stage
+    a, kit = trainer.args, trainer.kit_phase
     s, device, init = kit.settings, kit.device, kit.start
     values = {
         "init_adapter": str(init) if init else "base",
@@ -241,27 +241,27 @@ def _rollback(trainer, collapse: CollapseCallback) -> Path | None:
     return None
 
 
-def _stage_dir(cfg: RunConfig, phase: str | None) -> Path:
-    stage = f"grpo:{phase}" if phase else "grpo"
-    return RunPaths.of(cfg).stage_dir(stage_dir_name(cfg, stage if stage in cfg.stages else "grpo"))
+def _phase_dir(cfg: RunConfig, variant: str | None) -> Path:
+    phase = f"grpo:{variant}" if variant else "grpo"
+    return RunPaths.of(cfg).phase_dir(phase_dir_name(cfg, phase if phase in cfg.phases else "grpo"))
 
 
-def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, phase: str | None = None,
+def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, variant: str | None = None,
                  start: Path | None = None, resume_from_checkpoint=None, fresh=False):
-    """The trl.GRPOTrainer of one GRPO stage ("grpo", or "grpo:PHASE") on the RL split (of
-    `dataset`, else the run's data), in a clean stage folder (kept when resuming). `start` is
+    """The trl.GRPOTrainer of one GRPO phase ("grpo", or "grpo:VARIANT") on the RL split (of
+    `dataset`, else the run's data), in a clean phase folder (kept when resuming). `start` is
     the adapter the model was loaded with (recorded). Train with trainer.train(), then save_grpo."""
-    s = grpo_phase_settings(cfg, phase)
-    stage = f"grpo:{phase}" if phase else "grpo"
-    stage_dir = _stage_dir(cfg, phase)
+    s = grpo_variant_settings(cfg, variant)
+    phase = f"grpo:{variant}" if variant else "grpo"
+    phase_dir = _phase_dir(cfg, variant)
     device = resolve_device(cfg)
     splits = dataset if dataset is not None else load_run_data(cfg)
     data = cap_rows(grpo_examples(select_split(splits, "rl")), cfg.data.max_rl_rows)
     data = with_extra_topics(data, s.extra_topics, splits, seed=cfg.seed)
-    resume = start_stage(stage_dir, resume_from_checkpoint, fresh)
-    trainer = build_grpo_trainer(cfg, s, model, tokenizer, data, stage_dir, device, sft_answers(cfg))
-    trainer.kit_stage = KitStage(stage, stage_dir, device, tokenizer, resume, s, start, len(data))
-    record_effective(cfg, stage, stage_dir, grpo_effective(trainer))
+    resume = start_stage(phase_dir, resume_from_checkpoint, fresh)
+    trainer = build_grpo_trainer(cfg, s, model, tokenizer, data, phase_dir, device, sft_answers(cfg))
+    trainer.kit_phase = KitPhase(phase, phase_dir, device, tokenizer, resume, s, start, len(data))
+    record_effective(cfg, phase, phase_dir, grpo_effective(trainer))
     if cfg.live_every > 0:
         live.attach(trainer, every=cfg.live_every)
     return trainer
@@ -270,9 +270,9 @@ def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, phase: str | No
 def save_grpo(cfg: RunConfig, trainer) -> Path:
     """After trainer.train(): logs, effective settings, the collapse report (and rollback when
     grpo.collapse.action=rollback), and the adapter, whose path it returns."""
-    kit = trainer.kit_stage
+    kit = trainer.kit_phase
     write_logs(kit.folder)
-    record_effective(cfg, kit.stage, kit.folder, grpo_effective(trainer))
+    record_effective(cfg, kit.phase, kit.folder, grpo_effective(trainer))
     collapse = trainer.collapse
     if collapse.collapsed:
         report = {"step": collapse.detector.fired_at, "reason": collapse.detector.reason,
@@ -289,40 +289,40 @@ def run_grpo(
     dataset=None,
     init_adapter: str | Path | None = None,
     resume_from_checkpoint: str | Path | bool | None = None,
-    phase: str | None = None,
+    variant: str | None = None,
     previous: Path | None = None,
     callbacks=(),
     fresh: bool | str = False,
 ) -> Path:
-    """One GRPO stage with the configured rewards; returns RUN/<grpo stage>/adapter.
+    """One GRPO phase with the configured rewards; returns RUN/<grpo phase>/adapter.
 
     Starts from `init_adapter` (an adapter folder or a GRPO checkpoint-N, to continue training)
     or grpo.init (auto: RUN/sft/adapter if present, else the base model).
-    The stage resumes its newest checkpoint by default (optimizer, scheduler and step
+    The phase resumes its newest checkpoint by default (optimizer, scheduler and step
     restored); `resume_from_checkpoint` ("latest", a path, False) and `fresh` (start over, the
     old state moved aside; "delete" deletes it) change that (resume.py).
-    `phase` picks a grpo_phases entry (stages "grpo:PHASE")."""
-    s = grpo_phase_settings(cfg, phase)
-    choose_checkpoint(_stage_dir(cfg, phase), resume_from_checkpoint, fresh)  # before loading
+    `variant` picks a grpo_variants entry (phases "grpo:VARIANT")."""
+    s = grpo_variant_settings(cfg, variant)
+    choose_checkpoint(_phase_dir(cfg, variant), resume_from_checkpoint, fresh)  # before loading
     init = start_adapter(cfg, s, init_adapter, previous)
-    logger.info("GRPO %s starts from %s", phase or "grpo", init or "the base model")
+    logger.info("GRPO %s starts from %s", variant or "grpo", init or "the base model")
     model, tokenizer = load_from_config(cfg, adapter=init)
     trainer = grpo_trainer(
-        cfg, model, tokenizer, dataset, phase, init, resume_from_checkpoint, fresh
+        cfg, model, tokenizer, dataset, variant, init, resume_from_checkpoint, fresh
     )
     for cb in callbacks:
         trainer.add_callback(cb)
-    train_stage(trainer)
+    train_phase(trainer)
     return save_grpo(cfg, trainer)
 
 
-def run_grpo_stages(cfg: RunConfig, dataset=None, previous: Path | None = None,
-                    stages: list[str] | None = None, resume=None, fresh=False) -> Path | None:
-    """Every GRPO stage of cfg.stages in order (plain "grpo" when none is listed), or `stages`;
+def run_grpo_phases(cfg: RunConfig, dataset=None, previous: Path | None = None,
+                    phases: list[str] | None = None, resume=None, fresh=False) -> Path | None:
+    """Every GRPO phase of cfg.phases in order (plain "grpo" when none is listed), or `phases`;
     each continues from the previous adapter (`previous`: where the first starts, None = grpo.init).
-    `resume`/`fresh` as in run_grpo, for every stage (a checkpoint path: the first stage only)."""
-    for stage in (grpo_stages(cfg) or ["grpo"]) if stages is None else stages:
-        previous = Path(run_grpo(cfg, dataset, phase=phase_of(stage), previous=previous,
+    `resume`/`fresh` as in run_grpo, for every phase (a checkpoint path: the first phase only)."""
+    for phase in (grpo_phases(cfg) or ["grpo"]) if phases is None else phases:
+        previous = Path(run_grpo(cfg, dataset, variant=variant_of(phase), previous=previous,
                                  resume_from_checkpoint=resume, fresh=fresh))
         resume = resume if resume in (None, False, True, "latest") else None
     return previous

@@ -397,10 +397,6 @@ def get_reward(name: str) -> Callable[..., list[float]]:
 
 # --------------------------------------------------------------------------- RewardSpec
 
-# Named weightings (dense and sparse reproduce the reference exactly): settings.REWARD_PRESETS.
-PRESETS = REWARD_PRESETS
-
-
 @dataclass
 class RewardSpec:
     """Which rewards GRPO uses and their weights (TRL sums weight * reward per completion)."""
@@ -446,11 +442,11 @@ class RewardSpec:
 
     @classmethod
     def preset(cls, name: str) -> RewardSpec:
-        if name not in PRESETS:
+        if name not in REWARD_PRESETS:
             raise ConfigError(
-                f"unknown reward preset {name!r}; known presets: {', '.join(sorted(PRESETS))}"
+                f"unknown reward preset {name!r}; known presets: {', '.join(sorted(REWARD_PRESETS))}"
             )
-        table = PRESETS[name]
+        table = REWARD_PRESETS[name]
         return cls(list(table), list(table.values()))
 
     @classmethod

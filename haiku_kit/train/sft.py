@@ -25,7 +25,7 @@ from haiku_kit.train import callbacks as live
 from haiku_kit.train.callbacks import JsonlLogger
 from haiku_kit.train.checkpoints import choose_checkpoint
 from haiku_kit.train.common import (
-    KitStage,
+    KitPhase,
     cap_rows,
     common_args,
     enum_value,
@@ -34,7 +34,7 @@ from haiku_kit.train.common import (
     record_effective,
     select_split,
     start_stage,
-    train_stage,
+    train_phase,
     trainer_config,
     training_precision,
     write_logs,
@@ -80,15 +80,15 @@ def choose_loss_mask(tokenizer, requested: str = "auto") -> str:
     return "completion"
 
 
-def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, stage_dir: Path, device: str):
-    """TRL's SFTTrainer over `dataset` (rows with a chat "messages" column), logging to stage_dir."""
+def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, phase_dir: Path, device: str):
+    """TRL's SFTTrainer over `dataset` (rows with a chat "messages" column), logging to phase_dir."""
     install_cpu_logprob_fallback()
     from trl import SFTConfig, SFTTrainer
 
     s = cfg.sft
     mode = choose_loss_mask(tokenizer, s.loss_mask)
     args = trainer_config(SFTConfig, dict(
-        **common_args(cfg, s, stage_dir, device, model),
+        **common_args(cfg, s, phase_dir, device, model),
         num_train_epochs=s.num_train_epochs,
         max_length=s.max_length,
         packing=False,
@@ -101,7 +101,7 @@ def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, stage_dir: Path
         args=args,
         train_dataset=sft_examples(dataset, mode),
         processing_class=tokenizer,
-        callbacks=[JsonlLogger(stage_dir / "log.jsonl")],
+        callbacks=[JsonlLogger(phase_dir / "log.jsonl")],
     )
     trainer.loss_mask_mode = mode
     return trainer
@@ -113,15 +113,15 @@ def sft_trainer(
     """The trl.SFTTrainer for this config on the SFT split (of `dataset`, else the run's data).
     RUN/sft resumes its newest checkpoint by default (`resume_from_checkpoint`: "latest", a path,
     False) or, with `fresh`, starts over with the old state moved aside (resume.py). Train with
-    trainer.train(resume_from_checkpoint=trainer.kit_stage.resume), then save_sft."""
-    stage_dir = RunPaths.of(cfg).stage_dir("sft")
+    trainer.train(resume_from_checkpoint=trainer.kit_phase.resume), then save_sft."""
+    phase_dir = RunPaths.of(cfg).phase_dir("sft")
     device = resolve_device(cfg)
     data = cap_rows(select_split(dataset if dataset is not None else load_run_data(cfg), "sft"),
                     cfg.data.max_sft_rows)
-    resume = start_stage(stage_dir, resume_from_checkpoint, fresh)
-    trainer = build_sft_trainer(cfg, model, tokenizer, data, stage_dir, device)
-    trainer.kit_stage = KitStage("sft", stage_dir, device, tokenizer, resume, cfg.sft, rows=len(data))
-    record_effective(cfg, "sft", stage_dir, sft_effective(trainer))
+    resume = start_stage(phase_dir, resume_from_checkpoint, fresh)
+    trainer = build_sft_trainer(cfg, model, tokenizer, data, phase_dir, device)
+    trainer.kit_phase = KitPhase("sft", phase_dir, device, tokenizer, resume, cfg.sft, rows=len(data))
+    record_effective(cfg, "sft", phase_dir, sft_effective(trainer))
     if cfg.live_every > 0:
         live.attach(trainer, every=cfg.live_every)
     return trainer
@@ -129,7 +129,7 @@ def sft_trainer(
 
 def sft_effective(trainer) -> dict:
     """The settings the SFT trainer really uses."""
-    a, kit = trainer.args, trainer.kit_stage
+    a, kit = trainer.args, trainer.kit_phase
     return {
         "loss_mask": trainer.loss_mask_mode,
         "assistant_only_loss": a.assistant_only_loss,
@@ -153,7 +153,7 @@ def sft_effective(trainer) -> dict:
 def save_sft(cfg: RunConfig, trainer) -> Path:
     """After trainer.train(): the log CSV and plot, the effective settings (as trained, with any
     change made to trainer.args), and the adapter in RUN/sft/adapter, whose path it returns."""
-    kit = trainer.kit_stage
+    kit = trainer.kit_phase
     write_logs(kit.folder)
     record_effective(cfg, "sft", kit.folder, sft_effective(trainer))
     return save_adapter(trainer.model, kit.tokenizer, kit.folder / "adapter")
@@ -167,12 +167,12 @@ def run_sft(
     newest checkpoint unless `fresh`), save; returns RUN/sft/adapter, or what
     `then(model, tokenizer, adapter)` returns (the CLI: distill.distil_after_sft)."""
     # A bad --resume/--fresh fails before the model loads.
-    choose_checkpoint(RunPaths.of(cfg).stage_dir("sft"), resume_from_checkpoint, fresh)
+    choose_checkpoint(RunPaths.of(cfg).phase_dir("sft"), resume_from_checkpoint, fresh)
     model, tokenizer = load_from_config(cfg)
     # Data after the model: building splits may import transformers (unsloth must come first).
     trainer = sft_trainer(cfg, model, tokenizer, dataset, resume_from_checkpoint, fresh)
     for cb in callbacks:
         trainer.add_callback(cb)
-    train_stage(trainer)
+    train_phase(trainer)
     adapter = save_sft(cfg, trainer)
     return then(model, tokenizer, adapter) if then else adapter

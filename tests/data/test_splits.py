@@ -116,7 +116,7 @@ def test_splits_are_disjoint_and_complete(tmp_path):
 
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["splits"] == sizes
-    assert manifest["stages"]["loaded"] == len(rows)
+    assert manifest["phases"]["loaded"] == len(rows)
     assert manifest["sources"][0]["sha256"] == data.sha256_file(loaders.embedded_path())
     loaded = data.load_splits(tmp_path)
     assert {n: len(loaded[n]) for n in data.SPLITS} == sizes

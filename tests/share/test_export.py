@@ -34,7 +34,7 @@ def run(tmp_path_factory, tiny_model_dir):
 
 
 def test_merged_export_writes_weights_card_and_rescores(run, tiny_model_dir):
-    result = export_run(run, stage="grpo", merged=True, rescore=3)
+    result = export_run(run, phase="grpo", merged=True, rescore=3)
     merged = result.files["merged"]
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
     card = result.files["card"].read_text()
@@ -64,7 +64,7 @@ def test_gguf_of_a_non_embedded_base_names_the_converter(run):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"stage": "sft"}, "no adapter to export"),
+    ({"phase": "sft"}, "no adapter to export"),
     ({"gguf": "q4"}, "use one of q8_0, f16, f32"),
     ({"merged": False}, "nothing to export"),
 ])

@@ -63,3 +63,23 @@ def test_card_says_what_is_missing(tmp_path):
                                           ("merged 16-bit", "pipeline(")])
 def test_usage_snippet_matches_what_was_exported(kind, needle):
     assert needle in model_card.usage_snippet(kind, "u/r", "base")
+
+
+def test_adapter_usage_snippet_imports_what_it_calls():
+    """The snippet a pushed card carries must run against this kit: its import resolves and the
+    call's keywords exist (an old module path here broke every card once)."""
+    import ast
+    import importlib
+    import inspect
+
+    snippet = model_card.usage_snippet("LoRA adapter", "u/r", "google/gemma-3-1b-it")
+    code = snippet.split("```python\n", 1)[1].split("```", 1)[0]
+    tree = ast.parse(code)
+    imports = [n for n in tree.body if isinstance(n, ast.ImportFrom)]
+    assert imports, code
+    module = importlib.import_module(imports[0].module)
+    func = getattr(module, imports[0].names[0].name)
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == func.__name__)
+    params = inspect.signature(func).parameters
+    assert all(k.arg in params for k in call.keywords), code
+    assert "google/gemma-3-1b-it" in code

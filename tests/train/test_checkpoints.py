@@ -9,7 +9,7 @@ import pytest
 from haiku_kit.errors import ConfigError, ModelLoadError
 from haiku_kit.train.checkpoints import (
     find_checkpoint,
-    prepare_stage,
+    prepare_phase,
     rerun_command,
     resolve_checkpoint,
 )
@@ -40,7 +40,7 @@ def test_default_resumes_latest_complete_checkpoint_and_trims_logs(tmp_path):
     _checkpoint(stage, 6, complete=False)  # killed mid-save: passed over, kept
     _log(stage, [1, 2, 3, 4, 5, 6, 7])
     _log(stage, [2, 4, 6], name="samples.jsonl")
-    start = prepare_stage(stage)
+    start = prepare_phase(stage)
     assert start.checkpoint == str(latest)
     assert start.message == (
         f"resuming sft from {latest} (step 4, by default; pass --fresh to start over)"
@@ -56,7 +56,7 @@ def test_torn_last_log_line_moves_out_so_appends_stay_valid(tmp_path):
     stage = tmp_path / "sft"
     _checkpoint(stage, 2)
     (stage / "log.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
-    assert prepare_stage(stage).redone_lines == 1
+    assert prepare_phase(stage).redone_lines == 1
     assert (stage / "log.jsonl").read_text() == '{"step": 1}\n{"step": 2}\n'
     assert (stage / "log.redone.jsonl").read_text() == '{"step": 3, "lo\n'
 
@@ -66,7 +66,7 @@ def test_fresh_moves_old_state_aside(tmp_path):
     _checkpoint(stage, 3)
     _log(stage, [1, 2, 3])
     (stage / "adapter").mkdir()  # a finished stage's output is not training state: left alone
-    start = prepare_stage(stage, fresh=True)
+    start = prepare_phase(stage, fresh=True)
     assert start.checkpoint is None and start.moved_aside is not None
     assert start.moved_aside.name.startswith("checkpoints.old-")
     assert (start.moved_aside / "checkpoints" / "checkpoint-3" / "trainer_state.json").is_file()
@@ -74,7 +74,7 @@ def test_fresh_moves_old_state_aside(tmp_path):
     assert not (stage / "checkpoints").exists() and not (stage / "log.jsonl").exists()
     assert (stage / "adapter").is_dir()
     assert find_checkpoint(stage) is None  # the old checkpoints are not resumed by accident
-    again = prepare_stage(stage, fresh=True)  # nothing left to move: no empty folder
+    again = prepare_phase(stage, fresh=True)  # nothing left to move: no empty folder
     assert again.moved_aside is None and again.message == "starting grpo"
 
 
@@ -82,9 +82,9 @@ def test_two_fresh_starts_in_one_second_keep_both(tmp_path):
     stage = tmp_path / "sft"
     stage.mkdir()
     _log(stage, [1])
-    first = prepare_stage(stage, fresh=True).moved_aside
+    first = prepare_phase(stage, fresh=True).moved_aside
     _log(stage, [1, 2])
-    second = prepare_stage(stage, fresh=True).moved_aside
+    second = prepare_phase(stage, fresh=True).moved_aside
     assert first != second and _steps(first / "log.jsonl") == [1]
     assert _steps(second / "log.jsonl") == [1, 2]
 
@@ -92,7 +92,7 @@ def test_two_fresh_starts_in_one_second_keep_both(tmp_path):
 def test_fresh_delete_is_the_only_delete(tmp_path):
     stage = tmp_path / "sft"
     _checkpoint(stage, 3)
-    start = prepare_stage(stage, fresh="delete")
+    start = prepare_phase(stage, fresh="delete")
     assert start.moved_aside is None and not (stage / "checkpoints").exists()
     assert "deleted" in start.message
     assert [p.name for p in stage.iterdir()] == []
@@ -102,18 +102,18 @@ def test_no_checkpoint_but_old_logs_moves_them_aside(tmp_path):
     stage = tmp_path / "sft"
     stage.mkdir()
     _log(stage, [1, 2])
-    start = prepare_stage(stage)
+    start = prepare_phase(stage)
     assert start.checkpoint is None and _steps(start.moved_aside / "log.jsonl") == [1, 2]
 
 
 def test_resume_latest_without_checkpoint_is_one_clear_error(tmp_path):
     stage = tmp_path / "sft"
     with pytest.raises(ModelLoadError, match="holds no complete checkpoint-N"):
-        prepare_stage(stage, resume="latest")
+        prepare_phase(stage, resume="latest")
     with pytest.raises(ConfigError, match="cannot be used together"):
-        prepare_stage(stage, resume="latest", fresh=True)
+        prepare_phase(stage, resume="latest", fresh=True)
     with pytest.raises(ConfigError, match="fresh='yes'"):
-        prepare_stage(stage, fresh="yes")
+        prepare_phase(stage, fresh="yes")
 
 
 def test_resume_path_to_checkpoint_or_to_a_folder_holding_them(tmp_path):
@@ -121,7 +121,7 @@ def test_resume_path_to_checkpoint_or_to_a_folder_holding_them(tmp_path):
     ckpt = _checkpoint(stage, 5)
     assert resolve_checkpoint(ckpt, stage) == ckpt
     assert resolve_checkpoint(stage, stage) == ckpt
-    assert prepare_stage(stage, resume=str(ckpt)).message.endswith("(step 5, as asked)")
+    assert prepare_phase(stage, resume=str(ckpt)).message.endswith("(step 5, as asked)")
     with pytest.raises(ModelLoadError, match="no such checkpoint folder"):
         resolve_checkpoint(tmp_path / "nope", stage)
     (tmp_path / "adapter").mkdir()
@@ -132,7 +132,7 @@ def test_resume_path_to_checkpoint_or_to_a_folder_holding_them(tmp_path):
 def test_resume_false_starts_fresh_without_deleting(tmp_path):
     stage = tmp_path / "sft"
     _checkpoint(stage, 1)
-    start = prepare_stage(stage, resume=False)
+    start = prepare_phase(stage, resume=False)
     assert start.checkpoint is None and (start.moved_aside / "checkpoints").is_dir()
 
 

@@ -38,7 +38,7 @@ def test_weights_replace_and_last_stage_holds():
 
 
 def test_round_trip():
-    cur = RewardCurriculum.from_dict({"stages": STAGES})
+    cur = RewardCurriculum.from_dict({"phases": STAGES})
     again = RewardCurriculum.from_dict(cur.to_dict())
     assert [again.weights_at(s, SPEC) for s in range(25)] == [
         cur.weights_at(s, SPEC) for s in range(25)
@@ -56,7 +56,7 @@ def test_round_trip():
         ([{"until_step": -1}], "until_step"),
         ([{"until_step": 5, "weigths": {}}], "unknown keys"),
         ([{"until_step": 5, "scales": {"length_penalty": "big"}}], "must be a number"),
-        ("stages", "list of segments"),
+        ("phases", "list of segments"),
     ],
 )
 def test_bad_curricula(stages, message):

@@ -108,20 +108,20 @@ def test_notebook_steps_give_the_real_trainer_and_save_later_stages(tiny_model_d
     from trl import GRPOTrainer
 
     from haiku_kit.model import load as modeling
-    from haiku_kit.runs import grpo_stages, phase_of
+    from haiku_kit.runs import grpo_phases, variant_of
     from haiku_kit.train import grpo
 
     cfg = tiny_cfg(tiny_model_dir, tmp_path, "grpo.init=base", FAST_REWARDS, "grpo.max_steps=1",
-                   "stages=[grpo:a, grpo:b]", "grpo_phases={a: {}, b: {}}")
-    first = grpo_stages(cfg)[0]
+                   "phases=[grpo:a, grpo:b]", "grpo_variants={a: {}, b: {}}")
+    first = grpo_phases(cfg)[0]
     start = grpo.start_adapter(cfg)
     assert start is None  # grpo.init=base
     model, tokenizer = modeling.load_from_config(cfg, adapter=start)
-    trainer = grpo.grpo_trainer(cfg, model, tokenizer, dataset, phase_of(first), start)
-    assert isinstance(trainer, GRPOTrainer) and trainer.kit_stage.folder == tmp_path / "grpo-a"
+    trainer = grpo.grpo_trainer(cfg, model, tokenizer, dataset, variant_of(first), start)
+    assert isinstance(trainer, GRPOTrainer) and trainer.kit_phase.folder == tmp_path / "grpo-a"
     trainer.train()
     adapter = grpo.save_grpo(cfg, trainer)
-    final = grpo.run_grpo_stages(cfg, dataset, adapter, grpo_stages(cfg)[1:])
+    final = grpo.run_grpo_phases(cfg, dataset, adapter, grpo_phases(cfg)[1:])
     assert final == tmp_path / "grpo" / "adapter"
     eff = yaml.safe_load((tmp_path / "grpo" / "effective.yaml").read_text())
     assert eff["init_adapter"] == str(tmp_path / "grpo-a" / "adapter")
@@ -221,10 +221,10 @@ def test_grpo_trainer_trains_on_the_extra_topics_and_a_missing_file_is_named(
     model, tokenizer = modeling.load_from_config(cfg)
     trainer = grpo.grpo_trainer(cfg, model, tokenizer, dataset)
     rl_rows = min(len(dataset), cfg.data.max_rl_rows or len(dataset))  # cpu-smoke caps the split
-    assert len(trainer.train_dataset) == rl_rows + 2 == trainer.kit_stage.rows
+    assert len(trainer.train_dataset) == rl_rows + 2 == trainer.kit_phase.rows
     assert "Missing a friend who moved away." in list(trainer.train_dataset["topic"])
     with pytest.raises(ConfigError, match=r"grpo\.extra_topics=.*absent\.txt.*no such file"):
         validate(tiny_cfg(tiny_model_dir, tmp_path, f"grpo.extra_topics={tmp_path / 'absent.txt'}"))
-    with pytest.raises(ConfigError, match=r"grpo_phases\.b\.extra_topics=.*absent\.txt"):
-        tiny_cfg(tiny_model_dir, tmp_path, "stages=[grpo:a, grpo:b]",
-                 f"grpo_phases={{a: {{}}, b: {{extra_topics: {tmp_path / 'absent.txt'}}}}}")
+    with pytest.raises(ConfigError, match=r"grpo_variants\.b\.extra_topics=.*absent\.txt"):
+        tiny_cfg(tiny_model_dir, tmp_path, "phases=[grpo:a, grpo:b]",
+                 f"grpo_variants={{a: {{}}, b: {{extra_topics: {tmp_path / 'absent.txt'}}}}}")
