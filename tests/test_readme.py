@@ -15,12 +15,12 @@ README = REPO / "README.md"
 PRESET_DIR = REPO / "haiku_kit" / "resources" / "presets"
 MAX_README_LINES = 300
 
-FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.S | re.M)
-INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.S)
+FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.DOTALL | re.MULTILINE)
+INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$", re.M)
+HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$", re.MULTILINE)
 # A command line: `haiku-kit` at the start of a code line or span, or after a pipe, `;`, `&&`, `$`.
-COMMAND = re.compile(r"(?:^|[|;&$]\s*)haiku-kit((?:[ \t]+[a-z][\w-]*)+)", re.M)
+COMMAND = re.compile(r"(?:^|[|;&$]\s*)haiku-kit((?:[ \t]+[a-z][\w-]*)+)", re.MULTILINE)
 PRESET_USE = re.compile(r"""(?:--preset[\s=]+|preset\s*=\s*["'])([a-z0-9][a-z0-9.-]*)""")
 
 
@@ -73,7 +73,7 @@ def broken_links(path: Path, text: str | None = None) -> list[str]:
     problems = []
     for m in LINK.finditer(without_code(text)):
         target = m.group(1)
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto: ...
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):  # http:, https:, mailto: ...
             continue
         file_part, _, anchor = target.partition("#")
         dest = (path.parent / file_part).resolve() if file_part else path
@@ -83,7 +83,8 @@ def broken_links(path: Path, text: str | None = None) -> list[str]:
         if anchor and dest.suffix == ".md":
             own = text if dest == path else dest.read_text(encoding="utf-8")
             if anchor.lower() not in anchors(own):
-                problems.append(f"{path.name}: {target} (no heading #{anchor} in {dest.name})")
+                where = dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest.name
+                problems.append(f"{path.name}: {target} (no heading #{anchor} in {where})")
     return problems
 
 
@@ -120,7 +121,7 @@ def unknown_commands(text: str, commands: dict) -> list[str]:
 
 def table_after(text: str, heading: str) -> list[str]:
     """The first column of the first table under a `## heading` (backticks removed)."""
-    m = re.search(rf"^##\s+{re.escape(heading)}\s*$(.*?)(?=^##\s|\Z)", text, re.M | re.S)
+    m = re.search(rf"^##\s+{re.escape(heading)}\s*$(.*?)(?=^##\s|\Z)", text, re.MULTILINE | re.DOTALL)
     if not m:
         return []
     rows = [line for line in m.group(1).splitlines() if line.startswith("|")]

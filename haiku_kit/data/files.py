@@ -1,6 +1,6 @@
 """Reading users' data files in bounded memory, with one clear line for every bad file or row.
 
-Caps (documented in the README):
+Caps (documented in docs/reliability.md):
 - MAX_LINE_BYTES: a JSONL line or CSV line longer than this is a bad row; it is skipped without
   ever being held in memory whole.
 - MAX_FIELD_CHARS: a topic or poem longer than this is a bad row (a haiku has under 200).
