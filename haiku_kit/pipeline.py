@@ -8,7 +8,9 @@ reads the artifacts of earlier stages by path (runs.py holds the layout), which 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -76,8 +78,8 @@ def notebook_path(stage: str) -> Path:
     return notebooks_dir() / NOTEBOOKS[check_stage(stage)]
 
 
-def _kernel_manager_class() -> type:
-    """A kernel manager that always starts this very interpreter.
+def _kernel_manager_class(socket_dir: str) -> type:
+    """A kernel manager that always starts this very interpreter, over Unix sockets in `socket_dir`.
 
     The stock "python3" kernelspec can resolve to another Python (a user-level kernelspec, or
     `python` on a PATH without the venv); the notebooks must run where haiku_kit is installed.
@@ -86,11 +88,23 @@ def _kernel_manager_class() -> type:
     from jupyter_client.kernelspec import KernelSpec
 
     class ThisPythonKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            if os.name == "posix":
+                # Talk to the kernel over Unix sockets in a private folder, not TCP on localhost:
+                # no port is opened, and ipykernel has no "running over TCP without encryption"
+                # warning to print on every stage.
+                self.transport = "ipc"
+                self.ip = os.path.join(socket_dir, "kernel")
+
         @property
         def kernel_spec(self) -> KernelSpec:
             if self._kernel_spec is None:
                 self._kernel_spec = KernelSpec(
-                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    # tqdm.auto warns that ipywidgets is missing in every headless kernel; the
+                    # bars still print as text, so there is nothing for a user to do about it.
+                    argv=[sys.executable, "-W", "ignore:IProgress not found", "-m",
+                          "ipykernel_launcher", "-f", "{connection_file}"],
                     display_name=f"Python ({sys.executable})",
                     language="python",
                 )
@@ -111,15 +125,16 @@ def execute_notebook(
     # stderr twice).
     stream = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if log_output else {}
     try:
-        papermill.execute_notebook(
-            str(src),
-            str(out),
-            parameters=parameters,
-            kernel_name="python3",
-            kernel_manager_class=_kernel_manager_class(),
-            progress_bar=False,
-            **stream,
-        )
+        with tempfile.TemporaryDirectory(prefix="haiku-kit-kernel-") as socket_dir:
+            papermill.execute_notebook(
+                str(src),
+                str(out),
+                parameters=parameters,
+                kernel_name="python3",
+                kernel_manager_class=_kernel_manager_class(socket_dir),
+                progress_bar=False,
+                **stream,
+            )
     except PapermillExecutionError as err:
         raise StageFailed(
             stage, out, err.ename, err.evalue, cell=err.exec_count, source=err.source

@@ -276,3 +276,25 @@ def test_the_corpus_script_samples_a_runs_teacher_on_training_and_prompt_only_to
         again = tmp_path / "again.jsonl"  # the saved pool selects the same corpus, unsampled
         assert script.main(["--from-pool", str(pool), "--out", str(again)]) == 0
         assert again.read_text() == out.read_text()
+
+
+@pytest.mark.slow
+def test_a_papermill_stage_prints_no_warning_a_user_cannot_act_on(tmp_path, capfd, monkeypatch):
+    """`make demo` once printed ipykernel's "running over TCP without encryption" and tqdm's
+    "IProgress not found" for every stage: the kernel now talks over Unix sockets in a private
+    folder (removed afterwards) and tqdm's widget warning is filtered in the kernel alone."""
+    import tempfile
+
+    import nbformat
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass\nprint('cell ran')")]
+    src = tmp_path / "one.ipynb"
+    nbformat.write(nb, src)
+    pipeline.execute_notebook(src, tmp_path / "out.ipynb", {}, "data", log_output=True)
+    out, err = capfd.readouterr()
+    assert "cell ran" in out + err
+    assert "without encryption" not in err and "IProgress not found" not in err, err
+    assert not list(tmp_path.glob("haiku-kit-kernel-*"))  # the socket folder is gone
