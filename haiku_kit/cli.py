@@ -241,9 +241,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     results = load_results(run_dir)
     print(summary_table(results))
-    line = verdict(results)
-    if line:
-        print(line)
+    for metric in ("good", "haiku"):
+        line = verdict(results, metric=metric)
+        if line:
+            print(line)
     print(f"report: {paths.report / 'report.md'} (full table: {paths.report / 'table.md'})")
     print(f"executed notebooks: {paths.notebooks}")
     print(f"demo finished in {(time.perf_counter() - began) / 60:.1f} min")

@@ -75,6 +75,10 @@ def plot_learning_curve(curve: list[dict], path: Path) -> Path | None:
 
 # (column title, metric key, shown as percent)
 COLUMNS = (
+    ("Good", "good", False),
+    ("Fluent", "fluent", False),
+    ("On topic", "on_topic", False),
+    ("Original", "original", False),
     ("Haiku", "haiku", False),
     ("Similarity", "similarity", False),
     ("Total", "total", False),
@@ -121,7 +125,9 @@ class ComparisonTable:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append("Values are means over all outputs with 95% bootstrap CIs (prompts "
-                     "resampled). Haiku: the kit's verifier on the extracted poem; Haiku "
+                     "resampled). Good: valid and fluent and on topic and original, as the "
+                     "judge says (docs/judge.md), each part in its own column; Haiku (valid): "
+                     "the kit's verifier on the extracted poem; Haiku "
                      "(pyphen): the reference's counter on the raw output; Similarity: "
                      "cos(topic, output) - 0.5; Total = Haiku + Similarity.")
         return "\n".join(lines) + "\n"
@@ -165,6 +171,7 @@ def compare(results: dict[str, EvalResult]) -> ComparisonTable:
 
 
 SUMMARY_COLUMNS = (
+    ("Good", "good", ""),
     ("Haiku", "haiku", ""),
     ("Similarity", "similarity", ""),
     ("Total", "total", ""),
@@ -181,10 +188,13 @@ def summary_table(results: dict[str, Any]) -> str:
         value, (lo, hi) = result.metrics[key], result.ci[key]
         return f"{value * scale:.3f}{unit} [{lo * scale:.3f}{unit}, {hi * scale:.3f}{unit}]"
 
-    head = ["Model", "n", *(title for title, _, _ in SUMMARY_COLUMNS)]
+    # "Good" needs the judge (results saved before it, or scored without similarity, lack it)
+    columns = [c for c in SUMMARY_COLUMNS
+               if c[1] != "good" or all("good" in r.metrics for r in results.values())]
+    head = ["Model", "n", *(title for title, _, _ in columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
-        cells = [name, str(len(r.records)), *(cell(r, k, u) for _, k, u in SUMMARY_COLUMNS)]
+        cells = [name, str(len(r.records)), *(cell(r, k, u) for _, k, u in columns)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -248,20 +258,30 @@ def _quote(text: str, limit: int = 400) -> str:
     return "\n".join("> " + (line or " ") for line in (text or "(empty)").split("\n")) + "\n"
 
 
-def samples_markdown(results: dict[str, EvalResult], samples: int = 5) -> str:
-    """The first `samples` outputs of each model with their counts and verdicts."""
-    parts = ["# Sample outputs\n"]
+def samples_markdown(results: dict[str, EvalResult], samples: int = 12, seed: int = 0) -> str:
+    """`samples` outputs of each model drawn at random (seeded, never chosen: the same prompts
+    for every model when they scored the same ones), with their counts and the judge's verdict."""
+    import random
+
+    parts = ["# Sample outputs\n",
+             f"{samples} outputs per model, drawn at random (seed {seed}), not chosen.\n"]
     for name, result in results.items():
         parts.append(f"## {name}\n")
-        for record in result.records[:samples]:
+        picked = sorted(random.Random(seed).sample(range(len(result.records)),
+                                                   min(samples, len(result.records))))
+        for record in (result.records[i] for i in picked):
             counts = ", ".join("/".join(map(str, c)) or "0" for c in record["counts"][:5])
             if len(record["counts"]) > 5:
                 counts += f", ... ({len(record['counts'])} lines)"
             verdict = "haiku" if record["is_haiku"] else record["reason"]
             sim = record.get("similarity")
             sim_text = "n/a" if sim is None or math.isnan(sim) else f"{sim:+.3f}"
+            judged = ""
+            if record.get("good") is not None:
+                judged = "; **good**" if record["good"] else "; not good: " + "; ".join(
+                    record.get("judge_reasons") or ["not valid"])
             parts.append(f"**Topic:** {record['topic']}  \n"
-                         f"syllables: {counts or '-'}; {verdict}; similarity {sim_text}\n")
+                         f"syllables: {counts or '-'}; {verdict}; similarity {sim_text}{judged}\n")
             parts.append(_quote(record["completion"]))
     return "\n".join(parts) + "\n"
 
@@ -380,6 +400,8 @@ def verdict(results: dict[str, EvalResult], before: str = "sft", after: str = "g
     if before not in results or after not in results:
         return None
     a, b = results[before], results[after]
+    if metric not in a.metrics or metric not in b.metrics:
+        return None
     (lo_a, hi_a), (lo_b, hi_b) = (r.ci.get(metric, [math.nan, math.nan]) for r in (a, b))
     diff, overlap = 100 * (b.metrics[metric] - a.metrics[metric]), not (lo_b > hi_a or hi_b < lo_a)
     line = (f"{after.upper()} vs {before.upper()}: {diff:+.1f} points of {metric}, "
@@ -394,7 +416,7 @@ def verdict(results: dict[str, EvalResult], before: str = "sft", after: str = "g
 # --------------------------------------------------------------------------- report
 
 
-def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: int = 5,
+def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: int = 12,
                  curve: list[dict] | None = None) -> Path:
     """Write table.md, table.csv, metrics.png, syllable_errors.png, line_counts.png,
     samples.md and failures.md into out_dir (and learning_curve.png/json for a GRPO `curve`,
@@ -411,9 +433,10 @@ def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: i
     (out / "failures.md").write_text(failure_analysis(results), encoding="utf-8")
 
     parts = ["# Evaluation report\n", table.markdown()]
-    line = verdict(results)
-    if line:
-        parts.append(line + "\n")
+    for metric in ("good", "haiku"):
+        line = verdict(results, metric=metric)
+        if line:
+            parts.append(line + "\n")
     if curve:
         import json
 

@@ -6,6 +6,11 @@ batched and seeded, the token limit is generous and its hit rate is reported, k 
 prompt are supported (pass@k), and every rate has a 95% bootstrap confidence interval.
 
 Metric definitions (per output; rates are means over all outputs):
+- good:          the headline: valid (haiku, below) and fluent and on_topic and original, as
+                 verify.judge judges the poem (docs/judge.md). Each part is a rate of its own:
+                 fluent (no filler pattern; with judge_lm, word order likelier than shuffled),
+                 on_topic (cos(topic, poem) >= judge.ON_TOPIC_MIN), original (no copy of the
+                 instruction or the topic). A rising "haiku" with a flat "good" is filler.
 - haiku:         the kit's verifier (haiku.check) on the poem haiku.extract_poem finds (or on the
                  raw output when that is itself a haiku). The main figure.
 - pyphen_haiku:  the reference's own counter on the raw output: lines = non-blank lines split on
@@ -24,6 +29,7 @@ Metric definitions (per output; rates are means over all outputs):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -51,9 +57,11 @@ from haiku_kit.generate.write import (
     loaded_model,
 )
 from haiku_kit.verify import haiku as hk
+from haiku_kit.verify.judge import Judge
 from haiku_kit.verify.text import COPY_THRESHOLD, PATTERN, copy_fraction, prompt_text
 
 RATE_METRICS = (
+    "good", "fluent", "on_topic", "original",
     "haiku", "haiku_raw", "pyphen_haiku", "three_lines", "train_overlap", "train_near",
     "prompt_copy", "preamble", "extracted", "empty", "hit_limit",
 )
@@ -199,6 +207,7 @@ def evaluate(
     num_tokens: Sequence[Sequence[int]] | None = None,
     scorer: Any = None,
     similarity: bool = True,
+    judge_lm: tuple[Any, Any] | None = None,
     n_boot: int = N_BOOT,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
@@ -207,7 +216,9 @@ def evaluate(
 
     prompts: the prompts the outputs answer (chat messages or text), for the prompt-copy
     measure; None: no copy check. scorer: anything with .cosine(topics, texts) (default: the
-    shared MiniLM scorer); similarity=False skips similarity (its metrics become NaN).
+    shared MiniLM scorer); similarity=False skips similarity and the judge (their metrics
+    become NaN). judge_lm: (model, tokenizer) for the judge's word-order check (verify.judge;
+    None: the judge's rules alone decide "fluent").
     """
     groups = _as_groups(completions)
     if isinstance(completions, Generations):
@@ -243,12 +254,46 @@ def evaluate(
         r["similarity"] = float(c) - 0.5
         r["total"] = float(r["is_haiku"]) + r["similarity"]
         r["pyphen_total"] = float(r["pyphen_haiku"]) + r["similarity"]
+    _judge_records(records, [prompt_text(prompts[r["prompt_index"]]) if prompts is not None else None
+                             for r in records], scorer if similarity else None, judge_lm)
 
     info = dict(meta or {})
     info.update(n=len(records), n_prompts=len(groups),
                 k=max((len(g) for g in groups), default=0), train_answers=len(train),
                 pattern=list(PATTERN), n_boot=n_boot, seed=seed)
     return summarize(records, info, n_boot=n_boot, seed=seed)
+
+
+def _judge_records(records: list[dict], prompts: list[str | None], scorer: Any,
+                   judge_lm: tuple[Any, Any] | None) -> None:
+    """The judge's verdict on each record's poem (verify.judge): good = valid, fluent, on topic
+    and original, each part kept beside "haiku" (valid). Without a similarity scorer nothing is
+    judged (the parts become NaN: on topic cannot be known)."""
+    if scorer is None or not records:
+        for r in records:
+            r.update(good=None, fluent=None, on_topic=None, original=None, judge_reasons=[])
+        return
+    judge = Judge()
+    poems = [r["poem"] for r in records]
+    topics = [r["topic"] for r in records]
+    present = [i for i, p in enumerate(poems) if p.strip()]
+    cosines = [0.0] * len(poems)
+    if present:
+        got = scorer.cosine([topics[i] for i in present], [poems[i] for i in present])
+        for i, c in zip(present, got):
+            cosines[i] = float(c)
+    filled = [p if p is not None else judge.template.format(topic=t) for p, t in zip(prompts, topics)]
+    model, tokenizer = judge_lm or (None, None)
+    verdicts = judge.judge(poems, topics, filled, model=model, tokenizer=tokenizer, cosines=cosines)
+    for r, v in zip(records, verdicts):
+        # The record's own verdict on validity (it also accepts a raw output that is a haiku
+        # when extraction misread it) decides "valid"; the judge adds the other three parts.
+        reasons = list(v.reasons)
+        if r["is_haiku"] and not v.valid:
+            reasons = reasons[1:]  # the checker's reason comes first; the raw output was valid
+        r.update(fluent=v.fluent, on_topic=v.on_topic, original=v.original,
+                 good=bool(r["is_haiku"] and v.fluent and v.on_topic and v.original),
+                 poem_cosine=v.cosine, order_gain=v.order_gain, judge_reasons=reasons)
 
 
 def summarize(records: list[dict], meta: dict[str, Any], n_boot: int = N_BOOT,
@@ -330,12 +375,15 @@ def run_eval(
     name: str | None = None,
     constrained: bool = False,
     candidates: int = 1,
+    judge_word_order: bool = True,
 ) -> EvalResult:
     """generate + evaluate on rows with `topic` and `prompt` columns; model as in write_haiku.
 
     constrained=True generates with the syllable-constrained decoder; such a row is reported
     beside the free-sampling one, never instead of it (meta["constrained"] says which).
-    candidates > 1 (constrained only): the likeliest valid of that many drafts per poem."""
+    candidates > 1 (constrained only): the likeliest valid of that many drafts per poem.
+    judge_word_order: the judge also checks word order with the embedded base model (judge_lm),
+    on the poems that pass every other part."""
     if isinstance(model, (str, Path)):
         model_name = str(model)
         model, tokenizer = loaded_model(model_name, None if adapter is None else str(adapter))
@@ -349,6 +397,21 @@ def run_eval(
     meta = {"name": name or model_name, "model": model_name, "adapter": adapter,
             "constrained": constrained, "candidates": candidates,
             "sampling": asdict(sampling), "max_new_tokens": max_new_tokens,
-            "hit_limit_share": gens.hit_limit_share}
+            "hit_limit_share": gens.hit_limit_share, "judge_word_order": judge_word_order}
     return evaluate(gens, [r["topic"] for r in rows], prompts, train_answers, seed=seed,
-                    meta=meta)
+                    meta=meta, judge_lm=judge_lm() if judge_word_order else None)
+
+
+@functools.lru_cache(maxsize=1)
+def judge_lm() -> tuple[Any, Any]:
+    """(model, tokenizer) the judge's word-order check reads: the embedded Gemma 3 270M base,
+    whatever model is evaluated (the judge's threshold was set with it, docs/judge.md). Loaded
+    once a process, with the random state put back, so evaluating never moves a later draw."""
+    import torch
+
+    from haiku_kit.model.load import load_model
+
+    with torch.random.fork_rng(devices=[]):
+        model, tokenizer = load_model("embedded", backend="hf", lora=None)
+    model.eval()
+    return model, tokenizer

@@ -419,11 +419,14 @@ class Judge:
     similarity_model: str | None = None
 
     def judge(self, completions: Sequence[str], topics: Sequence[str],
-              prompts: Sequence[str] | None = None, model=None, tokenizer=None) -> list[Verdict]:
+              prompts: Sequence[str] | None = None, model=None, tokenizer=None,
+              cosines: Sequence[float] | None = None) -> list[Verdict]:
         """Verdicts for (completion, topic) pairs. prompts: the prompt text each answer was
         written for (default: the template filled with the topic). model, tokenizer: a causal
         LM (e.g. the embedded base model) to add the word-order check (word_order_gain);
-        without them, fluent is the rules alone."""
+        without them, fluent is the rules alone. The LM reads only the poems every other part
+        passes (the check can only turn a good verdict bad), so judging mostly-bad outputs
+        stays cheap. cosines: cos(topic, poem) already computed (else the bundled MiniLM)."""
         if len(completions) != len(topics):
             raise ValueError(f"judge: {len(completions)} completions but {len(topics)} topics")
         if prompts is None:
@@ -432,16 +435,22 @@ class Judge:
         # Empty poems get a cosine of 0 (and no LM pass).
         idx = [i for i, p in enumerate(poems) if p.strip()]
         cos = [0.0] * len(poems)
-        gains: list[float | None] = [None] * len(poems)
-        if idx:
+        if cosines is not None:
+            if len(cosines) != len(poems):
+                raise ValueError(f"judge: {len(cosines)} cosines for {len(poems)} poems")
+            cos = [float(c) if i in set(idx) else 0.0 for i, c in enumerate(cosines)]
+        elif idx:
             got = cosine([topics[i] for i in idx], [poems[i] for i in idx],
                          model=self.similarity_model)
             for i, c in zip(idx, got):
                 cos[i] = c
-            if model is not None:
-                for i, g in zip(idx, word_order_gain(model, tokenizer, [poems[i] for i in idx])):
-                    gains[i] = g
-        return [self._verdict(*row) for row in zip(poems, topics, prompts, cos, gains)]
+        verdicts = [self._verdict(*row, None) for row in zip(poems, topics, prompts, cos)]
+        if model is not None:
+            need = [i for i, v in enumerate(verdicts) if v.good]
+            gains = word_order_gain(model, tokenizer, [poems[i] for i in need]) if need else []
+            for i, g in zip(need, gains):
+                verdicts[i] = self._verdict(poems[i], topics[i], prompts[i], cos[i], g)
+        return verdicts
 
     def _verdict(self, poem: str, topic: str, prompt: str, cos: float,
                  gain: float | None) -> Verdict:

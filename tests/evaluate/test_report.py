@@ -90,3 +90,23 @@ def test_report_shows_pass_at_k_when_k_is_above_one(tmp_path):
     text = path.read_text()
     assert "pass@2" in text and "| k2 | 0.2500 | 0.5000 |" in text
     assert "n/a" in (tmp_path / "table.md").read_text()  # no similarity: shown as n/a
+
+
+def test_samples_are_drawn_at_random_seeded_with_the_judges_verdict(results):
+    many = {name: ev.evaluate([HAIKU, PREAMBLE, LONG_LINE2, TWO_LINES] * 5, [f"frogs {i}" for i in range(20)],
+                              scorer=FakeScorer(0.8)) for name in ("sft", "grpo")}
+    md = report.samples_markdown(many, samples=12, seed=0)
+    assert md == report.samples_markdown(many, samples=12, seed=0)  # seeded
+    assert md != report.samples_markdown(many, samples=12, seed=1)
+    topics = [line for line in md.splitlines() if line.startswith("**Topic:**")]
+    assert len(topics) == 24
+    assert topics[:12] == topics[12:]  # the same prompts for every model
+    assert topics[:12] != [f"**Topic:** frogs {i}  " for i in range(12)]  # not the first twelve
+    assert "**good**" in md and "not good:" in md
+
+
+def test_summary_and_verdict_lead_with_good(results):
+    table = report.summary_table(results)
+    assert table.splitlines()[0].startswith("| Model | n | Good | Haiku |")
+    line = report.verdict(results, before="base", after="sft", metric="good")
+    assert line.startswith("SFT vs BASE:") and "points of good" in line

@@ -24,7 +24,7 @@ PREAMBLE = "Here's a haiku about frogs:\n\n" + HAIKU_B
 
 # completion -> cosine the fake scorer returns
 COSINES = {HAIKU_A: 0.9, "Here's a haiku about frogs:\n\n" + HAIKU_B: 0.6, TWO_LINES: 0.7,
-           COPY: 0.8, "": 0.0}
+           COPY: 0.8, "": 0.0, HAIKU_B: 0.3}  # the judge scores the extracted poem alone
 
 
 class FakeScorer:
@@ -76,13 +76,39 @@ def test_metric_definitions_on_known_outputs():
 def test_similarity_is_scored_on_the_raw_output_against_the_topic():
     scorer = FakeScorer()
     ev.evaluate([PREAMBLE], ["frogs"], scorer=scorer)
-    assert scorer.calls == [(["frogs"], [PREAMBLE])]
+    # the reference's Similarity reads the raw output; the judge's "on topic" the poem alone
+    assert scorer.calls == [(["frogs"], [PREAMBLE]), (["frogs"], [HAIKU_B])]
+
+
+def test_good_is_valid_fluent_on_topic_and_original_each_part_reported():
+    result = _result()
+    rows = result.records
+    # HAIKU_A: valid, fluent, poem cosine 0.9 -> good; PREAMBLE's poem (HAIKU_B) is valid and
+    # fluent but its poem scores 0.3 against "frogs" -> off topic; the rest are not valid.
+    assert [r["good"] for r in rows] == [True, False, False, False, False]
+    assert [r["on_topic"] for r in rows][:2] == [True, False]
+    assert any("off topic" in x for x in rows[1]["judge_reasons"])
+    assert result.metrics["good"] == pytest.approx(1 / 5)
+    assert result.metrics["good"] <= result.metrics["haiku"]
+    for part in ("fluent", "on_topic", "original"):
+        assert part in result.metrics and len(result.ci[part]) == 2
+
+
+def test_filler_is_valid_but_not_good():
+    filler = "the lot of the park\nthe moon is high in the air\nand then it goes, then"
+    scorer = FakeScorer()
+    COSINES[filler] = 0.9
+    result = ev.evaluate([filler], ["a park at night"], scorer=scorer)
+    [r] = result.records
+    assert r["is_haiku"] and not r["good"] and not r["fluent"] and r["on_topic"]
+    assert any("then" in x for x in r["judge_reasons"])
 
 
 def test_similarity_off_gives_nan_and_keeps_the_rest():
     result = _result(similarity=False)
     assert math.isnan(result.metrics["similarity"]) and math.isnan(result.metrics["total"])
     assert result.metrics["haiku"] == pytest.approx(2 / 5)
+    assert "good" not in result.metrics  # on topic cannot be judged without similarity
 
 
 def test_near_duplicate_overlap_catches_case_and_punctuation_changes():

@@ -162,6 +162,28 @@ def test_verdict_word_order_threshold(fake_cosine, monkeypatch):
     assert v.good  # no order to judge
 
 
+def test_the_lm_reads_only_poems_that_pass_every_other_part(fake_cosine, monkeypatch):
+    seen = []
+
+    def gain(model, tok, poems):
+        seen.extend(poems)
+        return [0.1] * len(poems)
+
+    monkeypatch.setattr(J, "word_order_gain", gain)
+    filler = "the lot of the park\nthe rain is high in the air\non the hill, then the"
+    verdicts = Judge().judge([HUMAN, filler], ["autumn rain", "rain"], model=object(), tokenizer=object())
+    assert seen == [HUMAN]  # the filler already fails: no LM pass for it
+    assert not verdicts[0].good and verdicts[1].order_gain is None
+
+
+def test_given_cosines_replace_the_encoder(monkeypatch):
+    monkeypatch.setattr(J, "cosine", lambda *a, **k: pytest.fail("the encoder ran"))
+    [v, empty] = Judge().judge([HUMAN, ""], ["autumn rain", "x"], cosines=[0.3, 0.9])
+    assert v.cosine == 0.3 and not v.on_topic and empty.cosine == 0.0
+    with pytest.raises(ValueError, match="cosines"):
+        Judge().judge([HUMAN], ["autumn rain"], cosines=[0.3, 0.4])
+
+
 def test_shuffle_lines_changes_every_line_it_can():
     rng = random.Random(0)
     text = "autumn rain taps slow\nalone\nrust blooms on the rake"
