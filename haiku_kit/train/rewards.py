@@ -41,6 +41,7 @@ from typing import Any
 from haiku_kit.config import REWARD_PRESETS
 from haiku_kit.errors import ConfigError
 from haiku_kit.verify import haiku as hk
+from haiku_kit.verify.judge import fluency_problems
 from haiku_kit.verify.text import PATTERN, completion_text, copy_fraction, prompt_text, words
 
 log = logging.getLogger("haiku_kit.train.rewards")
@@ -368,6 +369,26 @@ def length_penalty(prompts, completions, **kwargs) -> list[float]:
     return out
 
 
+@reward(floor=-1.0)
+def filler_penalty(prompts, completions, **kwargs) -> list[float]:
+    """-1.0 when the poem reads as filler by the judge's rules (verify.judge.fluency_problems:
+    a poem cut off on "the/of/and/then", a tacked-on ", then", a stutter, "the" four times...),
+    else 0.0. Floor -1.0.
+
+    The syllable rewards alone are gamed by padding one-syllable words with "the" / "then"
+    until each line's word count is its syllable count; this takes that payoff back.
+    """
+    return [-1.0 if a is None or fluency_problems(a.poem) else 0.0 for a in _analyses(completions)]
+
+
+@reward(floor=0.0)
+def fluent_haiku_reward(prompts, completions, **kwargs) -> list[float]:
+    """1.0 when the poem is a 5-7-5 haiku AND no judge rule calls it filler, else 0.0: the
+    haiku reward gated on reading as English, so a filled-in count earns nothing. Floor 0.0."""
+    return [0.0 if a is None else float(a.check.is_haiku and not fluency_problems(a.poem))
+            for a in _analyses(completions)]
+
+
 REGISTRY: dict[str, Callable[..., list[float]]] = {
     f.__name__: f
     for f in (
@@ -381,6 +402,8 @@ REGISTRY: dict[str, Callable[..., list[float]]] = {
         prompt_copy_penalty,
         format_penalty,
         length_penalty,
+        filler_penalty,
+        fluent_haiku_reward,
     )
 }
 

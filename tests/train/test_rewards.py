@@ -241,6 +241,28 @@ def test_missing_topic_column_is_reported_and_floored(caplog):
     assert "topic" in caplog.records[0].getMessage()
 
 
+FILLER = "the lot of the park\nthe moon is high in the air\nand then it goes, then"
+
+
+def test_filler_penalty_takes_back_what_padding_earns():
+    assert hk.check(FILLER).is_haiku  # the syllable rewards pay for it in full
+    s = score("filler_penalty")
+    # four_lines ends on "I": a sentence cut off where the count ran out
+    assert s == {"perfect": 0.0, "off_topic": 0.0, "four_lines": -1.0, "copied": 0.0,
+                 "preamble": 0.0, "empty": -1.0, "think": 0.0}
+    assert R.filler_penalty([PROMPT], [FILLER], topic=[TOPIC]) == [-1.0]
+    # one stutter is enough
+    assert R.filler_penalty([PROMPT], ["red red leaves drift down\nthe autumn wind carries them\nbare branches remain"],
+                            topic=[TOPIC]) == [-1.0]
+
+
+def test_fluent_haiku_reward_is_the_haiku_reward_gated_on_reading_as_english():
+    s = score("fluent_haiku_reward")
+    assert s == {**score("haiku_reward")}
+    assert R.haiku_reward([PROMPT], [FILLER], topic=[TOPIC]) == [1.0]
+    assert R.fluent_haiku_reward([PROMPT], [FILLER], topic=[TOPIC]) == [0.0]
+
+
 # --------------------------------------------------------------------------- registry / spec
 
 
