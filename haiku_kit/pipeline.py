@@ -192,7 +192,7 @@ def run_pipeline(
     Overrides reach the notebooks as papermill parameters, next to the input artifact paths.
     Training stages resume their newest checkpoint by default; `resume` ("latest", or a path for
     the first training stage run) and `fresh` (True: old state moved aside; "delete") reach
-    them as the notebooks' `resume`/`fresh` parameters (resume.py).
+    them as the notebooks' `resume`/`fresh` parameters (train/checkpoints.py).
     """
     overrides = list(overrides or [])
     paths = RunPaths(Path(out_dir).resolve())

@@ -160,7 +160,7 @@ def load_embedded() -> list[Row]:
 
 def _read_json_records(path: Path, bad: _BadRows) -> Iterator[tuple[int, Any]]:
     """(row number, record) pairs of a .jsonl file (1-based line numbers, streamed) or a .json
-    list; reading.py names the file and line of a non-UTF-8 byte, an empty file, an oversize line."""
+    list; data/files.py names the file and line of a non-UTF-8 byte, an empty file, an oversize line."""
     if path.suffix.lower() == ".json":
         return iter(json_records(path))
     return jsonl_records(path, bad)

@@ -1,6 +1,6 @@
 """Haiku datasets: keep verified 5-7-5 poems, build disjoint SFT/RL/eval splits, read eval rows.
 
-`build_splits` runs the filter steps below on loaded rows (loaders.py), counting rows after
+`build_splits` runs the filter steps below on loaded rows (data/sources.py), counting rows after
 each one in a `FilterReport`, and writes a `datasets.DatasetDict` plus `{split}.jsonl` and
 `manifest.json`:
 

@@ -28,14 +28,14 @@ the gathered logit minus the row's logsumexp, so no full log-softmax copy is mad
 
 Generate poems that are valid by construction: the syllable processor, then check as judge.
 
-`constrained_generate` samples with `constrained.SyllableLogitsProcessor` and judges every answer
+`constrained_generate` samples with `SyllableLogitsProcessor` and judges every answer
 with `haiku.check` on the poem `haiku.extract_poem` finds (what evaluation scores). A sample that
 hit a dead end (no candidate fits, or the token limit) or that check rejects is resampled from
 its last good line, a bounded number of times; then the closest poem comes back with check's
 diagnosis. `is_valid` is always check's verdict, never the processor's.
 
 With candidates > 1 each poem is drawn that many times and the draft kept is, among the valid
-ones, the one the model finds most likely (mean log-prob per token, likelihood.py, its end
+ones, the one the model finds most likely (mean log-prob per token, mean_logprobs below, its end
 token included): the draft the constraint bent least, e.g. not one whose last line stops
 mid-phrase.
 """
@@ -500,7 +500,7 @@ def mean_logprobs(model, tokenizer, prompts: Sequence[str], completions: Sequenc
                   batch_size: int = 8) -> list[float]:
     """Mean log p(token | prompt, earlier tokens) over each completion's tokens.
 
-    prompts are formatted model input (as chat_format.prompt_strings returns); a completion that
+    prompts are formatted model input (as model.chat.prompt_strings returns); a completion that
     adds no token scores -inf. The model is put in eval mode and restored.
     """
     import torch

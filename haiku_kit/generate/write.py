@@ -207,7 +207,7 @@ def pick_best(checks: Sequence[hk.HaikuCheck], similarities: Sequence[float]) ->
 @functools.lru_cache(maxsize=2)
 def loaded_model(model: str, adapter: str | None):
     """(model, tokenizer) of a model name/path (+ adapter) with the default config, loaded
-    through modeling.load_from_config once and kept for later calls."""
+    through model.load.load_from_config once and kept for later calls."""
     return load_from_config(RunConfig(model=ModelSettings(name=model)), adapter, trainable=False)
 
 

@@ -26,7 +26,7 @@ starting a second one).
 The arguments for both sides come from here, so they cannot disagree. vLLM's SamplingParams
 rejects `eos_token_id`, so the stop tokens (Gemma's <end_of_turn> among them) go to vLLM as
 `stop_token_ids`; on the transformers path TRL reads them from the model's generation config,
-which `modeling.prepare_tokenizer` fills, so no generation_kwargs are needed there at all.
+which `model.chat.prepare_tokenizer` fills, so no generation_kwargs are needed there at all.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ and saving what was trained.
 
 `load_from_config(cfg, adapter, trainable)` is what training, evaluation, `haiku-kit eval` and
 `haiku-kit write` use; `load_model(...)` is the same loader with explicit arguments. Both
-backends (backends.py) apply the same LoRA settings. Nothing heavy is imported at module import
+backends (model/backends.py) apply the same LoRA settings. Nothing heavy is imported at module import
 time: the Unsloth branch imports unsloth first thing, transformers only inside functions.
 
 Does a saved LoRA adapter fit a base model? Checked before any weights are loaded.

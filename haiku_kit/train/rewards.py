@@ -9,7 +9,7 @@ and the name TRL logs as `rewards/<name>/mean`.
 Each reward scores the poem that `haiku.extract_poem` finds in the completion (think blocks,
 preambles, fences... stripped), checked with our syllable verifier.
 
-Robustness (one decorator, `safe_reward.reward`): a reward never raises into the trainer. Completions that
+Robustness (one decorator, `reward` below): a reward never raises into the trainer. Completions that
 are not text (None, ints, dicts), empty, longer than MAX_COMPLETION_CHARS, or garbage (no
 letter or digit in the poem) get the reward's documented `floor` (`f.floor`). An internal
 error is logged once per reward function (logging.warning, with the offending sample
