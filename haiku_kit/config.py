@@ -1,36 +1,29 @@
-"""The run configuration's schema: one dataclass per section, built and checked from plain data.
+"""The run configuration: its schema, how it is checked, and presets, overrides and files.
 
-`RunConfig.from_dict(data)` builds the whole tree, converting ints to floats and nested dicts to
-their dataclasses; an unknown key raises `ConfigError` listing the valid ones, so a typo never
-silently falls back to a default. Each section is a `*Settings` class (TRL's own argument
-classes are `SFTConfig`/`GRPOConfig`; ours never share that suffix); `RunConfig` is the whole.
-Presets, overrides and config files live in config.py, which builds on this module.
+Schema: one dataclass per section, built from plain data. `RunConfig.from_dict(data)` builds the
+whole tree, converting ints to floats and nested dicts to their dataclasses; an unknown key
+raises `ConfigError` listing the valid ones, so a typo never silently falls back to a default,
+and a wrong type names the key and the value. Each section is a `*Settings` class (TRL's own
+argument classes are `SFTConfig`/`GRPOConfig`; ours never share that suffix); `RunConfig` is the
+whole. A settings field that TRL's config also has is passed to it by name (train/common.py), so
+each setting is written once, here.
+
+Checks, before any model loads (one line per problem): the numbers in the training settings
+(`sft.max_steps = -1` trains `sft.num_train_epochs` epochs instead; GRPO has no epoch setting,
+so `grpo.max_steps` must be a positive number of steps), the choices, the files named.
+
+Presets: a YAML file in haiku_kit/resources/presets/. `load_preset(name)` merges it over its
+`base` chain and builds a `RunConfig`; `apply_overrides(cfg, ["grpo.max_steps=2"])` changes
+dotted keys with values parsed as YAML scalars.
 
 This module imports nothing from the kit but its errors: every other module may use it.
-
-Typed settings from plain mappings: each key checked against its dataclass field's annotation.
-
-An unknown key names the valid ones; a wrong type names the key and the value. Nested settings
-classes are built recursively, int is accepted where float is expected.
-
-Numbers in the training settings, checked before any model loads (one line per problem).
-
-Sentinels: `sft.max_steps = -1` trains `sft.num_train_epochs` epochs instead of a step count.
-GRPO has no epoch setting, so `grpo.max_steps` must be a positive number of steps.
-
-Run configuration as data: YAML presets (with `base:` inheritance), overrides, config files.
-
-A preset is a YAML file in haiku_kit/resources/presets/. `load_preset(name)` merges it over its
-`base` chain and builds a `RunConfig` (schema in settings.py); `apply_overrides(cfg,
-["grpo.max_steps=2"])` changes dotted keys with values parsed as YAML scalars. Unknown keys
-raise `ConfigError` listing the valid ones. The settings classes are re-exported here, so
-`from haiku_kit.config import RunConfig` keeps working.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -475,8 +468,50 @@ CHOICES = {
     "grpo.collapse.metric": ("mean", "max"),
     "grpo.collapse.action": ("stop", "rollback"),
     "grpo.scale_rewards": ("group", "batch", "none"),
-    "grpo.loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
 }
+
+# Settings whose allowed values TRL lists in its config's field help ("Supported values are
+# 'a', 'b' and 'c'") but checks only while training: read from TRL (trl_choices), never copied.
+TRL_CHOICES = {"loss_type": ("trainer/grpo_config.py", "GRPOConfig")}
+
+
+@functools.cache
+def trl_choices(name: str) -> tuple[str, ...] | None:
+    """The values TRL's config accepts for `name` (TRL_CHOICES), read from the field's help in
+    TRL's source without importing trl (on a GPU, Unsloth must be imported before it, and config
+    validation comes first); None when trl is missing or words it differently (TRL then checks)."""
+    import ast
+    import importlib.util
+    import re
+
+    source, cls = TRL_CHOICES[name]
+    spec = importlib.util.find_spec("trl")  # a top-level package: found, not imported
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        tree = ast.parse((Path(spec.submodule_search_locations[0]) / source).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and getattr(item.target, "id", None) == name:
+                    text = " ".join(c.value for c in ast.walk(item)
+                                    if isinstance(c, ast.Constant) and isinstance(c.value, str))
+                    found = re.search(r"Supported values are (.*?)\.\s", text)
+                    values = re.findall(r"'([^']+)'", found.group(1)) if found else []
+                    return tuple(values) or None
+    return None
+
+
+def trl_value_problem(key: str, settings) -> str | None:
+    """A GRPO setting TRL would reject only once training runs, said in one line (TRL_CHOICES)."""
+    for name in TRL_CHOICES:
+        allowed = trl_choices(name)
+        value = getattr(settings, name)
+        if allowed and value not in allowed:
+            return f"{key}.{name}={value!r} is not one of: {', '.join(allowed)} (TRL's GRPOConfig)"
+    return None
 
 
 def _get(cfg, dotted: str):
@@ -496,6 +531,7 @@ def validate(cfg: RunConfig) -> None:
         if kind not in ("sft", "grpo") or (kind == "sft" and variant):
             raise ConfigError(f"phases: unknown phase {phase!r}; use sft, grpo or grpo:VARIANT")
     problem = training_value_problem("sft", cfg.sft) or training_value_problem("grpo", cfg.grpo)
+    problem = problem or trl_value_problem("grpo", cfg.grpo)
     if cfg.distill.topics > 0 or cfg.distill.corpus:
         problem = problem or training_value_problem("distill", cfg.distill) or next(
             (f"distill.{name}={getattr(cfg.distill, name)!r}: must be a whole number of at least 1"
@@ -516,6 +552,7 @@ def validate(cfg: RunConfig) -> None:
     for variant in cfg.grpo_variants:  # unknown keys in a variant fail at load time
         s = grpo_variant_settings(cfg, variant)
         problem = problem or training_value_problem(f"grpo_variants.{variant}", s) or (
+            trl_value_problem(f"grpo_variants.{variant}", s)) or (
             missing_file_problem(f"grpo_variants.{variant}.extra_topics", s.extra_topics))
     m = cfg.model
     problem = problem or fast_inference_problem(

@@ -1,16 +1,22 @@
 """What the stage notebooks call: open a run, build data, load the model, build the real TRL
 trainers, evaluate, report, and show each result inline.
 
-The notebooks stay thin but show the real objects, as Unsloth's notebooks do: notebook 03 reads
+The notebooks stay thin but build the real TRL objects in their own cells, as Unsloth's
+notebooks do: notebook 03 reads
 
     model, tokenizer = stages.load_model(run)
-    trainer = stages.sft_trainer(run, model, tokenizer, data_dir)   # a trl.SFTTrainer
-    stages.show_args(trainer)
-    trainer.train()                                                  # its own cell
+    kit = stages.sft_setup(run, model, tokenizer, data_dir)   # args dict, dataset, callbacks
+    args = SFTConfig(**kit.args)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=kit.train_dataset,
+                         processing_class=tokenizer, callbacks=kit.callbacks)
+    kit.attach(trainer)                                          # the kit's bookkeeping
+    trainer.train(...)                                           # its own cell
     sft_adapter = stages.save_sft(run, trainer)
 
-so a reader can change `trainer.args` before training; `haiku-kit pipeline` runs the very same
-cells with papermill.
+and notebook 04 the same with GRPOConfig / GRPOTrainer and the reward functions
+(`show_rewards`, `show_reward_scores`). `sft_trainer` / `grpo_trainer` make the very same calls
+in one (SFTSetup.trainer / GRPOSetup.trainer), as the CLI does; `haiku-kit pipeline` runs the
+notebooks' cells with papermill.
 
 After training: try the model on a few topics, then save and share it.
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,18 +245,6 @@ def show_report(report_dir: str | Path) -> None:
 
 # -------------------- stages --------------------
 
-# The trainer arguments show_args lists (those a reader most often changes or checks).
-KEY_ARGS = {
-    "sft": ("max_steps", "num_train_epochs", "learning_rate", "lr_scheduler_type",
-            "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-            "assistant_only_loss", "completion_only_loss", "optim", "seed", "output_dir"),
-    "grpo": ("max_steps", "learning_rate", "lr_scheduler_type", "num_generations",
-             "per_device_train_batch_size", "generation_batch_size", "max_completion_length",
-             "temperature", "top_p", "top_k", "loss_type", "beta", "epsilon", "reward_weights",
-             "optim", "seed", "output_dir"),
-}
-
-
 @dataclass
 class Run:
     """What a stage notebook works with: the effective config and the run folder's layout."""
@@ -324,10 +319,17 @@ def _needs(run: Run, kind: str, present: bool) -> None:
                             f"there is nothing to train here (`haiku-kit pipeline` skips this notebook)")
 
 
-def sft_trainer(run: Run, model, tokenizer, data_dir: str | Path):
-    """Stage 03: the trl.SFTTrainer on the sft split, ready for trainer.train()."""
+def sft_setup(run: Run, model, tokenizer, data_dir: str | Path) -> sft.SFTSetup:
+    """Stage 03: what trl.SFTTrainer is built from (sft.SFTSetup: SFTConfig's keyword arguments
+    as `args`, `train_dataset`, `callbacks`), for the cells that build it; then
+    `kit.attach(trainer)`."""
     _needs(run, "SFT", has_sft(run.cfg))
-    return sft.sft_trainer(run.cfg, model, tokenizer, load_data(data_dir), run.resume, run.fresh)
+    return sft.sft_setup(run.cfg, model, tokenizer, load_data(data_dir), run.resume, run.fresh)
+
+
+def sft_trainer(run: Run, model, tokenizer, data_dir: str | Path):
+    """Stage 03 in one call: the trl.SFTTrainer the notebook's cells build, ready for trainer.train()."""
+    return sft_setup(run, model, tokenizer, data_dir).trainer(model, tokenizer)
 
 
 def save_sft(run: Run, trainer) -> Path:
@@ -361,13 +363,96 @@ def grpo_start(run: Run, sft_adapter: str | Path | None) -> Path | None:
     return grpo.start_adapter(run.cfg, settings, None, previous)
 
 
-def grpo_trainer(run: Run, model, tokenizer, data_dir: str | Path, start: Path | None):
-    """Stage 04: the trl.GRPOTrainer of the preset's first GRPO phase (the model loaded from
-    `start`), ready for trainer.train()."""
+def grpo_setup(run: Run, model, tokenizer, data_dir: str | Path, start: Path | None) -> grpo.GRPOSetup:
+    """Stage 04: what the trl.GRPOTrainer of the preset's first GRPO phase is built from
+    (grpo.GRPOSetup: GRPOConfig's keyword arguments as `args`, `reward_funcs`, `train_dataset`,
+    `callbacks`), the model loaded from `start`; then `kit.attach(trainer)`."""
     phases = grpo_phases(run.cfg)
     _needs(run, "GRPO", bool(phases))
-    return grpo.grpo_trainer(run.cfg, model, tokenizer, load_data(data_dir), variant_of(phases[0]),
-                             start, run.resume, run.fresh)
+    return grpo.grpo_setup(run.cfg, model, tokenizer, load_data(data_dir), variant_of(phases[0]),
+                           start, run.resume, run.fresh)
+
+
+def grpo_trainer(run: Run, model, tokenizer, data_dir: str | Path, start: Path | None):
+    """Stage 04 in one call: the trl.GRPOTrainer the notebook's cells build, ready for trainer.train()."""
+    return grpo_setup(run, model, tokenizer, data_dir, start).trainer(model, tokenizer)
+
+
+def rewards_markdown(spec) -> str:
+    """The reward functions of a RewardSpec: name, weight, what each pays (its docstring's first
+    paragraph); TRL sums weight x reward per completion."""
+    from haiku_kit.train.rewards import get_reward
+
+    lines = ["| reward | weight | what it pays |", "|---|---:|---|"]
+    for name, weight in zip(spec.names, spec.weights):
+        doc = " ".join((get_reward(name).__doc__ or "").strip().split("\n\n")[0].split())
+        lines.append(f"| `{name}` | {weight:g} | {_escape(doc)} |")
+    return "\n".join(lines) + "\n"
+
+
+def show_rewards(kit) -> None:
+    """The reward functions GRPO trains with (kit: a grpo.GRPOSetup, or a RewardSpec)."""
+    _show_markdown(rewards_markdown(getattr(kit, "spec", kit)))
+
+
+@contextmanager
+def _outside_training():
+    """Run reward functions before training without changing it: the random states are restored
+    and a sentence encoder loaded meanwhile is dropped again, so training loads it (and draws
+    the random numbers loading it draws) where it always did: the same run, to the digit."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from haiku_kit.verify import similarity
+
+    scorers = dict(similarity._SCORERS)
+    states = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        similarity._SCORERS.clear()
+        similarity._SCORERS.update(scorers)
+
+
+def reward_scores(spec, topic: str, completions: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Every reward of `spec` (unwrapped: nothing reaches the training logs) on each named
+    completion for `topic`, with the weighted total GRPO compares completions by."""
+    from haiku_kit.verify.text import build_prompt
+
+    texts = list(completions.values())
+    columns = {"prompts": [build_prompt(topic)] * len(texts), "completions": texts,
+               "topic": [topic] * len(texts)}
+    with _outside_training():
+        scores = {name: f(**columns) for name, f in zip(spec.names, spec.reward_funcs())}
+    out = {}
+    for i, label in enumerate(completions):
+        row = {name: scores[name][i] for name in spec.names}
+        row["total"] = sum(w * row[n] for n, w in zip(spec.names, spec.weights))
+        out[label] = row
+    return out
+
+
+def reward_scores_markdown(spec, topic: str, completions: dict[str, str]) -> str:
+    """reward_scores as a table: a row per completion, a column per reward, the weighted total."""
+    scores = reward_scores(spec, topic, completions)
+    lines = [f"Topic: *{_escape(topic)}*", "",
+             "| completion | " + " | ".join(f"`{n}`" for n in spec.names) + " | weighted total |",
+             "|---|" + "---:|" * (len(spec.names) + 1)]
+    lines += [f"| {_escape(label)} | " + " | ".join(f"{row[n]:.2f}" for n in spec.names)
+              + f" | **{row['total']:.2f}** |" for label, row in scores.items()]
+    return "\n".join(lines) + "\n"
+
+
+def show_reward_scores(kit, topic: str, completions: dict[str, str]) -> None:
+    """Score named completions for `topic` with the GRPO rewards (kit: a grpo.GRPOSetup, or a
+    RewardSpec) and show the table."""
+    _show_markdown(reward_scores_markdown(getattr(kit, "spec", kit), topic, completions))
 
 
 def save_grpo(run: Run, trainer, data_dir: str | Path) -> Path:
@@ -384,11 +469,25 @@ def save_grpo(run: Run, trainer, data_dir: str | Path) -> Path:
     return adapter
 
 
+def key_args(trainer) -> list[str]:
+    """The arguments show_args lists: every setting the kit passes to TRL by name (the fields
+    SFTSettings / GRPOSettings share with the trainer's config), then the kit's own choices a
+    reader checks."""
+    from haiku_kit.config import GRPOSettings, SFTSettings
+    from haiku_kit.train.common import passthrough_names
+
+    if hasattr(trainer, "reward_funcs"):
+        settings, extra = GRPOSettings, ["epsilon_high", "reward_weights"]
+    else:
+        settings, extra = SFTSettings, ["assistant_only_loss", "completion_only_loss"]
+    names = passthrough_names(settings, type(trainer.args))
+    return [*names, *(n for n in extra if n not in names), "seed", "output_dir"]
+
+
 def show_args(trainer) -> None:
     """The trainer's class and key arguments (all of them: `trainer.args`)."""
-    kind = "grpo" if hasattr(trainer, "reward_funcs") else "sft"
     rows = [f"| `{name}` | `{enum_value(getattr(trainer.args, name, None))}` |"
-            for name in KEY_ARGS[kind]]
+            for name in key_args(trainer)]
     _show_markdown(f"**{type(trainer).__module__}.{type(trainer).__name__}**, {len(trainer.train_dataset)} "
                    "training rows\n\n| argument | value |\n|---|---|\n" + "\n".join(rows))
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -27,26 +27,21 @@
 # about a quarter of an hour.
 
 # %%
-# Install the kit where it is missing (Colab); with haiku-kit already installed this does nothing.
-# From where: set HAIKU_KIT_SOURCE once before running (a wheel path, a git URL, or a package name);
-# default: git+https://github.com/haiku-kit/haiku-kit
+# Install the kit where it is missing (Colab); with haiku-kit installed this does nothing.
+# From HAIKU_KIT_SOURCE if set: a wheel, a git URL, or haiku-kit with a version (haiku-kit==0.1.0).
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
 
 if importlib.util.find_spec("haiku_kit") is None:
-    source = os.environ.get("HAIKU_KIT_SOURCE") or "git+https://github.com/haiku-kit/haiku-kit"
-    extras = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
-    if "://" in source:  # git+https://..., https://.../x.whl
-        requirement = f"haiku-kit{extras} @ {source}"
-    elif source.endswith(".whl") or os.path.exists(source):  # a local wheel or checkout
-        requirement = source + extras
-    else:  # a package name, maybe with a version: haiku-kit, haiku-kit==0.1.0
-        requirement = re.sub(r"^([A-Za-z0-9._-]+)", lambda m: m.group(1) + extras, source)
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", requirement])
+    src = os.environ.get("HAIKU_KIT_SOURCE") or "git+https://github.com/haiku-kit/haiku-kit"
+    gpu = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
+    local = src.endswith(".whl") or os.path.exists(src)
+    req = f"haiku-kit{gpu} @ {src}" if "://" in src else src + gpu if local else (
+        f"haiku-kit{gpu}{src.removeprefix('haiku-kit')}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", req])
 
 # %% [markdown]
 # ## Parameters
@@ -88,12 +83,23 @@ stages.show_samples(base, "base model", n=3)
 
 # %% [markdown]
 # The real objects: `model, tokenizer` (transformers + peft, or Unsloth on a GPU) and TRL's own
-# `SFTTrainer`. Change `trainer.args` before training if you like. (A preset without SFT, such as
-# `ref-rl-only-sparse`, skips this section: go on to GRPO.)
+# `SFTConfig` and `SFTTrainer`, built from what the kit prepares (`kit.args`: SFTConfig's keyword
+# arguments, a dict to change before the trainer cell; the formatted sft split; the training
+# log). (A preset without SFT, such as `ref-rl-only-sparse`, skips this section: go on to GRPO.)
 
 # %%
+from trl import SFTConfig, SFTTrainer
+
 model, tokenizer = stages.load_model(run)
-trainer = stages.sft_trainer(run, model, tokenizer, data_dir)
+kit = stages.sft_setup(run, model, tokenizer, data_dir)
+trainer = SFTTrainer(
+    model=model,
+    args=SFTConfig(**kit.args),
+    train_dataset=kit.train_dataset,
+    processing_class=tokenizer,
+    callbacks=kit.callbacks,
+)
+kit.attach(trainer)
 stages.show_args(trainer)
 
 # %%
@@ -127,10 +133,32 @@ stages.evaluate_model(run, "sft", data_dir, adapter=sft_adapter, constrained=Tru
 # %% [markdown]
 # ## 4 · GRPO
 
+# %% [markdown]
+# GRPO samples several poems per prompt and rewards the better ones; the rewards are computed
+# (syllables, lines, topic), and here they score a haiku and filler on one topic.
+
 # %%
 start = stages.grpo_start(run, run.paths.sft_adapter)
 model, tokenizer = stages.load_model(run, adapter=start)
-trainer = stages.grpo_trainer(run, model, tokenizer, data_dir, start)
+kit = stages.grpo_setup(run, model, tokenizer, data_dir, start)
+stages.show_rewards(kit)
+stages.show_reward_scores(kit, "first snow in the city", {
+    "a haiku": "soft flakes on the street\nthe city hushed under white\nmy breath joins the snow",
+    "filler": "Here is a haiku about the first snow in the city. I hope you like it!",
+})
+
+# %%
+from trl import GRPOConfig, GRPOTrainer
+
+trainer = GRPOTrainer(
+    model=model,
+    reward_funcs=kit.reward_funcs,
+    args=GRPOConfig(**kit.args),
+    train_dataset=kit.train_dataset,
+    processing_class=tokenizer,
+    callbacks=kit.callbacks,
+)
+kit.attach(trainer)
 stages.show_args(trainer)
 
 # %%

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -30,26 +30,21 @@
 # Everything is written to `RUN/data/`, which the next notebooks read.
 
 # %%
-# Install the kit where it is missing (Colab); with haiku-kit already installed this does nothing.
-# From where: set HAIKU_KIT_SOURCE once before running (a wheel path, a git URL, or a package name);
-# default: git+https://github.com/haiku-kit/haiku-kit
+# Install the kit where it is missing (Colab); with haiku-kit installed this does nothing.
+# From HAIKU_KIT_SOURCE if set: a wheel, a git URL, or haiku-kit with a version (haiku-kit==0.1.0).
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
 
 if importlib.util.find_spec("haiku_kit") is None:
-    source = os.environ.get("HAIKU_KIT_SOURCE") or "git+https://github.com/haiku-kit/haiku-kit"
-    extras = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
-    if "://" in source:  # git+https://..., https://.../x.whl
-        requirement = f"haiku-kit{extras} @ {source}"
-    elif source.endswith(".whl") or os.path.exists(source):  # a local wheel or checkout
-        requirement = source + extras
-    else:  # a package name, maybe with a version: haiku-kit, haiku-kit==0.1.0
-        requirement = re.sub(r"^([A-Za-z0-9._-]+)", lambda m: m.group(1) + extras, source)
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", requirement])
+    src = os.environ.get("HAIKU_KIT_SOURCE") or "git+https://github.com/haiku-kit/haiku-kit"
+    gpu = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
+    local = src.endswith(".whl") or os.path.exists(src)
+    req = f"haiku-kit{gpu} @ {src}" if "://" in src else src + gpu if local else (
+        f"haiku-kit{gpu}{src.removeprefix('haiku-kit')}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", req])
 
 # %% [markdown]
 # ## Parameters

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -26,26 +26,21 @@
 # in `RUN/eval/sft/`.
 
 # %%
-# Install the kit where it is missing (Colab); with haiku-kit already installed this does nothing.
-# From where: set HAIKU_KIT_SOURCE once before running (a wheel path, a git URL, or a package name);
-# default: git+https://github.com/haiku-kit/haiku-kit
+# Install the kit where it is missing (Colab); with haiku-kit installed this does nothing.
+# From HAIKU_KIT_SOURCE if set: a wheel, a git URL, or haiku-kit with a version (haiku-kit==0.1.0).
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
 
 if importlib.util.find_spec("haiku_kit") is None:
-    source = os.environ.get("HAIKU_KIT_SOURCE") or "git+https://github.com/haiku-kit/haiku-kit"
-    extras = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
-    if "://" in source:  # git+https://..., https://.../x.whl
-        requirement = f"haiku-kit{extras} @ {source}"
-    elif source.endswith(".whl") or os.path.exists(source):  # a local wheel or checkout
-        requirement = source + extras
-    else:  # a package name, maybe with a version: haiku-kit, haiku-kit==0.1.0
-        requirement = re.sub(r"^([A-Za-z0-9._-]+)", lambda m: m.group(1) + extras, source)
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", requirement])
+    src = os.environ.get("HAIKU_KIT_SOURCE") or "git+https://github.com/haiku-kit/haiku-kit"
+    gpu = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
+    local = src.endswith(".whl") or os.path.exists(src)
+    req = f"haiku-kit{gpu} @ {src}" if "://" in src else src + gpu if local else (
+        f"haiku-kit{gpu}{src.removeprefix('haiku-kit')}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", req])
 
 # %% [markdown]
 # ## Parameters
@@ -66,16 +61,57 @@ run = stages.open_run(preset, overrides, run_dir, resume, fresh)
 data_dir = run.path("data_dir", data_dir)
 
 # %% [markdown]
-# ## The model and the trainer
+# ## The model
 # `model, tokenizer` are the real transformers + peft objects (Unsloth's on a GPU preset): the
-# preset's model with a fresh LoRA adapter. `trainer` is TRL's own `SFTTrainer`, built with the
-# preset's settings; its key arguments are listed below and all of them are in `trainer.args`.
-# Change any before training, e.g. `trainer.args.max_steps = 20`.
+# preset's model with a fresh LoRA adapter.
 
 # %%
 model, tokenizer = stages.load_model(run)
-trainer = stages.sft_trainer(run, model, tokenizer, data_dir)
+
+# %% [markdown]
+# ## What the trainer is built from
+# The kit turns the preset's `sft.*` settings into `SFTConfig`'s keyword arguments: `kit.args`,
+# a plain dict, shown below. Change any before the next cell, e.g. `kit.args["max_steps"] = 20`.
+# `kit.train_dataset` is the sft split formatted for the loss mask: with `assistant` masking, a
+# chat `messages` column and TRL computes the loss on the assistant's turn (the poem) only; with
+# `completion`, `prompt`/`completion` columns and the loss on the completion only.
+# `kit.callbacks` writes the training log.
+
+# %%
+from pprint import pp
+
+kit = stages.sft_setup(run, model, tokenizer, data_dir)
+print(f"loss mask: {kit.loss_mask}; {len(kit.train_dataset)} training rows")
+pp(kit.args)  # SFTConfig's keyword arguments
+
+# %% [markdown]
+# ## The trainer
+# TRL's own `SFTConfig` and `SFTTrainer`. `kit.attach(trainer)` adds the kit's bookkeeping: the
+# settings the trainer really uses (`RUN/sft/effective.yaml`), the checkpoint it resumes from
+# (`trainer.kit_phase.resume`), the live training view. Everything is in `trainer.args`.
+
+# %%
+from trl import SFTConfig, SFTTrainer
+
+args = SFTConfig(**kit.args)
+trainer = SFTTrainer(
+    model=model,
+    args=args,
+    train_dataset=kit.train_dataset,
+    processing_class=tokenizer,
+    callbacks=kit.callbacks,
+)
+kit.attach(trainer)
 stages.show_args(trainer)
+
+# %% [markdown]
+# One training example as the trainer sees it: the chat template applied, then tokenized; the
+# mask marks the tokens the loss is computed on.
+
+# %%
+example = trainer.train_dataset[0]
+print(tokenizer.decode(example["input_ids"]))
+pp(example, compact=True)
 
 # %% [markdown]
 # ## Train

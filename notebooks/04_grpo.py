@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -28,26 +28,21 @@
 # the SFT→GRPO model in `RUN/eval/grpo/`.
 
 # %%
-# Install the kit where it is missing (Colab); with haiku-kit already installed this does nothing.
-# From where: set HAIKU_KIT_SOURCE once before running (a wheel path, a git URL, or a package name);
-# default: git+https://github.com/haiku-kit/haiku-kit
+# Install the kit where it is missing (Colab); with haiku-kit installed this does nothing.
+# From HAIKU_KIT_SOURCE if set: a wheel, a git URL, or haiku-kit with a version (haiku-kit==0.1.0).
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
 
 if importlib.util.find_spec("haiku_kit") is None:
-    source = os.environ.get("HAIKU_KIT_SOURCE") or "git+https://github.com/haiku-kit/haiku-kit"
-    extras = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
-    if "://" in source:  # git+https://..., https://.../x.whl
-        requirement = f"haiku-kit{extras} @ {source}"
-    elif source.endswith(".whl") or os.path.exists(source):  # a local wheel or checkout
-        requirement = source + extras
-    else:  # a package name, maybe with a version: haiku-kit, haiku-kit==0.1.0
-        requirement = re.sub(r"^([A-Za-z0-9._-]+)", lambda m: m.group(1) + extras, source)
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", requirement])
+    src = os.environ.get("HAIKU_KIT_SOURCE") or "git+https://github.com/haiku-kit/haiku-kit"
+    gpu = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
+    local = src.endswith(".whl") or os.path.exists(src)
+    req = f"haiku-kit{gpu} @ {src}" if "://" in src else src + gpu if local else (
+        f"haiku-kit{gpu}{src.removeprefix('haiku-kit')}")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", req])
 
 # %% [markdown]
 # ## Parameters
@@ -75,16 +70,69 @@ data_dir = run.path("data_dir", data_dir)
 sft_adapter = run.path("sft_adapter", sft_adapter)
 
 # %% [markdown]
-# ## The model and the trainer
+# ## The model
 # GRPO starts from the SFT adapter (or, as the preset's `grpo.init` says, from the base model:
-# `start` is then None). `trainer` is TRL's own `GRPOTrainer` with the kit's reward functions,
-# monitors and collapse detector; its key arguments are listed below and all of them are in
-# `trainer.args`. Change any before training, e.g. `trainer.args.max_steps = 5`.
+# `start` is then None).
 
 # %%
 start = stages.grpo_start(run, sft_adapter)
 model, tokenizer = stages.load_model(run, adapter=start)
-trainer = stages.grpo_trainer(run, model, tokenizer, data_dir, start)
+
+# %% [markdown]
+# ## What the trainer is built from
+# The kit turns the preset's `grpo.*` settings into `GRPOConfig`'s keyword arguments: `kit.args`,
+# a plain dict, shown below. Change any before the trainer cell, e.g. `kit.args["max_steps"] = 5`.
+# `kit.train_dataset` holds the rl prompts with the `topic` column the rewards read,
+# `kit.reward_funcs` the reward functions, `kit.callbacks` the reward-hacking monitor, the
+# collapse detector and the training log.
+
+# %%
+from pprint import pp
+
+kit = stages.grpo_setup(run, model, tokenizer, data_dir, start)
+pp(kit.args)  # GRPOConfig's keyword arguments
+
+# %% [markdown]
+# ## The rewards
+# For every prompt GRPO samples `num_generations` completions, scores each with every reward
+# function, sums them with their weights (`reward_weights`) and moves the model towards the
+# completions that beat their group's mean. The preset's rewards (`grpo.rewards`), with what
+# each one pays:
+
+# %%
+stages.show_rewards(kit)
+
+# %% [markdown]
+# The same functions on two completions for one topic: a 5-7-5 haiku, and filler that talks
+# about the topic without being a poem. (The scores here reach no training log.)
+
+# %%
+stages.show_reward_scores(kit, "first snow in the city", {
+    "a haiku": "soft flakes on the street\nthe city hushed under white\nmy breath joins the snow",
+    "filler": "Here is a haiku about the first snow in the city. I hope you like it!",
+})
+
+# %% [markdown]
+# ## The trainer
+# TRL's own `GRPOConfig` and `GRPOTrainer`; the reward functions come wrapped so every scored
+# batch also reaches the sample log (`RUN/grpo/samples.jsonl`), the monitor and the collapse
+# detector. `kit.attach(trainer)` adds the rest of the kit's bookkeeping: the reward curriculum
+# (`grpo.curriculum`), the settings the trainer really uses (`RUN/grpo/effective.yaml`), the
+# checkpoint it resumes from (`trainer.kit_phase.resume`), the live training view.
+
+# %%
+from trl import GRPOConfig, GRPOTrainer
+
+args = GRPOConfig(**kit.args)
+trainer = GRPOTrainer(
+    model=model,
+    reward_funcs=kit.reward_funcs,
+    args=args,
+    train_dataset=kit.train_dataset,
+    processing_class=tokenizer,
+    callbacks=kit.callbacks,
+)
+kit.attach(trainer)
 stages.show_args(trainer)
 
 # %% [markdown]

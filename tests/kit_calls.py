@@ -2,9 +2,9 @@
 
 A call like `GRPOConfig(**_common_args(...), num_generations=...)` is followed into the function
 that builds the splatted mapping (dict literals, `dict(...)`, `name[key] = ...` and nested `**`),
-so fields set only on the GPU path are found too. `trainer_config(SFTConfig, MAPPING, ...)`,
-the kit's way of building a TRL config with the user's pass-through on top, counts as a call of
-SFTConfig with MAPPING's keys.
+so fields set only on the GPU path are found too. `trainer_config(SFTConfig, MAPPING, ...)` and
+`config_args(SFTConfig, cfg, s, out, device, model, MAPPING, phase)`, the kit's ways of building a
+TRL config's arguments, count as a call of SFTConfig with MAPPING's keys (plus common_args').
 """
 
 from __future__ import annotations
@@ -111,8 +111,21 @@ def call_sites(callee: str, receiver: str | None = None) -> list[CallSite]:
                 keywords = _keys_of_expr(call.args[1], scope, funcs, frozenset())
                 sites[where] = CallSite(where, frozenset(keywords), 0, ())
                 continue
+            if (_callee(call) == "config_args" and len(call.args) >= 7  # the kit's TRL config args
+                    and isinstance(call.args[0], ast.Name) and call.args[0].id == callee):
+                # settings fields pass by name only where the TRL config has them (checked at run
+                # time, tests/train/test_trl_fields.py); what is read here is what the kit adds:
+                # common_args' keys and the phase's own mapping
+                where = f"{path}:{call.lineno}"
+                keywords = (_keys_returned(funcs["common_args"], funcs, frozenset())
+                            | _keys_of_expr(call.args[6], scope, funcs, frozenset()))
+                sites[where] = CallSite(where, frozenset(keywords), 0, ())
+                continue
             if _callee(call) != callee:
                 continue
+            if (not call.args and len(call.keywords) == 1 and call.keywords[0].arg is None
+                    and ast.unparse(call.keywords[0].value) == "self.args"):
+                continue  # `SFTConfig(**self.args)`: the mapping config_args built, read above
             if receiver is not None and not (isinstance(call.func, ast.Attribute)
                                              and isinstance(call.func.value, ast.Name)
                                              and call.func.value.id == receiver):

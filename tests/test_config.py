@@ -186,3 +186,33 @@ def test_one_lora_settings_class_checks_its_values():
         apply_overrides(load_preset("cpu-demo"), ["model.lora.r=0"])
     with pytest.raises(ConfigError, match="dropout"):
         LoraSettings(dropout=1.5)
+
+
+def test_grpo_loss_type_is_checked_against_trls_own_list_before_any_import():
+    """No copy of TRL's loss types in the kit: the allowed values come from GRPOConfig's field
+    help, read from TRL's source without importing trl (Unsloth must come first on a GPU)."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from trl import GRPOConfig
+
+    from haiku_kit.config import trl_choices
+
+    allowed = trl_choices("loss_type")
+    assert allowed and "dapo" in allowed and "grpo" in allowed
+    help_text = next(f for f in dataclasses.fields(GRPOConfig) if f.name == "loss_type").metadata["help"]
+    assert all(f"'{value}'" in help_text for value in allowed)
+    for value in allowed:
+        assert apply_overrides(load_preset("cpu-smoke"), [f"grpo.loss_type={value}"]).grpo.loss_type == value
+    with pytest.raises(ConfigError, match=r"^grpo\.loss_type='ppo' is not one of: .*dapo") as err:
+        apply_overrides(load_preset("cpu-smoke"), ["grpo.loss_type=ppo"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"grpo_variants\.a\.loss_type='x'"):
+        apply_overrides(load_preset("cpu-smoke"), ["grpo_variants={a: {loss_type: x}}"])
+    code = ("import sys; from haiku_kit.config import apply_overrides, load_preset\n"
+            "try: apply_overrides(load_preset('cpu-smoke'), ['grpo.loss_type=ppo'])\n"
+            "except Exception as e: print(type(e).__name__)\n"
+            "print(sorted(m for m in ('trl', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["ConfigError", "[]"]

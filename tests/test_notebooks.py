@@ -131,6 +131,42 @@ def test_training_notebooks_show_the_real_trainer_and_train_in_their_own_cell():
         assert any("stages.show_args(trainer)" in s for s in code), name
 
 
+# The TRL calls each training notebook writes out in its own cells (as Unsloth's notebooks do),
+# built from the pieces the kit returns; the kit's one-call path (SFTSetup/GRPOSetup.trainer)
+# makes the same calls.
+TRL_CALLS = {
+    "03_sft.py": ("from trl import SFTConfig, SFTTrainer", "SFTConfig(**kit.args)", "SFTTrainer(",
+                  "train_dataset=kit.train_dataset", "callbacks=kit.callbacks",
+                  "processing_class=tokenizer", "kit.attach(trainer)", "trainer.train_dataset[0]"),
+    "04_grpo.py": ("from trl import GRPOConfig, GRPOTrainer", "GRPOConfig(**kit.args)", "GRPOTrainer(",
+                   "reward_funcs=kit.reward_funcs", "train_dataset=kit.train_dataset",
+                   "callbacks=kit.callbacks", "processing_class=tokenizer", "kit.attach(trainer)",
+                   "stages.show_rewards(kit)", "stages.show_reward_scores(kit,"),
+    "00_quickstart.py": ("SFTConfig(", "SFTTrainer(", "GRPOConfig(", "GRPOTrainer(",
+                         "kit.attach(trainer)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRL_CALLS))
+def test_training_notebooks_build_the_trl_config_and_trainer_in_visible_cells(name):
+    code = "\n".join(c.source for c in jupytext.read(NB_DIR / name).cells if c.cell_type == "code")
+    missing = [s for s in TRL_CALLS[name] if s not in code]
+    assert not missing, f"{name} does not show {missing}"
+    for hidden in ("stages.sft_trainer(", "stages.grpo_trainer("):  # the one-call shortcuts
+        assert hidden not in code, f"{name} hides the TRL calls behind {hidden}"
+    # the cell that builds the trainer comes before the cell that trains it
+    cells = [c.source for c in jupytext.read(NB_DIR / name).cells if c.cell_type == "code"]
+    built = min(i for i, s in enumerate(cells) if "Trainer(" in s)
+    trained = min(i for i, s in enumerate(cells) if s.startswith("trainer.train("))
+    assert built < trained
+
+
+def test_the_install_cell_is_a_few_lines():
+    install = _sync_script().INSTALL_CELL
+    code = [ln for ln in install.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert len(install.splitlines()) <= 16 and len(code) <= 13, install
+
+
 def _install_cell(py: Path) -> str:
     cells = [c.source for c in jupytext.read(py).cells if c.cell_type == "code"]
     install = [s for s in cells if 'find_spec("haiku_kit")' in s]
@@ -168,7 +204,7 @@ class _StagesCalls(ast.NodeVisitor):
         self.names: set[str] = set()
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if isinstance(node.value, ast.Name) and node.value.id == "phases":
+        if isinstance(node.value, ast.Name) and node.value.id == "stages":
             self.names.add(node.attr)
         self.generic_visit(node)
 

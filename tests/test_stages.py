@@ -45,13 +45,14 @@ def test_data_stage_copies_an_existing_splits_folder(tmp_path):
 def test_a_preset_without_the_phase_says_so(tmp_path):
     run = stages.open_run("cpu-smoke", ["phases=[grpo]"], tmp_path / "run")
     with pytest.raises(HaikuKitError, match="trains no SFT phase"):
-        stages.sft_trainer(run, None, None, tmp_path)
+        stages.sft_setup(run, None, None, tmp_path)
 
 
 def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
-    """03_sft's cells: the real model and SFTTrainer, its key arguments shown, a changed
-    trainer.args honoured by trainer.train(), then the saved adapter."""
-    from trl import SFTTrainer
+    """03_sft's cells: the real model, SFTConfig's keyword arguments from the kit (a dict, changed
+    before the trainer is built), SFTConfig and SFTTrainer built as the notebook writes them,
+    its key arguments shown, trained, then the saved adapter."""
+    from trl import SFTConfig, SFTTrainer
 
     from haiku_kit.data.sources import load_embedded
     from haiku_kit.data.splits import build_splits, load_eval_data
@@ -60,16 +61,21 @@ def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatc
     build_splits(load_embedded()[:60], data_dir, min_similarity=None)
     run = stages.open_run("cpu-smoke", [f"model.name={tiny_model_dir}"], tmp_path / "run")
     model, tokenizer = stages.load_model(run)
-    trainer = stages.sft_trainer(run, model, tokenizer, data_dir)
-    assert isinstance(trainer, SFTTrainer) and trainer.model is model
+    kit = stages.sft_setup(run, model, tokenizer, data_dir)
+    assert isinstance(kit.args, dict) and kit.args["max_steps"] == 3
+    kit.args["max_steps"] = 1  # the notebook's "change any before the next cell"
+    args = SFTConfig(**kit.args)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=kit.train_dataset,
+                         processing_class=tokenizer, callbacks=kit.callbacks)
+    assert kit.attach(trainer) is trainer and trainer.kit_phase.folder == run.paths.phase_dir("sft")
+    assert trainer.model is model and "input_ids" in trainer.train_dataset[0]
 
     shown: list = []
     monkeypatch.setattr(notebook_view, "_display", lambda *objs: shown.extend(objs))
     stages.show_args(trainer)
     table = getattr(shown[0], "data", shown[0])
-    assert "SFTTrainer" in table and "| `max_steps` | `3` |" in table
+    assert "SFTTrainer" in table and "| `max_steps` | `1` |" in table and "| `max_length` |" in table
 
-    trainer.args.max_steps = 1
     trainer.train()
     adapter = stages.save_sft(run, trainer)
     assert adapter == run.paths.sft_adapter and (adapter / "adapter_config.json").is_file()
@@ -101,6 +107,53 @@ def test_sft_notebook_cells_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatc
         assert t.free.is_haiku == hk.check(t.free.poem).is_haiku
     table = getattr(shown[0], "data", shown[0])
     assert "| autumn rain |" in table and "| a \\| pipe |" in table
+
+
+def test_reward_cells_list_the_rewards_and_score_examples_without_touching_training(monkeypatch):
+    """04's reward cells: each reward with its weight and meaning; a haiku outscores filler; the
+    scoring leaves the random states and the loaded sentence encoders as they were (the sentence
+    encoder's loading draws random numbers: training must load it where it always did)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from haiku_kit.train.rewards import RewardSpec
+    from haiku_kit.verify import similarity
+
+    spec = RewardSpec.preset("counting")
+    table = stages.rewards_markdown(spec)
+    for name, weight in zip(spec.names, spec.weights):
+        assert f"| `{name}` | {weight:g} |" in table
+    assert "5-7-5" in table
+
+    torch.manual_seed(1)
+    random.seed(1)
+    np.random.seed(1)
+    before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    monkeypatch.setattr(similarity, "_SCORERS", {})
+
+    def loading_cosine(topics, poems, **kw):  # as the first call does: load (drawing), then score
+        similarity._SCORERS["minilm"] = object()
+        torch.rand(3), random.random(), np.random.rand()
+        return [0.6] * len(poems)
+
+    monkeypatch.setattr(similarity, "cosine", loading_cosine)
+    scores = stages.reward_scores(spec, "first snow in the city", {
+        "a haiku": "soft flakes on the street\nthe city hushed under white\nmy breath joins the snow",
+        "filler": "Here is a haiku about the first snow in the city. I hope you like it!",
+    })
+    assert scores["a haiku"]["haiku_reward"] == 1.0 and scores["filler"]["haiku_reward"] == 0.0
+    assert scores["a haiku"]["total"] > scores["filler"]["total"]
+    total = sum(w * scores["filler"][n] for n, w in zip(spec.names, spec.weights))
+    assert scores["filler"]["total"] == pytest.approx(total)
+    assert torch.equal(before[0], torch.get_rng_state()) and before[1] == random.getstate()
+    assert (before[2] == np.random.get_state()[1]).all() and similarity._SCORERS == {}
+
+    shown: list = []
+    monkeypatch.setattr(notebook_view, "_display", lambda *objs: shown.extend(objs))
+    assert stages.show_reward_scores(spec, "dusk", {"x": "a\nb\nc"}) is None
+    assert "| x |" in getattr(shown[0], "data", shown[0])
 
 
 def test_report_puts_constrained_rows_beside_the_free_ones(tmp_path):

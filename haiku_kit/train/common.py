@@ -76,24 +76,28 @@ def _precision(device: str, model) -> dict[str, Any]:
     return {"use_cpu": device == "cpu", **training_precision(device, model).trainer_flags()}
 
 
+def passthrough_names(settings, config_cls) -> list[str]:
+    """The fields of `settings` (SFTSettings / GRPOSettings, class or instance) that `config_cls`
+    (trl.SFTConfig / GRPOConfig) also has: each goes to TRL by name, so a TRL setting is added to
+    the kit by adding one field to the settings dataclass."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    return [f.name for f in dataclasses.fields(settings) if f.name in known]
+
+
 def common_args(cfg: RunConfig, s, out: Path, device: str, model) -> dict[str, Any]:
+    """The kit's own choices and translations SFT and GRPO share: values computed from a setting
+    (max_steps <= 0 -> -1, warmup_ratio -> warmup_steps, no 8-bit optimizer on a CPU, report_to
+    checked), and arguments no setting names (output folder, seed, precision...)."""
     report_to = report_targets(s.report_to, ("grpo" if hasattr(s, "num_generations") else "sft") + ".report_to")
     prepare_trackers(report_to, run_root(cfg))
     return dict(
         output_dir=str(out / "checkpoints"),
         max_steps=s.max_steps if s.max_steps > 0 else -1,
-        learning_rate=s.learning_rate,
-        lr_scheduler_type=s.lr_scheduler_type,
         warmup_steps=s.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the steps
-        weight_decay=s.weight_decay,
-        max_grad_norm=s.max_grad_norm,
         optim=s.optim if device != "cpu" or "8bit" not in s.optim else "adamw_torch",
-        per_device_train_batch_size=s.per_device_train_batch_size,
-        gradient_accumulation_steps=s.gradient_accumulation_steps,
-        logging_steps=s.logging_steps,
         save_strategy="steps",
-        save_steps=s.save_steps,
-        save_total_limit=s.save_total_limit,
         report_to=report_to,
         seed=cfg.seed,
         dataloader_num_workers=0,
@@ -103,6 +107,18 @@ def common_args(cfg: RunConfig, s, out: Path, device: str, model) -> dict[str, A
         **({"gradient_checkpointing": False} if device == "cpu" else {}),
         **_precision(device, model),
     )
+
+
+def config_args(config_cls, cfg: RunConfig, s, out: Path, device: str, model, kit: dict[str, Any],
+                phase: str) -> dict[str, Any]:
+    """The keyword arguments of `config_cls` (trl.SFTConfig / GRPOConfig) for one phase, as a dict
+    a notebook shows and may edit: every field of the settings `s` that config_cls also has, by
+    name (passthrough_names); the kit's shared choices (common_args) and this phase's (`kit`) on
+    top; then the user's `<phase>.trainer_args`, checked against config_cls's fields."""
+    args = {name: getattr(s, name) for name in passthrough_names(s, config_cls)}
+    args.update(common_args(cfg, s, out, device, model))
+    args.update(kit)
+    return with_trainer_args(config_cls, args, s.trainer_args, phase)
 
 
 def report_targets(value, key: str) -> str | list[str]:
@@ -126,9 +142,11 @@ def prepare_trackers(report_to, run_dir: Path) -> None:
         logger.warning("trackio was imported before training: it logs to %s", trackio_utils.TRACKIO_DIR)
 
 
-def trainer_config(config_cls, kit_args: dict[str, Any], overrides: dict[str, Any], phase: str):
-    """config_cls(**kit_args) with the user's `<phase>.trainer_args` merged on top, so TRL checks
-    every value. A key TRL does not know is named; overriding a setting the kit chose warns."""
+def with_trainer_args(config_cls, kit_args: dict[str, Any], overrides: dict[str, Any],
+                      phase: str) -> dict[str, Any]:
+    """kit_args with the user's `<phase>.trainer_args` merged on top. A key config_cls does not
+    know is named; overriding a setting the kit chose warns. TRL checks every value when the
+    config is built."""
     import dataclasses
 
     known = {f.name for f in dataclasses.fields(config_cls)}
@@ -139,8 +157,19 @@ def trainer_config(config_cls, kit_args: dict[str, Any], overrides: dict[str, An
         if key in args and args[key] != value:
             logger.warning("%s.trainer_args.%s=%r overrides the kit's setting %r", phase, key, value, args[key])
         args[key] = value
-    return config_cls(**args)
+    return args
 
+
+def trainer_config(config_cls, kit_args: dict[str, Any], overrides: dict[str, Any], phase: str):
+    """config_cls(**kit_args) with the user's `<phase>.trainer_args` merged on top (with_trainer_args)."""
+    return config_cls(**with_trainer_args(config_cls, kit_args, overrides, phase))
+
+
+def plain(value):
+    """An argument's value as YAML writes it: an enum (SchedulerType, OptimizerNames) as its value."""
+    import enum
+
+    return value.value if isinstance(value, enum.Enum) else value
 
 # --------------------------------------------------------------------------- checkpoints and the phase folder
 

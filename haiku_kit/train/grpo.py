@@ -1,17 +1,24 @@
 """GRPO (TRL GRPOTrainer) with verifiable rewards, from the SFT adapter or the base model.
 
-Three steps, each visible in notebook 04: `start_adapter(cfg)` says where GRPO starts (the one
-rule: runs.grpo_starts_from_sft), `grpo_trainer(cfg, model, tokenizer)` builds the real
-trl.GRPOTrainer, `trainer.train()` trains, `save_grpo(cfg, trainer)` writes the adapter, logs,
-samples and effective settings (and applies a collapse rollback). `run_grpo` does all of it for
+The steps notebook 04 shows: `start_adapter(cfg)` says where GRPO starts (the one rule:
+runs.grpo_starts_from_sft), `grpo_setup(cfg, model, tokenizer)` returns what GRPOTrainer is built
+from (GRPOConfig's keyword arguments as a dict, the wrapped reward functions, the prompts, the
+kit's callbacks), the notebook writes `GRPOConfig(**kit.args)` and `GRPOTrainer(...)` itself,
+`kit.attach(trainer)` adds the kit's bookkeeping, `trainer.train()` trains, `save_grpo(cfg,
+trainer)` writes the adapter, logs, samples and effective settings (and applies a collapse
+rollback). `grpo_trainer` makes the same calls (GRPOSetup.trainer); `run_grpo` does all of it for
 one GRPO phase, `run_grpo_phases` for every GRPO phase of the config, each continuing from the
 previous one's adapter.
-"""
+
+Every GRPOSettings field that GRPOConfig also has goes to TRL by name (common.passthrough_names),
+so a TRL setting is one field of GRPOSettings; grpo_translations keeps the kit's few own meanings."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -35,15 +42,15 @@ from haiku_kit.train.checkpoints import choose_checkpoint, find_checkpoint
 from haiku_kit.train.common import (
     KitPhase,
     cap_rows,
-    common_args,
-    enum_value,
+    config_args,
     install_cpu_logprob_fallback,
+    passthrough_names,
+    plain,
     precision_name,
     record_effective,
     select_split,
     start_stage,
     train_phase,
-    trainer_config,
     training_precision,
     write_logs,
 )
@@ -108,47 +115,107 @@ def start_adapter(cfg: RunConfig, s: GRPOSettings | None = None, init_adapter=No
     return check_adapter_dir(path)
 
 
-def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, dataset, phase_dir: Path, device: str,
-                       train_answers=()):
-    """TRL's GRPOTrainer with the phase's rewards, monitors, collapse detector and curriculum."""
+def grpo_translations(s: GRPOSettings) -> dict:
+    """The GRPOSettings fields whose kit meaning differs from GRPOConfig's: epsilon_high None is
+    epsilon (passed explicitly either way: given none, Unsloth sets 0.28 for loss_type="dapo"
+    while TRL keeps epsilon, so the backends would differ)."""
+    return {"epsilon_high": s.epsilon if s.epsilon_high is None else s.epsilon_high}
+
+
+@dataclass
+class GRPOSetup:
+    """What trl.GRPOTrainer is built from, as notebook 04 shows it: `args` (GRPOConfig's keyword
+    arguments, a dict to read and edit), `reward_funcs` (the spec's rewards, each wrapped so
+    every scored batch also reaches the sample log, the reward-hacking monitor and the collapse
+    detector), `train_dataset` (the RL prompts with the columns rewards read), `callbacks`
+    (monitor, collapse detector, log). The notebook and the CLI (`trainer()`) make the same two
+    TRL calls with them, then `attach(trainer)`."""
+
+    args: dict[str, Any]
+    reward_funcs: list
+    train_dataset: Any
+    callbacks: list
+    spec: RewardSpec
+    settings: GRPOSettings
+    recorder: RewardRecorder
+    monitor: HackingMonitor
+    collapse: CollapseCallback
+    phase: KitPhase | None = None  # None: a bare trainer (no phase folder bookkeeping)
+    cfg: RunConfig | None = None
+
+    def config(self):
+        """trl.GRPOConfig(**self.args); TRL's batch-size error said as the kit's settings."""
+        from trl import GRPOConfig
+
+        try:
+            return GRPOConfig(**self.args)
+        except ValueError as err:
+            if "divisible" in str(err):
+                n = self.settings.num_generations
+                raise ConfigError(
+                    f"{err}. Fix: make grpo.per_device_train_batch_size x gradient_accumulation_steps "
+                    f"(or grpo.generation_batch_size) a multiple of grpo.num_generations={n}"
+                ) from err
+            raise
+
+    def trainer(self, model, tokenizer):
+        """The kit's own path to what notebook 04's cells write out: GRPOConfig, GRPOTrainer, attach."""
+        from trl import GRPOTrainer
+
+        args = self.config()
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=self.reward_funcs,
+            args=args,
+            train_dataset=self.train_dataset,
+            processing_class=tokenizer,
+            callbacks=self.callbacks,
+        )
+        return self.attach(trainer)
+
+    def attach(self, trainer):
+        """After GRPOTrainer(...): the recorder reads the trainer's live reward weights, the
+        curriculum (grpo.curriculum) changes them, saving finds what it needs on the trainer
+        (kit_phase, reward_spec, monitor, collapse); the effective settings are recorded and the
+        live view attached. Returns the trainer."""
+        self.recorder.weights_fn = lambda: trainer.reward_weights.tolist()
+        if self.settings.curriculum:
+            trainer.add_callback(CurriculumCallback(self.settings.curriculum, self.spec).attach(trainer))
+        trainer.reward_spec, trainer.monitor, trainer.collapse = self.spec, self.monitor, self.collapse
+        if self.phase is not None:
+            trainer.kit_phase = self.phase
+            record_effective(self.cfg, self.phase.phase, self.phase.folder, grpo_effective(trainer))
+            if self.cfg.live_every > 0:
+                live.attach(trainer, every=self.cfg.live_every)
+        return trainer
+
+
+def grpo_config_args(cfg: RunConfig, s: GRPOSettings, phase_dir: Path, device: str, model,
+                     stop_ids) -> dict[str, Any]:
+    """GRPOConfig's keyword arguments for one phase: every GRPOSettings field GRPOConfig has, by
+    name (common.config_args), the kit's translations (grpo_translations) and choices (how
+    completions are generated, the reward weights, the dataset columns rewards read kept), then
+    grpo.trainer_args."""
+    from trl import GRPOConfig
+
+    fast = bool(cfg.model.fast_inference)
+    generation = grpo_generation_args(fast, cfg.model.gpu_memory_utilization, stop_ids)
+    return config_args(GRPOConfig, cfg, s, phase_dir, device, model, dict(
+        **generation,
+        **grpo_translations(s),
+        reward_weights=RewardSpec.from_dict(s.rewards).reward_weights(),
+        remove_unused_columns=False,
+    ), "grpo")
+
+
+def grpo_pieces(cfg: RunConfig, s: GRPOSettings, model, tokenizer, dataset, phase_dir: Path, device: str,
+                train_answers=()) -> GRPOSetup:
+    """GRPOTrainer's pieces with the phase's rewards, monitors, collapse detector and log."""
     install_cpu_logprob_fallback()
     install_fast_topk_topp()  # TRL's rollouts call model.generate: CPU top-p inside top-k, same draws
-    from trl import GRPOConfig, GRPOTrainer
-
     spec = RewardSpec.from_dict(s.rewards)
     recorder = RewardRecorder(spec.names)
-    fast = bool(cfg.model.fast_inference)
-    generation = grpo_generation_args(fast, cfg.model.gpu_memory_utilization, stop_token_ids(model, tokenizer))
-    try:
-        args = trainer_config(GRPOConfig, dict(
-            **common_args(cfg, s, phase_dir, device, model),
-            num_generations=s.num_generations,
-            generation_batch_size=s.generation_batch_size,
-            max_completion_length=s.max_completion_length,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            min_p=s.min_p,
-            repetition_penalty=s.repetition_penalty,
-            **generation,
-            loss_type=s.loss_type,
-            beta=s.beta,
-            epsilon=s.epsilon,
-            epsilon_high=s.epsilon if s.epsilon_high is None else s.epsilon_high,
-            num_iterations=s.num_iterations,
-            scale_rewards=s.scale_rewards,
-            mask_truncated_completions=s.mask_truncated_completions,
-            reward_weights=spec.reward_weights(),
-            remove_unused_columns=False,
-            log_completions=s.log_completions,
-        ), s.trainer_args, "grpo")
-    except ValueError as err:
-        if "divisible" in str(err):
-            raise ConfigError(
-                f"{err}. Fix: make grpo.per_device_train_batch_size x gradient_accumulation_steps (or "
-                f"grpo.generation_batch_size) a multiple of grpo.num_generations={s.num_generations}"
-            ) from err
-        raise
+    args = grpo_config_args(cfg, s, phase_dir, device, model, stop_token_ids(model, tokenizer))
     monitor = HackingMonitor(s.monitor, train_answers)
     collapse = CollapseCallback(s.collapse)
     recorder.listeners += [
@@ -156,71 +223,51 @@ def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, datase
         monitor,
         collapse,
     ]
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=recorder.wrap_all(spec.reward_funcs()),
+    return GRPOSetup(
         args=args,
+        reward_funcs=recorder.wrap_all(spec.reward_funcs()),
         train_dataset=grpo_examples(dataset),
-        processing_class=tokenizer,
         # monitor before the logger: it adds its shares to the logged entry
         callbacks=[monitor, collapse, JsonlLogger(phase_dir / "log.jsonl")],
+        spec=spec, settings=s, recorder=recorder, monitor=monitor, collapse=collapse,
     )
-    recorder.weights_fn = lambda: trainer.reward_weights.tolist()
-    if s.curriculum:
-        trainer.add_callback(CurriculumCallback(s.curriculum, spec).attach(trainer))
-    trainer.reward_spec, trainer.monitor, trainer.collapse = spec, monitor, collapse
-    return trainer
+
+
+def build_grpo_trainer(cfg: RunConfig, s: GRPOSettings, model, tokenizer, dataset, phase_dir: Path, device: str,
+                       train_answers=()):
+    """TRL's GRPOTrainer with the phase's rewards, monitors, collapse detector and curriculum."""
+    setup = grpo_pieces(cfg, s, model, tokenizer, dataset, phase_dir, device, train_answers)
+    return setup.trainer(model, tokenizer)
 
 
 def grpo_effective(trainer) -> dict:
-    """The settings the GRPO trainer really uses; warns where the trainer changed a configured one."""
+    """The settings the GRPO trainer really uses (every GRPOSettings field GRPOConfig has, and the
+    kit's own choices); warns where the trainer changed a configured one."""
     a, kit = trainer.args, trainer.kit_phase
     s, device, init = kit.settings, kit.device, kit.start
+    names = passthrough_names(s, type(a))
     values = {
         "init_adapter": str(init) if init else "base",
         "rewards": trainer.reward_spec.to_dict(),
         "curriculum": s.curriculum,
-        "loss_type": a.loss_type,
+        **{name: plain(getattr(a, name)) for name in names},
         "gradient_checkpointing": a.gradient_checkpointing,
-        "beta": a.beta,
-        "epsilon": a.epsilon,
-        "epsilon_high": a.epsilon_high,
-        "scale_rewards": a.scale_rewards,
-        "mask_truncated_completions": a.mask_truncated_completions,
-        "num_generations": a.num_generations,
-        "per_device_train_batch_size": a.per_device_train_batch_size,
-        "gradient_accumulation_steps": a.gradient_accumulation_steps,
-        "generation_batch_size": a.generation_batch_size,
         "steps_per_generation": a.steps_per_generation,
-        "num_iterations": a.num_iterations,
-        "max_completion_length": a.max_completion_length,
-        "temperature": a.temperature,
-        "top_p": a.top_p,
-        "top_k": a.top_k,
         "stop_token_ids": list(getattr(trainer, "eos_token_ids", [])),
         "use_vllm": a.use_vllm,
         "generation_kwargs": dict(a.generation_kwargs or {}),
-        "learning_rate": a.learning_rate,
-        "lr_scheduler_type": enum_value(a.lr_scheduler_type),
-        "max_grad_norm": a.max_grad_norm,
-        "optim": enum_value(a.optim),
-        "max_steps": a.max_steps,
         "precision": precision_name(a),
         "precision_reason": training_precision(device, trainer.model).reason,
         "device": device,
-        "report_to": a.report_to,
-        "log_completions": a.log_completions,
         "trainer_args": dict(s.trainer_args or {}),
     }
-    wanted = {
-        "loss_type": s.loss_type, "beta": s.beta, "num_generations": s.num_generations,
-        "epsilon_high": s.epsilon if s.epsilon_high is None else s.epsilon_high,
-        "mask_truncated_completions": s.mask_truncated_completions,
-        "per_device_train_batch_size": s.per_device_train_batch_size,
-        "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
-    }
+    # As configured: the settings passed by name (and translated), where set and not overridden
+    # by trainer_args; the common ones the kit computes (max_steps, optim, ...) are not compared.
+    wanted = {name: getattr(s, name) for name in names}
+    wanted.update(grpo_translations(s))
+    skip = set(s.trainer_args or {}) | {"max_steps", "optim", "report_to"}
     for key, value in wanted.items():
-        if values[key] != value:  # e.g. Unsloth rewrote it
+        if value is not None and key not in skip and values[key] != value:  # e.g. Unsloth rewrote it
             logger.warning("GRPO setting %s=%r was changed to %r by the trainer", key, value, values[key])
     return values
 
@@ -246,11 +293,11 @@ def _phase_dir(cfg: RunConfig, variant: str | None) -> Path:
     return RunPaths.of(cfg).phase_dir(phase_dir_name(cfg, phase if phase in cfg.phases else "grpo"))
 
 
-def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, variant: str | None = None,
-                 start: Path | None = None, resume_from_checkpoint=None, fresh=False):
-    """The trl.GRPOTrainer of one GRPO phase ("grpo", or "grpo:VARIANT") on the RL split (of
-    `dataset`, else the run's data), in a clean phase folder (kept when resuming). `start` is
-    the adapter the model was loaded with (recorded). Train with trainer.train(), then save_grpo."""
+def grpo_setup(cfg: RunConfig, model, tokenizer, dataset=None, variant: str | None = None,
+               start: Path | None = None, resume_from_checkpoint=None, fresh=False) -> GRPOSetup:
+    """The pieces of one GRPO phase's trl.GRPOTrainer ("grpo", or "grpo:VARIANT") on the RL split
+    (of `dataset`, else the run's data), in a clean phase folder (kept when resuming). `start`
+    is the adapter the model was loaded with (recorded)."""
     s = grpo_variant_settings(cfg, variant)
     phase = f"grpo:{variant}" if variant else "grpo"
     phase_dir = _phase_dir(cfg, variant)
@@ -259,12 +306,17 @@ def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, variant: str | 
     data = cap_rows(grpo_examples(select_split(splits, "rl")), cfg.data.max_rl_rows)
     data = with_extra_topics(data, s.extra_topics, splits, seed=cfg.seed)
     resume = start_stage(phase_dir, resume_from_checkpoint, fresh)
-    trainer = build_grpo_trainer(cfg, s, model, tokenizer, data, phase_dir, device, sft_answers(cfg))
-    trainer.kit_phase = KitPhase(phase, phase_dir, device, tokenizer, resume, s, start, len(data))
-    record_effective(cfg, phase, phase_dir, grpo_effective(trainer))
-    if cfg.live_every > 0:
-        live.attach(trainer, every=cfg.live_every)
-    return trainer
+    setup = grpo_pieces(cfg, s, model, tokenizer, data, phase_dir, device, sft_answers(cfg))
+    setup.phase = KitPhase(phase, phase_dir, device, tokenizer, resume, s, start, len(data))
+    setup.cfg = cfg
+    return setup
+
+
+def grpo_trainer(cfg: RunConfig, model, tokenizer, dataset=None, variant: str | None = None,
+                 start: Path | None = None, resume_from_checkpoint=None, fresh=False):
+    """The trl.GRPOTrainer of grpo_setup. Train with trainer.train(), then save_grpo."""
+    setup = grpo_setup(cfg, model, tokenizer, dataset, variant, start, resume_from_checkpoint, fresh)
+    return setup.trainer(model, tokenizer)
 
 
 def save_grpo(cfg: RunConfig, trainer) -> Path:

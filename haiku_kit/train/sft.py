@@ -1,18 +1,22 @@
 """Supervised fine-tuning (TRL SFTTrainer) of the config's model on the SFT split.
 
-Three steps, each visible in notebook 03: `sft_trainer(cfg, model, tokenizer)` builds the real
-trl.SFTTrainer (change `trainer.args` before training if you like), `trainer.train()` trains,
-`save_sft(cfg, trainer)` writes RUN/sft/adapter (LoRA, safetensors), the log CSV and plot and
-the settings the trainer really used. `run_sft(cfg)` does all three (the CLI).
+The steps notebook 03 shows: `sft_setup(cfg, model, tokenizer)` returns what SFTTrainer is built
+from (SFTConfig's keyword arguments as a dict, the formatted dataset, the kit's callbacks), the
+notebook writes `SFTConfig(**kit.args)` and `SFTTrainer(...)` itself, `kit.attach(trainer)` adds
+the kit's bookkeeping, `trainer.train()` trains, `save_sft(cfg, trainer)` writes RUN/sft/adapter
+(LoRA, safetensors), the log CSV and plot and the settings the trainer really used.
+`sft_trainer` makes the same calls (SFTSetup.trainer); `run_sft(cfg)` does it all (the CLI).
 
+Every SFTSettings field that SFTConfig also has goes to TRL by name (common.passthrough_names).
 trl is imported inside the functions, after the model is loaded: with the Unsloth backend,
-`import unsloth` must come first.
-"""
+`import unsloth` must come first."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from haiku_kit.config import RunConfig
 from haiku_kit.data.splits import load_run_data
@@ -27,15 +31,15 @@ from haiku_kit.train.checkpoints import choose_checkpoint
 from haiku_kit.train.common import (
     KitPhase,
     cap_rows,
-    common_args,
-    enum_value,
+    config_args,
     install_cpu_logprob_fallback,
+    passthrough_names,
+    plain,
     precision_name,
     record_effective,
     select_split,
     start_stage,
     train_phase,
-    trainer_config,
     training_precision,
     write_logs,
 )
@@ -80,72 +84,119 @@ def choose_loss_mask(tokenizer, requested: str = "auto") -> str:
     return "completion"
 
 
+@dataclass
+class SFTSetup:
+    """What trl.SFTTrainer is built from, as notebook 03 shows it: `args` (SFTConfig's keyword
+    arguments, a dict to read and edit), `train_dataset` (formatted for the loss mask: a
+    "messages" column, or prompt/completion), `callbacks` (the kit's log). The notebook and the
+    CLI (`trainer()`) make the same two TRL calls with them, then `attach(trainer)`."""
+
+    args: dict[str, Any]
+    train_dataset: Any
+    callbacks: list
+    loss_mask: str  # "assistant" or "completion"
+    phase: KitPhase | None = None  # None: a bare trainer (distill.py records its own phase)
+    cfg: RunConfig | None = None
+
+    def config(self):
+        """trl.SFTConfig(**self.args)."""
+        from trl import SFTConfig
+
+        return SFTConfig(**self.args)
+
+    def trainer(self, model, tokenizer):
+        """The kit's own path to what notebook 03's cells write out: SFTConfig, SFTTrainer, attach."""
+        from trl import SFTTrainer
+
+        trainer = SFTTrainer(
+            model=model,
+            args=self.config(),
+            train_dataset=self.train_dataset,
+            processing_class=tokenizer,
+            callbacks=self.callbacks,
+        )
+        return self.attach(trainer)
+
+    def attach(self, trainer):
+        """After SFTTrainer(...): what saving needs (trainer.kit_phase), the effective settings
+        recorded, the live view. Returns the trainer."""
+        trainer.loss_mask_mode = self.loss_mask
+        if self.phase is not None:
+            trainer.kit_phase = self.phase
+            record_effective(self.cfg, self.phase.phase, self.phase.folder, sft_effective(trainer))
+            if self.cfg.live_every > 0:
+                live.attach(trainer, every=self.cfg.live_every)
+        return trainer
+
+
+def sft_pieces(cfg: RunConfig, model, tokenizer, dataset, phase_dir: Path, device: str) -> SFTSetup:
+    """SFTTrainer's pieces over `dataset` (rows with a chat "messages" column), logging to phase_dir."""
+    install_cpu_logprob_fallback()
+    mode = choose_loss_mask(tokenizer, cfg.sft.loss_mask)
+    args = sft_config_args(cfg, phase_dir, device, model, mode)
+    return SFTSetup(args, sft_examples(dataset, mode), [JsonlLogger(phase_dir / "log.jsonl")], mode)
+
+
+def sft_config_args(cfg: RunConfig, phase_dir: Path, device: str, model, mode: str) -> dict[str, Any]:
+    """SFTConfig's keyword arguments: every SFTSettings field SFTConfig has, by name
+    (common.config_args), the kit's choices (the loss mask `mode`, no packing), then
+    sft.trainer_args."""
+    from trl import SFTConfig
+
+    return config_args(SFTConfig, cfg, cfg.sft, phase_dir, device, model, {
+        "packing": False,
+        "assistant_only_loss": mode == "assistant",
+        "completion_only_loss": mode == "completion",
+        "dataset_num_proc": None,
+    }, "sft")
+
+
 def build_sft_trainer(cfg: RunConfig, model, tokenizer, dataset, phase_dir: Path, device: str):
     """TRL's SFTTrainer over `dataset` (rows with a chat "messages" column), logging to phase_dir."""
-    install_cpu_logprob_fallback()
-    from trl import SFTConfig, SFTTrainer
-
-    s = cfg.sft
-    mode = choose_loss_mask(tokenizer, s.loss_mask)
-    args = trainer_config(SFTConfig, dict(
-        **common_args(cfg, s, phase_dir, device, model),
-        num_train_epochs=s.num_train_epochs,
-        max_length=s.max_length,
-        packing=False,
-        assistant_only_loss=mode == "assistant",
-        completion_only_loss=mode == "completion",
-        dataset_num_proc=None,
-    ), s.trainer_args, "sft")
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=sft_examples(dataset, mode),
-        processing_class=tokenizer,
-        callbacks=[JsonlLogger(phase_dir / "log.jsonl")],
-    )
-    trainer.loss_mask_mode = mode
-    return trainer
+    return sft_pieces(cfg, model, tokenizer, dataset, phase_dir, device).trainer(model, tokenizer)
 
 
-def sft_trainer(
-    cfg: RunConfig, model, tokenizer, dataset=None, resume_from_checkpoint=None, fresh=False
-):
-    """The trl.SFTTrainer for this config on the SFT split (of `dataset`, else the run's data).
-    RUN/sft resumes its newest checkpoint by default (`resume_from_checkpoint`: "latest", a path,
-    False) or, with `fresh`, starts over with the old state moved aside (resume.py). Train with
-    trainer.train(resume_from_checkpoint=trainer.kit_phase.resume), then save_sft."""
+def sft_setup(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_checkpoint=None,
+              fresh=False) -> SFTSetup:
+    """The pieces of the trl.SFTTrainer for this config on the SFT split (of `dataset`, else the
+    run's data), in RUN/sft, which resumes its newest checkpoint by default
+    (`resume_from_checkpoint`: "latest", a path, False) or, with `fresh`, starts over with the
+    old state moved aside (resume.py)."""
     phase_dir = RunPaths.of(cfg).phase_dir("sft")
     device = resolve_device(cfg)
     data = cap_rows(select_split(dataset if dataset is not None else load_run_data(cfg), "sft"),
                     cfg.data.max_sft_rows)
     resume = start_stage(phase_dir, resume_from_checkpoint, fresh)
-    trainer = build_sft_trainer(cfg, model, tokenizer, data, phase_dir, device)
-    trainer.kit_phase = KitPhase("sft", phase_dir, device, tokenizer, resume, cfg.sft, rows=len(data))
-    record_effective(cfg, "sft", phase_dir, sft_effective(trainer))
-    if cfg.live_every > 0:
-        live.attach(trainer, every=cfg.live_every)
-    return trainer
+    setup = sft_pieces(cfg, model, tokenizer, data, phase_dir, device)
+    setup.phase = KitPhase("sft", phase_dir, device, tokenizer, resume, cfg.sft, rows=len(data))
+    setup.cfg = cfg
+    return setup
+
+
+def sft_trainer(
+    cfg: RunConfig, model, tokenizer, dataset=None, resume_from_checkpoint=None, fresh=False
+):
+    """The trl.SFTTrainer of sft_setup. Train with
+    trainer.train(resume_from_checkpoint=trainer.kit_phase.resume), then save_sft."""
+    return sft_setup(cfg, model, tokenizer, dataset, resume_from_checkpoint, fresh).trainer(model, tokenizer)
 
 
 def sft_effective(trainer) -> dict:
-    """The settings the SFT trainer really uses."""
+    """The settings the SFT trainer really uses: every SFTSettings field SFTConfig has, and the
+    kit's own choices."""
+    from haiku_kit.config import SFTSettings
+
     a, kit = trainer.args, trainer.kit_phase
     return {
         "loss_mask": trainer.loss_mask_mode,
         "assistant_only_loss": a.assistant_only_loss,
         "completion_only_loss": a.completion_only_loss,
-        "max_steps": a.max_steps,
-        "learning_rate": a.learning_rate,
-        "per_device_train_batch_size": a.per_device_train_batch_size,
-        "gradient_accumulation_steps": a.gradient_accumulation_steps,
+        **{name: plain(getattr(a, name)) for name in passthrough_names(SFTSettings, type(a))},
         "gradient_checkpointing": a.gradient_checkpointing,
-        "max_length": a.max_length,
-        "optim": enum_value(a.optim),
         "precision": precision_name(a),
         "precision_reason": training_precision(kit.device, trainer.model).reason,
         "device": kit.device,
         "train_rows": kit.rows,
-        "report_to": a.report_to,
         "trainer_args": dict(kit.settings.trainer_args or {}),
     }
 

@@ -18,3 +18,23 @@ def test_cpu_logprob_fallback_matches_full_logits():
     assert torch.allclose(logp, expected, atol=1e-5) and ent.shape == (5,) and top1.dtype == torch.bool
     logp.sum().backward()
     assert hidden.grad is not None
+
+
+def test_settings_fields_pass_to_trl_by_name_and_trainer_args_are_checked():
+    import dataclasses
+
+    import pytest
+    from trl import GRPOConfig, SFTConfig
+
+    from haiku_kit.config import GRPOSettings, SFTSettings
+    from haiku_kit.errors import ConfigError
+    from haiku_kit.train.common import passthrough_names, with_trainer_args
+
+    for settings, config in ((SFTSettings, SFTConfig), (GRPOSettings, GRPOConfig)):
+        names = passthrough_names(settings, config)
+        known = {f.name for f in dataclasses.fields(config)}
+        assert names and set(names) <= known
+        assert [n for n in (f.name for f in dataclasses.fields(settings)) if n in known] == names
+    assert with_trainer_args(GRPOConfig, {"beta": 0.0}, {"beta": 0.1}, "grpo") == {"beta": 0.1}
+    with pytest.raises(ConfigError, match="grpo.trainer_args: GRPOConfig has no field 'betta'"):
+        with_trainer_args(GRPOConfig, {}, {"betta": 0.1}, "grpo")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -228,3 +229,93 @@ def test_grpo_trainer_trains_on_the_extra_topics_and_a_missing_file_is_named(
     with pytest.raises(ConfigError, match=r"grpo_variants\.b\.extra_topics=.*absent\.txt"):
         tiny_cfg(tiny_model_dir, tmp_path, "phases=[grpo:a, grpo:b]",
                  f"grpo_variants={{a: {{}}, b: {{extra_topics: {tmp_path / 'absent.txt'}}}}}")
+
+
+# --------------------------------------------------------------------------- one code path, one place
+
+
+def _trainer_facts(trainer) -> dict:
+    return {
+        "args": trainer.args.to_dict(),
+        "rewards": (list(trainer.reward_func_names), trainer.reward_weights.tolist()),
+        "callbacks": [type(c).__name__ for c in trainer.callback_handler.callbacks],
+        "data": trainer.train_dataset.to_list(),
+        "kit": (trainer.kit_phase.phase, trainer.kit_phase.folder, trainer.kit_phase.rows),
+    }
+
+
+def test_the_notebook_cells_build_the_trainer_the_kit_builds(tiny_model_dir, tmp_path, dataset):
+    """04's cells (grpo_setup, GRPOConfig(**kit.args), GRPOTrainer(...), kit.attach) and the CLI's
+    grpo_trainer give the same trainer: arguments, rewards and weights, callbacks, prompts."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from haiku_kit.model import load as modeling
+    from haiku_kit.train import grpo
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, "grpo.init=base", FAST_REWARDS,
+                   "grpo.curriculum=[{until_step: 1, scales: {haiku_reward: 0.0}}]")
+    model, tokenizer = modeling.load_from_config(cfg)
+    kit = grpo.grpo_setup(cfg, model, tokenizer, dataset)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=kit.reward_funcs,
+        args=GRPOConfig(**kit.args),
+        train_dataset=kit.train_dataset,
+        processing_class=tokenizer,
+        callbacks=kit.callbacks,
+    )
+    assert kit.attach(trainer) is trainer
+    notebook = _trainer_facts(trainer)
+    assert "CurriculumCallback" in notebook["callbacks"] and trainer.collapse is kit.collapse
+    assert (tmp_path / "grpo" / "effective.yaml").is_file()
+    kit_built = _trainer_facts(grpo.grpo_trainer(cfg, model, tokenizer, dataset))
+    assert notebook == kit_built
+
+
+def test_every_grpo_setting_trl_knows_passes_by_name(tiny_model_dir, tmp_path):
+    """GRPOSettings is the one place a GRPO setting is written: each field GRPOConfig also has
+    reaches GRPOConfig's arguments, the effective record and show_args by name; a field added to
+    GRPOSettings (here shuffle_dataset) needs nothing else."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from haiku_kit import stages
+    from haiku_kit.config import GRPOSettings
+    from haiku_kit.train.common import config_args, passthrough_names
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, "grpo.min_p=0.05", "grpo.repetition_penalty=1.1",
+                   "grpo.loss_type=dr_grpo", "grpo.epsilon=0.25")
+    names = passthrough_names(GRPOSettings, GRPOConfig)
+    assert {"loss_type", "beta", "epsilon", "epsilon_high", "top_k", "min_p", "num_iterations"} <= set(names)
+    assert not {"rewards", "curriculum", "monitor", "init"} & set(names)  # the kit's own settings
+
+    Extended = dataclasses.make_dataclass(
+        "Extended", [("shuffle_dataset", bool, dataclasses.field(default=False))], bases=(GRPOSettings,))
+    s = Extended(**{f.name: getattr(cfg.grpo, f.name) for f in dataclasses.fields(GRPOSettings)})
+    args = config_args(GRPOConfig, cfg, s, tmp_path / "grpo", "cpu", None, {}, "grpo")
+    assert args["shuffle_dataset"] is False
+    computed = {"max_steps", "optim", "report_to", "epsilon_high"}  # the kit translates these
+    for name in set(names) - computed:
+        assert args[name] == getattr(cfg.grpo, name), name
+    assert (args["min_p"], args["repetition_penalty"], args["loss_type"]) == (0.05, 1.1, "dr_grpo")
+
+    # show_args lists every setting passed by name
+    shown = SimpleNamespace(reward_funcs=(), args=GRPOConfig.__new__(GRPOConfig))
+    assert set(names) <= set(stages.key_args(shown))
+
+
+def test_the_effective_record_has_every_setting_passed_by_name(tiny_model_dir, tmp_path, dataset):
+    from trl import GRPOConfig
+
+    from haiku_kit.config import GRPOSettings
+    from haiku_kit.model import load as modeling
+    from haiku_kit.train import grpo
+    from haiku_kit.train.common import passthrough_names
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, "grpo.init=base", FAST_REWARDS, "grpo.epsilon=0.3")
+    model, tokenizer = modeling.load_from_config(cfg)
+    grpo.grpo_trainer(cfg, model, tokenizer, dataset)
+    eff = yaml.safe_load((tmp_path / "grpo" / "effective.yaml").read_text())
+    assert set(passthrough_names(GRPOSettings, GRPOConfig)) <= set(eff)
+    assert eff["epsilon_high"] == 0.3 and eff["lr_scheduler_type"] == "cosine"  # None -> epsilon

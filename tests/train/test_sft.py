@@ -122,3 +122,34 @@ def test_sft_reduces_training_loss_on_the_real_model(tmp_path):
     losses = [e["loss"] for e in read_log(tmp_path / "sft" / "log.jsonl") if "loss" in e]
     assert len(losses) == 12
     assert statistics.mean(losses[-3:]) < statistics.mean(losses[:3]) - 0.2
+
+
+def test_the_notebook_cells_build_the_trainer_the_kit_builds(tiny_model_dir, tmp_path, dataset):
+    """03's cells (sft_setup, SFTConfig(**kit.args), SFTTrainer(...), kit.attach) and the CLI's
+    sft_trainer give the same trainer; every SFTSettings field SFTConfig has passes by name."""
+    from trl import SFTConfig, SFTTrainer
+
+    from haiku_kit.config import SFTSettings
+    from haiku_kit.model import load as modeling
+    from haiku_kit.train import sft
+    from haiku_kit.train.common import passthrough_names
+
+    cfg = tiny_cfg(tiny_model_dir, tmp_path, "sft.num_train_epochs=2", "sft.weight_decay=0.02")
+    model, tokenizer = modeling.load_from_config(cfg)
+    kit = sft.sft_setup(cfg, model, tokenizer, dataset)
+    names = passthrough_names(SFTSettings, SFTConfig)
+    assert {"max_length", "num_train_epochs", "learning_rate"} <= set(names) and "loss_mask" not in names
+    for name in set(names) - {"max_steps", "optim", "report_to"}:  # those three the kit translates
+        assert kit.args[name] == getattr(cfg.sft, name), name
+    trainer = SFTTrainer(model=model, args=SFTConfig(**kit.args), train_dataset=kit.train_dataset,
+                         processing_class=tokenizer, callbacks=kit.callbacks)
+    kit.attach(trainer)
+
+    def facts(t):
+        return (t.args.to_dict(), [type(c).__name__ for c in t.callback_handler.callbacks],
+                t.train_dataset.to_list(), t.loss_mask_mode, t.kit_phase.rows)
+
+    notebook = facts(trainer)
+    eff = yaml.safe_load((tmp_path / "sft" / "effective.yaml").read_text())
+    assert set(names) <= set(eff) and eff["num_train_epochs"] == 2 and eff["weight_decay"] == 0.02
+    assert notebook == facts(sft.sft_trainer(cfg, model, tokenizer, dataset))

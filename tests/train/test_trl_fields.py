@@ -1,0 +1,39 @@
+"""Every argument the kit gives trl.SFTConfig / GRPOConfig is a field of it, for every preset, on
+the CPU and the GPU path (vLLM generation included): the settings pass by name, so only the
+kit's own choices can go wrong. Read from the builders themselves, without a model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from haiku_kit.config import apply_overrides, grpo_variant_settings, list_presets, load_preset
+from haiku_kit.runs import grpo_phases, variant_of
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_trl_config_argument_the_kit_sets_is_a_field(preset, tmp_path, monkeypatch):
+    from trl import GRPOConfig, SFTConfig
+
+    from haiku_kit.train import common
+    from haiku_kit.train.grpo import grpo_config_args
+    from haiku_kit.train.sft import sft_config_args
+
+    grpo_fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    sft_fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    monkeypatch.setattr(common, "gpu_capabilities", lambda: [(8, 0)])  # an A100-class GPU
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    cfg = apply_overrides(load_preset(preset), [f"output_dir={tmp_path}"])
+    for device in ("cpu", "cuda"):
+        for fast in (False, True):
+            cfg.model.fast_inference = fast  # the GPU path's vLLM arguments too
+            for mode in ("assistant", "completion"):
+                args = sft_config_args(cfg, tmp_path / "sft", device, None, mode)
+                assert set(args) - sft_fields == set(), (preset, device, fast)
+                assert "output_dir" in args and args["max_length"] == cfg.sft.max_length
+            for phase in grpo_phases(cfg) or ["grpo"]:
+                s = grpo_variant_settings(cfg, variant_of(phase))
+                args = grpo_config_args(cfg, s, tmp_path / "grpo", device, None, [1, 106])
+                assert set(args) - grpo_fields == set(), (preset, phase, device, fast)
+                assert args["use_vllm"] is fast and args["loss_type"] == s.loss_type
