@@ -111,7 +111,8 @@ stages.show_args(trainer)
 # %%
 example = trainer.train_dataset[0]
 print(tokenizer.decode(example["input_ids"]))
-pp(example, compact=True)
+# the columns and their lengths (print `example` itself to see every id)
+print({key: len(value) if isinstance(value, list) else value for key, value in example.items()})
 
 # %% [markdown]
 # ## Train

@@ -169,6 +169,11 @@ def test_smoke_pipeline_writes_every_artifact_and_the_report(smoke_run):
     assert (smoke_run / "grpo" / "adapter" / "README.md").read_text().startswith("---")
     grpo_nb = (paths.notebooks / "04_grpo.ipynb").read_text()
     assert "| topic | free sampling | constrained |" in grpo_nb  # the Try it cell
+    # the cells that teach the method ran: the reward table, two answers scored, TRL's config
+    assert "| reward | weight | what it pays |" in grpo_nb and "weighted total" in grpo_nb
+    assert "GRPOConfig(**kit.args)" in grpo_nb
+    sft_nb = (paths.notebooks / "03_sft.ipynb").read_text()
+    assert "SFTConfig(**kit.args)" in sft_nb and "loss mask:" in sft_nb
     report_md = (paths.report / "report.md").read_text()
     assert "GRPO vs SFT:" in report_md and "GRPO learning curve" in report_md
     assert (paths.report / "learning_curve.png").is_file()
