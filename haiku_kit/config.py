@@ -440,7 +440,7 @@ class RunConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     output_dir: str = "runs/run"
     seed: int = 0
-    # Live training view (live.attach): a compact line per log in a terminal, a live figure in a
+    # Live training view (train.callbacks.attach): a compact line per log in a terminal, a live figure in a
     # notebook redrawn every N logs; 0 turns it off (TRL's own progress bar stays).
     live_every: int = 1
     name: str = "custom"

@@ -30,7 +30,6 @@ from haiku_kit.model.backends import grpo_generation_args, resolve_device
 from haiku_kit.model.chat import stop_token_ids
 from haiku_kit.model.load import check_adapter_dir, load_from_config, save_adapter
 from haiku_kit.runs import RunPaths, grpo_phases, grpo_starts_from_sft, phase_dir_name, variant_of
-from haiku_kit.train import callbacks as live
 from haiku_kit.train.callbacks import (
     CollapseCallback,
     HackingMonitor,
@@ -38,6 +37,7 @@ from haiku_kit.train.callbacks import (
     RewardRecorder,
     SampleLogger,
 )
+from haiku_kit.train.callbacks import attach as attach_live_view
 from haiku_kit.train.checkpoints import choose_checkpoint, find_checkpoint
 from haiku_kit.train.common import (
     KitPhase,
@@ -186,7 +186,7 @@ class GRPOSetup:
             trainer.kit_phase = self.phase
             record_effective(self.cfg, self.phase.phase, self.phase.folder, grpo_effective(trainer))
             if self.cfg.live_every > 0:
-                live.attach(trainer, every=self.cfg.live_every)
+                attach_live_view(trainer, every=self.cfg.live_every)
         return trainer
 
 

@@ -25,8 +25,8 @@ from haiku_kit.model.backends import resolve_device
 from haiku_kit.model.chat import text_tokenizer
 from haiku_kit.model.load import load_from_config, save_adapter
 from haiku_kit.runs import RunPaths
-from haiku_kit.train import callbacks as live
 from haiku_kit.train.callbacks import JsonlLogger
+from haiku_kit.train.callbacks import attach as attach_live_view
 from haiku_kit.train.checkpoints import choose_checkpoint
 from haiku_kit.train.common import (
     KitPhase,
@@ -125,7 +125,7 @@ class SFTSetup:
             trainer.kit_phase = self.phase
             record_effective(self.cfg, self.phase.phase, self.phase.folder, sft_effective(trainer))
             if self.cfg.live_every > 0:
-                live.attach(trainer, every=self.cfg.live_every)
+                attach_live_view(trainer, every=self.cfg.live_every)
         return trainer
 
 

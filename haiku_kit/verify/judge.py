@@ -438,7 +438,8 @@ class Judge:
         if cosines is not None:
             if len(cosines) != len(poems):
                 raise ValueError(f"judge: {len(cosines)} cosines for {len(poems)} poems")
-            cos = [float(c) if i in set(idx) else 0.0 for i, c in enumerate(cosines)]
+            present = set(idx)
+            cos = [float(c) if i in present else 0.0 for i, c in enumerate(cosines)]
         elif idx:
             got = cosine([topics[i] for i in idx], [poems[i] for i in idx],
                          model=self.similarity_model)
