@@ -11,6 +11,16 @@ Train Overlap with 95% bootstrap CIs, and the wall time of each pipeline stage.
     python benchmarks/efficacy.py --run runs/full --models sft,grpo --n 592 --k 4
     python benchmarks/efficacy.py --run runs/full --models sft,grpo --eval-data runs/full/data --n 0
 
+    python benchmarks/efficacy.py --run runs/demo --run-evals --publish demo
+    python benchmarks/efficacy.py --run runs/demo --publish demo-ref-dev
+
+--run-evals reads the evaluations the run made itself (RUN/eval/NAME: its eval split, its
+settings) instead of generating again. --publish NAME writes the results into the repository,
+benchmarks/results/NAME/: one MODEL.json per model (metrics with 95% CIs, settings), its
+generations, table.md, samples.md (12 random poems per model) and run.json (commit, preset,
+eval data, n, k, wall times) beside the run's config.yaml. The README's results tables link those files, and a
+test checks every figure there against them: no result is typed by hand.
+
 --eval-data also takes a run's data folder (its eval split); --n 0: every prompt. Four samples
 per prompt (--k 4) estimate the same one-sample valid share with narrower CIs (the bootstrap
 resamples prompts, each with its k samples). Any other --eval-data, --n or --k than the
@@ -21,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,9 +42,11 @@ from haiku_kit.config import load_config
 from haiku_kit.data.splits import load_eval_data
 from haiku_kit.errors import ConfigError
 from haiku_kit.evaluate.report import summary_table, verdict, write_report
+from haiku_kit.evaluate.scoring import EvalResult
 from haiku_kit.train import distill
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 EVAL_DATA = REPO.parent / "shared" / "data" / "gemma_haiku" / "eval_data.json"
 ADAPTERS = {"base": None, "sft": "sft/adapter", "grpo": "grpo/adapter"}
 LABELS = {"base": "base", "sft": "SFT", "grpo": "SFT→GRPO"}
@@ -48,9 +62,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="chat-format eval json, or a run's data folder (its eval split)")
     p.add_argument("--models", default="", help="comma-separated evals of the run (default: all)")
     p.add_argument("--n", type=int, default=128, help="first N prompts (0: all)")
+    p.add_argument("--start", type=int, default=0,
+                   help="skip the first START prompts: --start 128 --n 0 is the reference's test "
+                        "rows 128-591 (rows 0-127 are the development set)")
     p.add_argument("--k", type=int, default=1, help="samples per prompt (reference: 1)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's eval")
+    p.add_argument("--run-evals", action="store_true",
+                   help="read the run's own evaluations (RUN/eval) instead of generating")
+    p.add_argument("--publish", metavar="NAME",
+                   help="write the results to benchmarks/results/NAME/ (the README links them)")
+    p.add_argument("--results-dir", default=str(RESULTS), help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def file_name(model: str) -> str:
+    """The results file of an eval row: "sft + constrained" -> sft+constrained."""
+    return model.replace(" ", "")
+
+
+def commit() -> str:
+    """The repository's commit, with "+dirty" when the working tree has changes."""
+    def git(*cmd):
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def publish(results: dict[str, EvalResult], names: list[str], out: Path, about: dict) -> Path:
+    """Write each result (MODEL.json: meta, metrics and CIs; MODEL.generations.jsonl), the table,
+    12 random poems per model, run.json and the run's config.yaml into `out`, replacing only those files."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, result in zip(names, results.values()):
+        saved = result.save(out / ".tmp")
+        (out / f"{file_name(name)}.json").write_text((saved / "result.json").read_text())
+        shutil.move(saved / "generations.jsonl", out / f"{file_name(name)}.generations.jsonl")
+        shutil.rmtree(saved)
+    write_report(results, out / ".report")
+    for page in ("table.md", "samples.md"):
+        shutil.move(out / ".report" / page, out / page)
+    shutil.rmtree(out / ".report")
+    about["preset"] = next(iter(results.values())).meta.get("preset")
+    (out / "run.json").write_text(json.dumps(about, indent=2, ensure_ascii=False) + "\n")
+    shutil.copyfile(about["config"], out / "config.yaml")  # every setting of the run
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     if not eval_data.exists():
         print(f"eval data {eval_data} not found (../shared is absent?); nothing to do")
         return 1
-    if args.n < 0 or args.k < 1:
-        print(f"--n {args.n} --k {args.k}: need --n >= 0 and --k >= 1", file=sys.stderr)
+    if args.n < 0 or args.k < 1 or args.start < 0:
+        print(f"--n {args.n} --k {args.k} --start {args.start}: need --n >= 0, --k >= 1 and "
+              "--start >= 0", file=sys.stderr)
         return 2
     chosen = [m.strip() for m in args.models.split(",") if m.strip()]
     known = [*ADAPTERS, *(m + runs.CONSTRAINED for m in ADAPTERS if ADAPTERS[m])]
@@ -90,10 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--models {args.models}: {next(m for m in chosen if m not in names)!r} is not an "
               f"eval of {run} (its evals: {', '.join(names)})", file=sys.stderr)
         return 2
+    if args.run_evals:
+        results = {LABELS[n.removesuffix(runs.CONSTRAINED)] + n[len(n.removesuffix(runs.CONSTRAINED)):]:
+                   EvalResult.load(run / "eval" / file_name(n)) for n in chosen}
+        print(summary_table(results))
+        if args.publish:
+            out = publish(results, chosen, Path(args.results_dir) / args.publish, {
+                "commit": commit(), "run": str(run), "evaluated": "the run's own eval split (RUN/eval)",
+                "config": str(run / "config.yaml"), "timings_s": timings})
+            print(f"\nresults: {out}")
+        return 0
     rows, _ = load_eval_data(str(eval_data))
-    rows = rows[: args.n or None]
-    out = run / ("efficacy" if (str(eval_data), args.n, args.k) == (str(EVAL_DATA), 128, 1)
-                 else f"efficacy-{eval_data.stem}-n{len(rows)}-k{args.k}")
+    rows = rows[args.start:][: args.n or None]
+    out = run / ("efficacy" if (str(eval_data), args.n, args.k, args.start) == (
+        str(EVAL_DATA), 128, 1, 0) else f"efficacy-{eval_data.stem}-{args.start}-n{len(rows)}-k{args.k}")
     _, train_answers = load_eval_data(str(run / "data"))  # the run's sft + rl answers
     train_answers += distill.distilled_answers(cfg)  # and the poems its rounds trained on
     settings = {"k": args.k}
@@ -112,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         results[LABELS[model] + name[len(model):]] = result
     write_report(results, out / "report")
 
-    print(f"\nEfficacy on the first {len(rows)} prompts of {eval_data.name} (k={args.k}), "
+    print(f"\nEfficacy on prompts {args.start}-{args.start + len(rows) - 1} of {eval_data.name} "
+          f"(k={args.k}), "
           f"run {run}:\n")  # fmt: skip
     print(summary_table(results))
     line = verdict(results, before="SFT", after="SFT→GRPO")
@@ -129,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in eval_times.items():
         print(f"  {name:9s} {seconds:8.1f} s")
     print(f"\nfull table: {out / 'report' / 'table.md'}")
+    if args.publish:
+        published = publish(results, chosen, Path(args.results_dir) / args.publish, {
+            "commit": commit(), "run": str(run), "eval_data": str(eval_data),
+            "rows": [args.start, args.start + len(rows)], "n": len(rows),
+            "k": args.k, "config": str(run / "config.yaml"), "timings_s": timings,
+            "eval_s": eval_times})
+        print(f"results: {published}")
     return 0
 
 

@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from haiku_kit.errors import HaikuKitError, TrainingInterrupted
+from haiku_kit.errors import HaikuKitError, TrainingInterrupted, missing_extra
 from haiku_kit.train.checkpoints import rerun_command
 
 DEFAULT_PRESET = "cpu-demo"
@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constrained", action="store_true",
                    help="syllable-constrained decoding (report it beside the free row)")
     p.add_argument("--candidates", type=int, default=1,
-                   help="with --constrained: drafts per poem, the likeliest valid one kept")
+                   help="with --constrained: drafts per poem, valid and fluent first, then the likeliest")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("write", help="write a verified haiku about a topic")
@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--constrained", action="store_true",
-                   help="steer every line onto 5-7-5 while writing (check stays the judge)")
+                   help="steer every line onto 5-7-5 while writing, no line cut off on 'the' "
+                        "(check stays the judge)")
     p.set_defaults(func=cmd_write)
 
     p = sub.add_parser("pipeline", help="run the notebooks end to end with papermill")
@@ -388,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (HaikuKitError, OSError, ValueError) as err:
         print(f"haiku-kit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:
+        line = missing_extra(err)
+        if line is None:
+            raise
+        print(f"haiku-kit {args.command}: error: {line}", file=sys.stderr)
         return 2
 
 

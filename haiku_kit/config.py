@@ -208,6 +208,13 @@ REWARD_PRESETS: dict[str, dict[str, float]] = {
     # counting plus the dense similarity on every poem: cpu-full's choice. GRPO alone lowers
     # Similarity; this term stops the drift on short topics (research/log.md G11).
     "topical": {**_COUNTING, "similarity_reward": 1.0},
+    # counting with the haiku reward paid only to poems that read as English (the judge's rules)
+    # and a penalty for filler: the count is no longer farmed with "the" / "then" (issue 37).
+    "fluent": {
+        **{k: v for k, v in _COUNTING.items() if k != "haiku_reward"},
+        "fluent_haiku_reward": 1.0,
+        "filler_penalty": 0.5,
+    },
 }
 
 
@@ -327,6 +334,9 @@ class DistillSettings:
     # it, one-syllable poems fill their counts with a dangling "the" (research/log.md).
     clean_line_ends: bool = False
     min_similarity: float = 0.5  # cos(topic, poem) a kept poem needs
+    # Keep only the poems the judge calls good by its rules (reads as English, on topic, not a
+    # copy; verify/judge.py without its LM): a verified count can still be filler (issue 37).
+    judge: bool = False
     # Topics without poems sampled after the first `topics`: "embedded" (the kit's list of
     # everyday feelings and situations) or a text file, one a line; never near an eval topic.
     extra_topics: str = ""

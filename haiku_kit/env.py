@@ -76,6 +76,25 @@ def cuda_info() -> dict[str, Any]:
     return info
 
 
+AUTO_PRESET = "auto"
+T4_CLASS_GIB = 20.0  # below this much GPU memory (a 15 GB T4, a 16 GB V100) the T4 preset fits
+
+
+def choose_preset(info: dict[str, Any] | None = None) -> tuple[str, str]:
+    """The preset a notebook's preset="auto" runs on this machine, and why: on CUDA the T4 preset
+    for a GPU under 20 GiB or of compute capability < 8.0 (float32 Gemma 3, no bf16), else the
+    H100 preset; without CUDA, cpu-demo."""
+    info = cuda_info() if info is None else info
+    if not info.get("cuda_available") or not info.get("gpus"):
+        return "cpu-demo", "no CUDA GPU: the CPU demo on the embedded 270M model"
+    gpu = info["gpus"][0]
+    major = int(str(gpu["capability"]).split(".")[0])
+    about = f"{gpu['name']}, {gpu['memory_gib']} GiB, compute capability {gpu['capability']}"
+    if gpu["memory_gib"] < T4_CLASS_GIB or major < 8:
+        return "colab-t4-gemma3-1b", f"{about}: under {T4_CLASS_GIB:.0f} GiB or no bf16"
+    return "h100-gemma3-1b", f"{about}: bf16 and room for the 1B model's larger batches"
+
+
 def collect_env() -> dict[str, Any]:
     """Everything above as one JSON-ready mapping."""
     return {

@@ -41,10 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from haiku_kit.config import grpo_variant_settings, load_config, resolve_config, save_config
+from haiku_kit.config import (
+    grpo_variant_settings,
+    list_presets,
+    load_config,
+    resolve_config,
+    save_config,
+)
 from haiku_kit.data.splits import build_run_splits, load_eval_data, load_splits
-from haiku_kit.env import write_env_json
-from haiku_kit.errors import HaikuKitError
+from haiku_kit.env import AUTO_PRESET, choose_preset, write_env_json
+from haiku_kit.errors import ConfigError, HaikuKitError
 from haiku_kit.evaluate import report
 from haiku_kit.evaluate.report import learning_curve
 from haiku_kit.evaluate.scoring import EvalResult, run_eval
@@ -266,8 +272,12 @@ def open_run(
     preset: str, overrides: list[str], run_dir: str | Path, resume: Any = None, fresh: Any = False
 ) -> Run:
     """Resolve the config for a stage notebook; writes RUN/config.yaml if it is not there.
-    `resume`/`fresh`: where training phases start (default: their newest checkpoint, if any)."""
+    `resume`/`fresh`: where training phases start (default: their newest checkpoint, if any).
+    preset="auto" picks one for this machine (env.choose_preset) and says which and why; a run
+    folder that already has a config keeps the preset it was started with."""
     paths = RunPaths(Path(run_dir).resolve())
+    if preset == AUTO_PRESET:
+        preset = _auto_preset(paths)
     paths.root.mkdir(parents=True, exist_ok=True)
     cfg = resolve_config(preset, overrides, paths.root)
     import_backend(backend_for(cfg))  # Unsloth first, before any stage imports transformers
@@ -275,6 +285,19 @@ def open_run(
     if not paths.config.is_file():  # training adds the trainer's effective settings to it later
         save_config(cfg, paths.config)
     return Run(preset, list(overrides), cfg, paths, resume=resume or None, fresh=fresh or False)
+
+
+def _auto_preset(paths: RunPaths) -> str:
+    if paths.config.is_file():  # a later stage of a run: the preset its first stage chose
+        preset = load_config(paths.config).name
+        if preset not in list_presets():
+            raise ConfigError(f"preset='auto': {paths.config} was started with the preset file "
+                              f"{preset!r}; set preset to that file's path")
+        print(f"preset: {preset}, as this run folder was started with ({paths.config})")
+        return preset
+    preset, why = choose_preset()
+    print(f"preset: {preset} ({why}); set preset = \"NAME\" to choose another")
+    return preset
 
 
 def _require(path: Path, marker: str, what: str) -> Path:

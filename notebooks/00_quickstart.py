@@ -23,8 +23,9 @@
 # counter and a topic-similarity score), and compare the three. Notebooks 01-05 run the same
 # steps one stage each; `haiku-kit pipeline` runs those from the command line.
 #
-# On a Colab GPU pick a GPU preset (e.g. `h100-gemma3-1b`); `cpu-demo` runs on a laptop CPU in
-# about a quarter of an hour.
+# `preset = "auto"` picks the preset for this machine and prints why: `colab-t4-gemma3-1b` on a
+# GPU under 20 GiB or without bf16 (a Colab T4), `h100-gemma3-1b` on a larger bf16 GPU, and on a
+# CPU `cpu-demo`, which runs in about a quarter of an hour.
 
 # %%
 # Install the kit where it is missing (Colab); with haiku-kit installed this does nothing.
@@ -47,7 +48,7 @@ if importlib.util.find_spec("haiku_kit") is None:
 # ## Parameters
 
 # %% tags=["parameters"]
-preset: str = "cpu-demo"  # preset name or YAML file (cpu-demo, cpu-smoke, cpu-full, colab-t4-gemma3-1b, h100-gemma3-1b, ref-*)
+preset: str = "auto"  # auto: cpu-demo on a CPU, colab-t4-gemma3-1b on a GPU under 20 GiB or without bf16, else h100-gemma3-1b; or a preset name (cpu-smoke, cpu-full, ref-*) or YAML file
 overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
 run_dir: str = "runs/quickstart"  # run folder: every artifact of the run is written here
 resume = None  # None: the newest checkpoint, if any; "latest"; a checkpoint path

@@ -50,7 +50,7 @@ if importlib.util.find_spec("haiku_kit") is None:
 # `data_dir` is the splits folder written by 01 (empty: `RUN/data`).
 
 # %% tags=["parameters"]
-preset: str = "cpu-demo"  # preset name or YAML file (cpu-demo, cpu-smoke, cpu-full, colab-t4-gemma3-1b, h100-gemma3-1b, ref-*)
+preset: str = "auto"  # auto: cpu-demo on a CPU, colab-t4-gemma3-1b on a GPU under 20 GiB or without bf16, else h100-gemma3-1b; or a preset name (cpu-smoke, cpu-full, ref-*) or YAML file
 overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
 run_dir: str = "runs/demo"  # run folder: every artifact of the run is written here
 data_dir: str = ""  # splits folder written by 01 (empty: RUN/data)

@@ -43,7 +43,7 @@ if importlib.util.find_spec("haiku_kit") is None:
 # The eval result folders written by 02, 03 and 04 (empty: `RUN/eval/base`, `sft`, `grpo`).
 
 # %% tags=["parameters"]
-preset: str = "cpu-demo"  # preset name or YAML file (cpu-demo, cpu-smoke, cpu-full, colab-t4-gemma3-1b, h100-gemma3-1b, ref-*)
+preset: str = "auto"  # auto: cpu-demo on a CPU, colab-t4-gemma3-1b on a GPU under 20 GiB or without bf16, else h100-gemma3-1b; or a preset name (cpu-smoke, cpu-full, ref-*) or YAML file
 overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
 run_dir: str = "runs/demo"  # run folder: every artifact of the run is written here
 base_result: str = ""  # eval folder of the base model (empty: RUN/eval/base)

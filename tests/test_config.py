@@ -64,15 +64,14 @@ def test_cpu_presets_are_small():
     assert demo.eval.n_prompts >= 64 and demo.eval.k == 1  # CIs that mean something
     full = load_preset("cpu-full")
     assert full.model.name == "embedded-english" and full.eval.n_prompts >= 128
-    assert full.sft.max_steps > demo.sft.max_steps and full.grpo.max_steps == 8 * demo.grpo.max_steps
-    assert full.distill.topics > demo.distill.topics > 0 == smoke.distill.topics
-    assert full.distill.rounds == 3 and demo.distill.rounds == 1 and demo.distill.clean_line_ends
-    # the demo's round reads cpu-full's last round; the headline and the suite sample their own
-    assert demo.distill.corpus == "embedded" and full.distill.corpus == smoke.distill.corpus == ""
+    assert full.grpo.max_steps == 8 * demo.grpo.max_steps
+    assert full.distill.topics > 0 == demo.distill.topics == smoke.distill.topics
+    # the demo trains on human haiku only: no round, no shipped filler corpus (research/log.md J6)
+    assert full.distill.rounds == 3 and demo.distill.corpus == full.distill.corpus == ""
     assert full.distill.max_word_syllables == [0, 1, 1]
     # the headline's GRPO also practises on the kit's prompt-only topics (G14); the demo's does not
     assert full.grpo.extra_topics == "embedded" and demo.grpo.extra_topics == smoke.grpo.extra_topics == ""
-    assert full.eval.constrained and not demo.eval.constrained
+    assert full.eval.constrained and demo.eval.constrained  # the constrained rows beside the free
 
 
 def test_overrides_parse_yaml_scalars_and_dotted_paths():

@@ -77,3 +77,26 @@ def test_format_shows_gpu_name_and_capability():
     assert "Tesla T4, compute capability 7.5, 14.7 GiB" in env_info.format_env(info)
     info["gpus"] = []
     assert "none visible" in env_info.format_env(info)
+
+
+def _gpu(name, capability, gib):
+    return {"cuda_available": True, "gpus": [{"name": name, "capability": capability,
+                                              "memory_gib": gib}]}
+
+
+def test_auto_preset_follows_the_gpu():
+    """A Colab T4 (15 GB, no bf16) gets the T4 preset, never the CPU demo or the H100 one."""
+    assert env_info.choose_preset({"cuda_available": False, "gpus": []})[0] == "cpu-demo"
+    preset, why = env_info.choose_preset(_gpu("Tesla T4", "7.5", 14.7))
+    assert preset == "colab-t4-gemma3-1b" and "Tesla T4" in why and "14.7 GiB" in why
+    assert env_info.choose_preset(_gpu("Tesla V100-SXM2-32GB", "7.0", 31.7))[0] == (
+        "colab-t4-gemma3-1b")  # 32 GB but no bf16
+    assert env_info.choose_preset(_gpu("NVIDIA A10G", "8.6", 19.9))[0] == "colab-t4-gemma3-1b"
+    assert env_info.choose_preset(_gpu("NVIDIA H100 80GB HBM3", "9.0", 79.1))[0] == (
+        "h100-gemma3-1b")
+    # this machine: whatever torch sees
+    import torch
+
+    expected = "cpu-demo" if not torch.cuda.is_available() else None
+    if expected:
+        assert env_info.choose_preset()[0] == expected

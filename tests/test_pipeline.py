@@ -214,7 +214,7 @@ def test_efficacy_benchmark_measures_chosen_models_with_k_samples_on_the_runs_ev
     assert "'nope' is not one of base, sft, grpo" in capsys.readouterr().err
     assert efficacy.main(["--run", str(smoke_run), "--models", "sft,grpo", "--eval-data",
                           str(data), "--n", "3", "--k", "2"]) == 0
-    out = smoke_run / "efficacy-data-n3-k2"
+    out = smoke_run / "efficacy-data-0-n3-k2"
     for name in ("sft", "grpo"):
         records = [json.loads(line) for line in
                    (out / name / "generations.jsonl").read_text().splitlines()]
@@ -224,6 +224,30 @@ def test_efficacy_benchmark_measures_chosen_models_with_k_samples_on_the_runs_ev
     table = (out / "report" / "table.md").read_text()
     assert "| SFT |" in table and "| SFT→GRPO |" in table and "| base |" not in table
     assert "GRPO vs SFT:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_efficacy_benchmark_publishes_the_runs_own_evals_as_results_files(smoke_run, tmp_path):
+    """--run-evals --publish: the README's figures come from these files, written by the script."""
+    out = tmp_path / "results"
+    assert _efficacy_benchmark().main(["--run", str(smoke_run), "--run-evals", "--models",
+                                       "base,sft", "--publish", "smoke",
+                                       "--results-dir", str(out)]) == 0
+    published = out / "smoke"
+    for name in ("base", "sft"):
+        saved = json.loads((published / f"{name}.json").read_text())
+        own = json.loads((smoke_run / "eval" / name / "result.json").read_text())
+        assert saved["metrics"] == own["metrics"] and saved["ci"]["good"] == own["ci"]["good"]
+        poems = (published / f"{name}.generations.jsonl").read_text().splitlines()
+        assert len(poems) == own["meta"]["n"]
+    about = json.loads((published / "run.json").read_text())
+    assert about["run"] == str(smoke_run) and about["commit"] and about["timings_s"]
+    assert (published / "config.yaml").read_text() == (smoke_run / "config.yaml").read_text()
+    assert "| SFT |" in (published / "table.md").read_text()
+    assert "drawn at random" in (published / "samples.md").read_text()
+    assert sorted(p.name for p in published.iterdir()) == [
+        "base.generations.jsonl", "base.json", "config.yaml", "run.json", "samples.md",
+        "sft.generations.jsonl", "sft.json", "table.md"]
 
 
 def test_efficacy_benchmark_names_a_runs_bad_config_in_one_line(tmp_path, capsys):

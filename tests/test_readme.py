@@ -212,3 +212,52 @@ def test_an_unknown_command_or_preset_is_caught():
     assert unknown_commands(prose, commands) == []
     assert missing_presets("run `haiku-kit pipeline --preset cpu-demoo --out r`") == ["cpu-demoo"]
     assert missing_presets('set `preset = "cpu-demo"`') == []
+
+
+# --------------------------------------------------------------------------- results
+
+RESULT_LINK = re.compile(r"\]\((benchmarks/results/[^)\s]+\.json)\)")
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def pct_ci(x: float, ci: list[float]) -> str:
+    return f"{pct(x)} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def result_row_problems(text: str, repo: Path = REPO) -> list[str]:
+    """Every README table row that links a results file (benchmarks/results/…json, written by
+    the run's own report) must show that file's good and valid shares, with good's 95% CI, as
+    pct_ci / pct format them: a figure typed by hand, or a stale one, is caught."""
+    problems = []
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            continue
+        for rel in RESULT_LINK.findall(line):
+            import json
+
+            data = json.loads((repo / rel).read_text(encoding="utf-8"))
+            m, ci = data["metrics"], data["ci"]
+            for want in (pct_ci(m["good"], ci["good"]), pct(m["haiku"])):
+                if want not in line:
+                    problems.append(f"{rel}: the row lacks {want}: {line}")
+    return problems
+
+
+def test_readme_results_match_the_results_files():
+    text = README.read_text(encoding="utf-8")
+    assert RESULT_LINK.search(text), "the README's results table links no results file"
+    assert result_row_problems(text) == []
+
+
+def test_a_hand_typed_result_is_caught(tmp_path):
+    rel = "benchmarks/results/x/sft.json"
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_text('{"metrics": {"good": 0.25, "haiku": 0.5}, '
+                                '"ci": {"good": [0.125, 0.375]}}', encoding="utf-8")
+    good = f"| demo | [SFT]({rel}) | 25.0% [12.5, 37.5] | 50.0% |"
+    assert result_row_problems(good, tmp_path) == []
+    assert result_row_problems(good.replace("25.0%", "27.0%"), tmp_path)
+    assert result_row_problems(good.replace("50.0%", "55.0%"), tmp_path)

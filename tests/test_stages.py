@@ -42,6 +42,19 @@ def test_data_stage_copies_an_existing_splits_folder(tmp_path):
     assert "| eval |" in stages.data_markdown(data_dir)
 
 
+def test_the_auto_preset_picks_for_this_machine_and_a_run_keeps_its_own(tmp_path, monkeypatch,
+                                                                         capsys):
+    monkeypatch.setattr(stages, "choose_preset", lambda: ("cpu-smoke", "a test machine"))
+    run = stages.open_run("auto", ["grpo.max_steps=3"], tmp_path / "run")
+    assert run.cfg.name == "cpu-smoke" and run.cfg.grpo.max_steps == 3
+    assert "preset: cpu-smoke (a test machine)" in capsys.readouterr().out
+    # a later stage notebook of the same run folder, on a machine that would choose otherwise
+    monkeypatch.setattr(stages, "choose_preset", lambda: ("h100-gemma3-1b", "another machine"))
+    again = stages.open_run("auto", [], tmp_path / "run")
+    assert again.cfg.name == "cpu-smoke" and "as this run folder was started with" in (
+        capsys.readouterr().out)
+
+
 def test_a_preset_without_the_phase_says_so(tmp_path):
     run = stages.open_run("cpu-smoke", ["phases=[grpo]"], tmp_path / "run")
     with pytest.raises(HaikuKitError, match="trains no SFT phase"):

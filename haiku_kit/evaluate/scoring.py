@@ -379,9 +379,11 @@ def run_eval(
 ) -> EvalResult:
     """generate + evaluate on rows with `topic` and `prompt` columns; model as in write_haiku.
 
-    constrained=True generates with the syllable-constrained decoder; such a row is reported
-    beside the free-sampling one, never instead of it (meta["constrained"] says which).
-    candidates > 1 (constrained only): the likeliest valid of that many drafts per poem.
+    constrained=True generates with the syllable-constrained decoder, with clean line ends (no
+    line cut off on "the", no poem on a comma); such a row is reported beside the free-sampling
+    one, never instead of it (meta["constrained"] says which).
+    candidates > 1 (constrained only): of that many drafts per poem, valid and fluent (the
+    judge's rules) first, then the likeliest.
     judge_word_order: the judge also checks word order with the embedded base model (judge_lm),
     on the poems that pass every other part."""
     if isinstance(model, (str, Path)):
@@ -393,9 +395,9 @@ def run_eval(
     prompts = [r["prompt"] for r in rows]
     gens = generate(model, tokenizer, prompts, k=k, seed=seed, sampling=sampling,
                     batch_size=batch_size, max_new_tokens=max_new_tokens, constrained=constrained,
-                    candidates=candidates)
+                    candidates=candidates, clean_line_ends=constrained)
     meta = {"name": name or model_name, "model": model_name, "adapter": adapter,
-            "constrained": constrained, "candidates": candidates,
+            "constrained": constrained, "clean_line_ends": constrained, "candidates": candidates,
             "sampling": asdict(sampling), "max_new_tokens": max_new_tokens,
             "hit_limit_share": gens.hit_limit_share, "judge_word_order": judge_word_order}
     return evaluate(gens, [r["topic"] for r in rows], prompts, train_answers, seed=seed,

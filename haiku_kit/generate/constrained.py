@@ -54,6 +54,7 @@ from typing import Any
 from haiku_kit.model.chat import encode, prompt_strings, stop_token_ids, text_tokenizer
 from haiku_kit.verify import haiku as hk
 from haiku_kit.verify.estimator import _rules
+from haiku_kit.verify.judge import ends_unfinished, fluency_problems
 from haiku_kit.verify.syllables import _QUOTES, _lookup, analyze_line
 
 __all__ = ['FORBIDDEN', 'NEWLINE', 'PLAIN', 'ConstrainedResult', 'LineState', 'PoemTracker', 'SyllableLogitsProcessor', 'TokenTable', 'constrained_generate', 'mean_logprobs', 'text_mask', 'token_table', 'word_prefixes']
@@ -296,9 +297,19 @@ class PoemTracker:
         return bool(state.masks(self.strict)[0] >> self.pattern[state.line] & 1)
 
     def closes(self, state: LineState) -> bool:
-        """May the line in progress end now: on target, and not on a dangling word when
-        clean_line_ends (then it must grow on target, or dies and is resampled)."""
-        return self.on_target(state) and not (self.clean_line_ends and ends_dangling(state.text))
+        """May the line in progress end now: on target, and under clean_line_ends not on a
+        dangling word, nor (the last line) where the judge would call the poem cut off ("...
+        the moon,", "..., then", "... like"); such a line must grow on target, or dies and is
+        resampled."""
+        if not self.on_target(state):
+            return False
+        return not (self.clean_line_ends and self._unclosable(state, state.text))
+
+    def _unclosable(self, state: LineState, text: str) -> bool:
+        """Would `text`, as the line in progress, be refused by closes() for its ending?"""
+        if ends_dangling(text):
+            return True
+        return state.line == len(self.pattern) - 1 and ends_unfinished(text)
 
     def can_end(self, state: LineState) -> bool:
         """May an end token come now: the poem is complete, or its last line is on target."""
@@ -371,7 +382,7 @@ class PoemTracker:
         target = self.pattern[state.line]
         after = self._after_plain(state, token)
         if self.clean_line_ends and _lowest(after) >= target and \
-                ends_dangling(state.text + self.table.piece(token)):
+                self._unclosable(state, state.text + self.table.piece(token)):
             return False  # a full line ending on "the" could not close: refuse it, not die
         if self.on_target(state):
             return state.extra < MAX_EXTRA_ON_TARGET and bool(after >> target & 1)
@@ -636,7 +647,8 @@ def constrained_generate(
     none is valid, the closest, then the most likely).
     max_word_syllables > 0: no word may need more syllables (1: one-syllable words only).
     free_words[i]: text whose words prompt i may use whatever their length (its topic).
-    clean_line_ends: no line may end on an article, preposition or conjunction ("the", "of").
+    clean_line_ends: no line may end on an article, preposition or conjunction ("the", "of"),
+    nor the poem where the judge would call it cut off (a comma, ", then", "like").
     """
     pattern = tuple(int(n) for n in pattern)
     if min(k, batch_size, max_new_tokens, candidates) < 1 or retries < 0:
@@ -682,7 +694,9 @@ def constrained_generate(
 
 
 def _most_likely(model, tokenizer, jobs, results, candidates, batch_size):
-    """One result per run of `candidates` drafts: valid first, then closest, then most likely."""
+    """One result per run of `candidates` drafts: valid first, then those the judge's rules
+    read as English (verify.judge.fluency_problems: no filler), then closest, then most likely.
+    Likelihood alone prefers filler: function words are cheap to predict (docs/judge.md)."""
     scores = mean_logprobs(model, tokenizer, [job.prompt for job in jobs],
                            [r.completion + r.end_text for r in results], batch_size=batch_size)
     chosen = []
@@ -690,8 +704,9 @@ def _most_likely(model, tokenizer, jobs, results, candidates, batch_size):
         group = range(start, start + candidates)
         for i in group:
             results[i].logprob, results[i].drafts = scores[i], candidates
-        best = max(group, key=lambda i: (results[i].is_valid, -results[i].check.distance,
-                                         scores[i]))
+        best = max(group, key=lambda i: (results[i].is_valid,
+                                         not fluency_problems(results[i].text),
+                                         -results[i].check.distance, scores[i]))
         chosen.append(results[best])
     return chosen
 

@@ -20,6 +20,7 @@ from haiku_kit.generate.sampling import install_fast_topk_topp
 from haiku_kit.model.chat import encode, prompt_strings, stop_token_ids
 from haiku_kit.model.load import load_from_config
 from haiku_kit.verify import haiku as hk
+from haiku_kit.verify.judge import fluency_problems
 from haiku_kit.verify.text import PATTERN, build_prompt
 
 
@@ -182,6 +183,7 @@ class WrittenHaiku:
     similarity: float
     check: hk.HaikuCheck
     candidates: list[dict]
+    problems: tuple[str, ...] = ()  # why the judge's rules read it as filler (empty: fluent)
 
     @property
     def reason(self) -> str:
@@ -193,15 +195,20 @@ class WrittenHaiku:
         if len(self.check.counts) > 6:
             counts += f", ... ({len(self.check.counts)} lines)"
         verdict = "valid 5-7-5 haiku" if self.is_haiku else f"not a haiku: {self.reason}"
-        return f"syllables per line: {counts or '-'}\n{verdict}"
+        reads = ("reads as English" if not self.problems
+                 else "reads as filler: " + "; ".join(self.problems))
+        return f"syllables per line: {counts or '-'}\n{verdict}\n{reads}"
 
 
-def pick_best(checks: Sequence[hk.HaikuCheck], similarities: Sequence[float]) -> int:
-    """Index of the best candidate: valid first, then smallest distance, then most similar."""
+def pick_best(checks: Sequence[hk.HaikuCheck], similarities: Sequence[float],
+              fluent: Sequence[bool] | None = None) -> int:
+    """Index of the best candidate: valid first, then (given `fluent`) those that read as
+    English by the judge's rules, then smallest distance, then most similar."""
     if not checks:
         raise ValueError("pick_best: no candidates")
+    reads = fluent if fluent is not None else [True] * len(checks)
     return max(range(len(checks)),
-               key=lambda i: (checks[i].is_haiku, -checks[i].distance, similarities[i]))
+               key=lambda i: (checks[i].is_haiku, reads[i], -checks[i].distance, similarities[i]))
 
 
 @functools.lru_cache(maxsize=2)
@@ -224,8 +231,10 @@ def write_haiku(
     progress: bool = False,
     constrained: bool = False,
 ) -> WrittenHaiku:
-    """Sample k poems about `topic`; return the best valid one by similarity, else the closest
-    (smallest syllable distance, then similarity) with its diagnosis.
+    """Sample k poems about `topic`; return the best: valid first, then one the judge's rules
+    read as English (verify.judge.fluency_problems: no line cut off on "the", no stutter), then
+    the closest (smallest syllable distance), then the most similar, with its diagnosis.
+    constrained=True writes through the syllable-constrained decoder with clean line ends.
 
     `model` is a loaded model (then pass its `tokenizer`) or a model name/path (see
     loaded_model).
@@ -238,7 +247,7 @@ def write_haiku(
         raise ValueError("write_haiku: pass the tokenizer with a loaded model")
     gens = generate(model, tokenizer, [build_prompt(topic.strip())], k=k, seed=seed,
                     sampling=sampling, batch_size=k, max_new_tokens=max_new_tokens,
-                    progress=progress, constrained=constrained)
+                    progress=progress, constrained=constrained, clean_line_ends=constrained)
     texts = gens.texts[0]
     poems = [hk.extract_poem(t).poem for t in texts]
     checks = [hk.check(p, PATTERN) for p in poems]
@@ -247,11 +256,12 @@ def write_haiku(
 
         scorer = get_scorer()
     sims = [c - 0.5 for c in scorer.cosine([topic] * len(poems), poems)]
+    problems = [fluency_problems(p) if p.strip() else ["no words"] for p in poems]
     candidates = [
         {"completion": t, "poem": p, "is_haiku": c.is_haiku, "distance": c.distance,
-         "similarity": s, "reason": c.reason, "hit_limit": h}
-        for t, p, c, s, h in zip(texts, poems, checks, sims, gens.hit_limit[0])
+         "similarity": s, "reason": c.reason, "hit_limit": h, "fluency_problems": f}
+        for t, p, c, s, h, f in zip(texts, poems, checks, sims, gens.hit_limit[0], problems)
     ]
-    best = pick_best(checks, sims)
+    best = pick_best(checks, sims, [not f for f in problems])
     return WrittenHaiku(topic, poems[best], checks[best].is_haiku, sims[best], checks[best],
-                        candidates)
+                        candidates, tuple(problems[best]))

@@ -90,9 +90,10 @@ def corpus_path(source: str) -> Path:
     return Path(source)
 
 
-def corpus_poems(source: str, dataset) -> tuple[list[dict], dict]:
-    """distill.corpus's poems as round 1's kept rows: those check accepts, deduplicated, on
-    topics that are no near-duplicate of an eval topic of `dataset`. Returns (rows, counts)."""
+def corpus_poems(source: str, dataset, judge: bool = False) -> tuple[list[dict], dict]:
+    """distill.corpus's poems as round 1's kept rows: those check accepts (and with `judge`,
+    those the judge's rules call good), deduplicated, on topics that are no near-duplicate of an
+    eval topic of `dataset`. Returns (rows, counts)."""
     rows = load_table(corpus_path(source), on_bad_row="raise")
     avoid = list(dataset["eval"]["topic"]) if "eval" in dataset else []
     named = [r for r in rows if r["topic"]]
@@ -100,10 +101,13 @@ def corpus_poems(source: str, dataset) -> tuple[list[dict], dict]:
     usable = [r for r in named if r["topic"] in allowed]
     kept, _ = keep_verified([{"topic": r["topic"], "prompt": build_prompt(r["topic"])}
                              for r in usable], [[r["haiku"]] for r in usable], min_similarity=-1)
+    valid = len(kept)
+    if judge:
+        kept = judged_good(kept)
     return [{**r, "source_id": f"corpus:{i}"} for i, r in enumerate(kept)], {
         "corpus": str(corpus_path(source)), "rows": len(rows),
         "no_topic": len(rows) - len(named), "near_eval_topic": len(named) - len(usable),
-        "kept": len(kept)}
+        "valid": valid, **({"judged_good": len(kept)} if judge else {}), "kept": len(kept)}
 
 
 def word_syllable_limit(s: DistillSettings, round_: int) -> int:
@@ -127,10 +131,28 @@ def sample_verified(model, tokenizer, rows: list[dict], s: DistillSettings, seed
                     free_words=[r["topic"] for r in rows] if limit and s.topic_words else None,
                     clean_line_ends=s.clean_line_ends)
     kept, valid = keep_verified(rows, gens.texts, s.min_similarity, scorer)
+    verified = len(kept)
+    if s.judge:
+        kept = judged_good(kept)
     return kept, {"prompts": len(rows), "sampled": len(rows) * s.k,
                   "max_word_syllables": limit, "topic_words": bool(limit and s.topic_words),
                   "clean_line_ends": s.clean_line_ends,
-                  "drafts": len(rows) * s.k * s.candidates, "valid": valid, "kept": len(kept)}
+                  "drafts": len(rows) * s.k * s.candidates, "valid": valid,
+                  **({"verified": verified, "judged_good": len(kept)} if s.judge else {}),
+                  "kept": len(kept)}
+
+
+def judged_good(kept: list[dict]) -> list[dict]:
+    """keep_verified's rows less those the judge's rules do not call good (filler, off topic,
+    a copy); the cosines already computed are reused."""
+    if not kept:
+        return kept
+    from haiku_kit.verify.judge import Judge
+
+    verdicts = Judge().judge([r["haiku"] for r in kept], [r["topic"] for r in kept],
+                             cosines=[r["cosine"] for r in kept]
+                             if all(r.get("cosine") is not None for r in kept) else None)
+    return [r for r, v in zip(kept, verdicts) if v.good]
 
 
 def keep_verified(rows: list[dict], texts: list[list[str]], min_similarity: float = 0.5,
@@ -203,7 +225,7 @@ def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_
     else:
         dataset = dataset if dataset is not None else load_run_data(cfg)
         if round_ == 1 and s.corpus:
-            kept, stats = corpus_poems(s.corpus, dataset)
+            kept, stats = corpus_poems(s.corpus, dataset, judge=s.judge)
         else:
             extra = load_topic_list(s.extra_topics) if s.extra_topics else ()
             rows = training_prompts(dataset, s.topics, extra)

@@ -53,6 +53,7 @@ __all__ = [
     "TOPIC_COPY_MIN",
     "Judge",
     "Verdict",
+    "ends_unfinished",
     "fluency_problems",
     "lm_logprob",
     "slor",
@@ -247,6 +248,17 @@ def fluency_problems(poem: str, rules=None) -> list[str]:
         if rules is None or name in rules:
             problems.extend(rule(lines, raw))
     return problems
+
+
+def ends_unfinished(last_line: str) -> bool:
+    """Would a poem whose last line is `last_line` read as cut off (the end rules of
+    fluency_problems: poem_end, end_punctuation, tacked_on)? The constrained decoder asks this
+    before it lets a poem end, under clean_line_ends."""
+    lines = [words(last_line)]
+    if not lines[0]:
+        return False
+    raw = [last_line]
+    return bool(_poem_end(lines, raw) or _end_punctuation(lines, raw) or _tacked_on(lines, raw))
 
 
 # --------------------------------------------------------------------------- copies

@@ -19,6 +19,7 @@ from haiku_kit.generate.constrained import (
 )
 from haiku_kit.model.gguf import build_tokenizer
 from haiku_kit.verify import haiku as hk
+from haiku_kit.verify.judge import ends_unfinished
 
 END_IDS = [1, 106]
 
@@ -212,6 +213,16 @@ def test_clean_line_ends_keep_a_line_open_on_a_dangling_word(gemma_tokenizer):
     # a multi-newline token is held to the same rule
     state, flags = feed(clean, gemma_tokenizer, "the cold wind blows the\n")
     assert flags[-1] is False
+    # the last line also may not end where the judge calls the poem cut off: on a comma,
+    # a tacked-on ", then", or "like"; the same words close line 1 or 2
+    head = "the cold wind blows hard\non the old red barn at dusk\n"
+    for last in ("a crow calls out, then", "crows call loud and long,", "the cold crows sing like"):
+        assert ends_unfinished(last), last  # the judge's own rule
+        state = feed(clean, gemma_tokenizer, head + last)[0]
+        assert clean.on_target(state) and not clean.can_end(state), last
+        assert plain.can_end(feed(plain, gemma_tokenizer, head + last)[0]), last
+    assert clean.can_end(feed(clean, gemma_tokenizer, head + "a crow calls out loud")[0])
+    assert clean.closes(feed(clean, gemma_tokenizer, "a black crow calls, then")[0])
 
 
 def test_special_markup_and_partial_bytes_are_forbidden(gemma_tokenizer):

@@ -20,6 +20,9 @@ def test_pick_best_prefers_valid_then_distance_then_similarity():
     assert gen.pick_best(checks, [0.9, 0.1, 0.2]) == 2
     off = [hk.check("a\nb\nc"), hk.check(TWO_LINES)]
     assert gen.pick_best(off, [0.9, 0.1]) == int(off[1].distance < off[0].distance)
+    # among valid poems, one that reads as English beats a more similar filler one
+    assert gen.pick_best(checks, [0.9, 0.9, 0.2], fluent=[True, False, True]) == 2
+    assert gen.pick_best(checks, [0.9, 0.9, 0.2], fluent=[True, True, False]) == 1
 
 
 # --------------------------------------------------------------------------- generation
@@ -112,5 +115,8 @@ def test_write_haiku_with_the_embedded_model(embedded):
     assert isinstance(written.poem, str) and len(written.candidates) == 2
     assert written.reason and written.diagnosis().startswith("syllables per line")
     best = gen.pick_best([hk.check(c["poem"]) for c in written.candidates],
-                        [c["similarity"] for c in written.candidates])
+                        [c["similarity"] for c in written.candidates],
+                        [not c["fluency_problems"] for c in written.candidates])
+    assert written.problems == tuple(written.candidates[best]["fluency_problems"])
+    assert written.diagnosis().splitlines()[-1].startswith(("reads as English", "reads as filler"))
     assert written.poem == written.candidates[best]["poem"]

@@ -237,7 +237,17 @@ def test_corpus_poems_keep_valid_unique_poems_on_topics_far_from_every_eval_topi
     assert kept[1]["prompt"] == build_prompt("a bus stop at dusk")
     assert [r["source_id"] for r in kept] == ["corpus:0", "corpus:1"]
     assert stats == {"corpus": str(file), "rows": 6, "no_topic": 1, "near_eval_topic": 1,
-                     "kept": 2}
+                     "valid": 2, "kept": 2}
+
+    # with the judge, filler that check accepts is dropped too (a poem cut off on "the")
+    filler = "the rain on the shed\nthe rain on the roof, the rain\ndrips on the rake, the"
+    assert hk.check(filler).is_haiku
+    file2 = _write_jsonl(tmp_path / "judged.jsonl", [
+        {"topic": "a tool shed in the rain", "haiku": POEMS[0]},
+        {"topic": "a tool shed in the rain", "haiku": filler}])
+    judged, stats = distill.corpus_poems(str(file2), splits, judge=True)
+    assert [r["haiku"] for r in judged] == [POEMS[0]]
+    assert stats["valid"] == 2 and stats["judged_good"] == 1 and stats["kept"] == 1
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"topic": "a", "haiku": POEMS[0]}) + "\n{\"topic\": \"b\"}\n")

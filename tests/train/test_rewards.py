@@ -263,6 +263,21 @@ def test_fluent_haiku_reward_is_the_haiku_reward_gated_on_reading_as_english():
     assert R.fluent_haiku_reward([PROMPT], [FILLER], topic=[TOPIC]) == [0.0]
 
 
+def test_the_fluent_preset_pays_a_haiku_less_when_it_is_filler():
+    """The `fluent` weighting: the filler haiku above earns the counting preset's full haiku
+    reward, and under `fluent` loses it and pays the filler penalty; a human haiku scores the
+    same under both."""
+    human = "red leaves drift down slow\nthe autumn wind carries them\nbare branches remain"
+
+    def total(preset: str, poem: str) -> float:
+        spec = R.RewardSpec.preset(preset)
+        return sum(w * f([PROMPT], [poem], topic=[TOPIC])[0]
+                   for f, w in zip(spec.reward_funcs(), spec.reward_weights()))
+
+    assert total("counting", FILLER) - total("fluent", FILLER) == pytest.approx(1.5)
+    assert total("counting", human) == pytest.approx(total("fluent", human))
+
+
 # --------------------------------------------------------------------------- registry / spec
 
 

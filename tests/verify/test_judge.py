@@ -63,6 +63,17 @@ def test_tacked_on_word():
     assert rule("tacked_on", "a dog\nruns\nme too") == []
 
 
+@pytest.mark.parametrize("last", ["then he goes, then", "the kids eat the whole", "and then it goes,",
+                                  "down the road, too", "the moon is like"])
+def test_ends_unfinished_is_the_end_rules_on_a_last_line(last):
+    from haiku_kit.verify.judge import ends_unfinished
+
+    assert ends_unfinished(last)
+    assert fluency_problems(f"a cat\nsits here\n{last}")
+    for fine in ("rust blooms on the rake", "the lights stay on", "", "it goes."):
+        assert not ends_unfinished(fine), fine
+
+
 def test_dangling_determiner_catches_filler_not_enjambment():
     assert rule("dangling_determiner", "a walk in the\npark at dusk\nbirds sing")
     assert rule("dangling_determiner", "a walk\nthe dogs run and the\ngrass is wet")
