@@ -377,6 +377,8 @@ class PoemTracker:
             return self._after_newline(state, token) is not None
         if state.line >= len(self.pattern):  # the poem is done: only an end token
             return False
+        if self.table.piece(token)[:1].isupper() and state.text[-1:].islower():
+            return False  # a capital glued onto a word ("ballJ"): a count, not a word
         if not self._words_fit(state, token):
             return False
         target = self.pattern[state.line]

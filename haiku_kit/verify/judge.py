@@ -191,6 +191,20 @@ def _stutter(lines: list[list[str]], raw: list[str]) -> list[str]:
     return []
 
 
+GARBLED = re.compile(r"[a-z]{2,}[A-Z](?![A-Za-z])|[a-z]{3,}[A-Z][a-z]{2,}")
+
+
+def _garbled(lines: list[list[str]], raw: list[str]) -> list[str]:
+    """No word with a capital glued on ("ballJ", "houseY") or two words run together
+    ("proceedingThe"): sub-word tokens a syllable-constrained decoder can pick to make a count.
+    None in the 2,300 human poems of the kit and the reference ("YouTube", "McDonalds" pass)."""
+    for line in raw:
+        match = GARBLED.search(line)
+        if match:
+            return [f"garbled word '{match.group(0)}'"]
+    return []
+
+
 def _repeats(lines: list[list[str]], raw: list[str]) -> list[str]:
     """No content word three times, "the" at most MAX_THE times, "then" at most once: a poem of
     a dozen words that says one word three times ("cold ... cold ... cold") or leans on "the"
@@ -225,6 +239,7 @@ RULES = {
     "dangling_determiner": _dangling_determiner,
     "impossible_pair": _impossible_pair,
     "stutter": _stutter,
+    "garbled": _garbled,
     "repeats": _repeats,
 }
 

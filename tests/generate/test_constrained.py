@@ -91,6 +91,16 @@ def test_word_that_overshoots_is_refused(tracker, gemma_tokenizer):
     assert tracker.allows(state, ids_of(gemma_tokenizer, " blows")[0])
 
 
+def test_a_capital_glued_onto_a_word_is_refused(tracker, gemma_tokenizer):
+    """"the next kid's ballJ pit" passed the count: the decoder picked "J" to make one."""
+    state, _ = feed(tracker, gemma_tokenizer, "the red ball")  # 3 of 5
+    capital = ids_of(gemma_tokenizer, "J")
+    assert len(capital) == 1 and not tracker.allows(state, capital[0])
+    assert tracker.allows(state, ids_of(gemma_tokenizer, " Jack")[0])  # a new word may start so
+    state, _ = feed(tracker, gemma_tokenizer, "the red ball ")
+    assert tracker.allows(state, capital[0])
+
+
 def test_continuation_that_overshoots_is_refused_once_the_word_grows(tracker, gemma_tokenizer):
     state, _ = feed(tracker, gemma_tokenizer, "cold snow on the jump")  # 5: on target
     ed, ing = ids_of(gemma_tokenizer, "ed")[0], ids_of(gemma_tokenizer, "ing")[0]

@@ -91,6 +91,14 @@ def test_impossible_pair():
     assert rule("impossible_pair", HUMAN) == []
 
 
+def test_garbled_words():
+    assert rule("garbled", "an ace on the green serves\nthe next kid's ballJ pit\nc") == [
+        "garbled word 'ballJ'"]
+    assert rule("garbled", "a walk proceedingThe rain\nb\nc")
+    for human in ("watching YouTube late\nb\nc", "McDonalds at night\nb\nc", HUMAN):
+        assert rule("garbled", human) == []
+
+
 def test_stutter():
     assert "'still' twice in a row" in rule("stutter", "the chapel stands still, still\nb\nc")
     assert rule("stutter", "on the hill the\nthe grass\nis green")  # across a line break
@@ -113,7 +121,7 @@ def test_rules_subset_and_empty():
     assert fluency_problems("") == ["no words"]
     assert fluency_problems("the cat\nsat\non the, the", rules=set()) == []
     assert set(J.RULES) == {"poem_end", "end_punctuation", "tacked_on", "dangling_determiner",
-                            "impossible_pair", "stutter", "repeats"}
+                            "impossible_pair", "stutter", "garbled", "repeats"}
 
 
 def test_topic_copy_fraction():
