@@ -11,7 +11,9 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -27,13 +29,20 @@ DEFAULT_PRESET = "cpu-demo"
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Each line with its syllable count(s), then the verdict. 0 = haiku, 1 = not."""
-    from haiku_kit.verify.haiku import check, parse_pattern
+    from haiku_kit.verify.haiku import MAX_TEXT_CHARS, check, parse_pattern
 
     pattern = parse_pattern(args.pattern)
+    # At most one character past the cap is read: a longer text is not a haiku (check's rule),
+    # and /dev/zero or a multi-GB file is not read whole.
     if args.file in (None, "-"):
-        text = sys.stdin.read()
+        text = sys.stdin.read(MAX_TEXT_CHARS + 1)
     else:
-        text = Path(args.file).read_text(encoding="utf-8")
+        try:
+            with open(args.file, encoding="utf-8") as fh:
+                text = fh.read(MAX_TEXT_CHARS + 1)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{args.file}: not UTF-8 text (byte {err.start}: "
+                             f"{err.object[err.start:err.start + 1]!r})") from None
     result = check(text, pattern, strict=args.strict)
     for i, (line, c) in enumerate(zip(result.lines, result.counts)):
         target = f"/{pattern[i]}" if i < len(pattern) else "/-"
@@ -119,13 +128,21 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`haiku-kit train {sft,grpo} --preset P --set k=v --out RUN`."""
-    from haiku_kit.config import resolve_config, save_config
-    from haiku_kit.runs import RunPaths
+    from haiku_kit.config import resolve_config
+    from haiku_kit.runs import RunPaths, hold_run
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("torch").setLevel(logging.WARNING)  # its exit-time cache stats
     cfg = resolve_config(args.preset, list(args.overrides or []), args.out)
     backend_first(cfg)
+    with hold_run(RunPaths.of(cfg).root, f"train {args.stage}"):  # one writer per run folder
+        return _train(args, cfg)
+
+
+def _train(args: argparse.Namespace, cfg) -> int:
+    from haiku_kit.config import save_config
+    from haiku_kit.runs import RunPaths
+
     save_config(cfg, RunPaths.of(cfg).config)
     # trackio reads TRACKIO_DIR once, on import (TRL imports it early): keep its store in RUN/trackio
     if any("trackio" in str(getattr(cfg, st).report_to) for st in ("sft", "grpo")):
@@ -371,22 +388,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(list):
+    """The SIGTERMs received while main() runs (timeout, a scheduler, Colab stopping a cell)."""
+
+
+def _on_sigterm(terminated: _Terminated):
+    def handler(signum, frame):
+        terminated.append(signum)
+        raise KeyboardInterrupt  # the same way out as Ctrl-C: training saves a checkpoint
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    terminated = _Terminated()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm(terminated))
+    try:
+        return _run(args, argv, terminated)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, argv: list[str], terminated: _Terminated) -> int:
+    how, code = ("terminated (SIGTERM)", 143), ("interrupted", 130)
     try:
         return int(args.func(args) or 0)
     except TrainingInterrupted as err:
-        print(f"haiku-kit {args.command}: interrupted at step {err.step}; checkpoint saved to "
+        said, rc = how if terminated else code
+        print(f"haiku-kit {args.command}: {said} at step {err.step}; checkpoint saved to "
               f"{err.checkpoint}; to resume, run: {rerun_command(argv)}", file=sys.stderr)
-        return 130
+        return rc
     except KeyboardInterrupt:
+        said, rc = how if terminated else code
         again = ""
         if args.command in ("train", "pipeline"):
             again = ("; no checkpoint was saved on the way out (a rerun resumes the newest one "
                      f"saved before, if any): {rerun_command(argv)}")
-        print(f"haiku-kit {args.command}: interrupted{again}", file=sys.stderr)
-        return 130
+        print(f"haiku-kit {args.command}: {said}{again}", file=sys.stderr)
+        return rc
     except (HaikuKitError, OSError, ValueError) as err:
         print(f"haiku-kit {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from haiku_kit.runs import (
     PipelineError,
     RunPaths,
     check_stage,
+    hold_run,
     missing_artifacts,
     stage_outputs,
     trains_nothing,
@@ -208,27 +209,28 @@ def run_pipeline(
                 + "\n  ".join(missing)
                 + "\n  run the earlier stages first (drop --from, or start from an earlier one)"
             )
-    paths.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, paths.config, extra=_kept_effective(paths) if start else None)
-    for i, stage in enumerate(STAGES[start:], start + 1):
-        src = notebook_path(stage)
-        out = paths.notebooks / src.name
-        if trains_nothing(stage, cfg):
-            print(f"[{i}/{len(STAGES)}] {stage}: skipped (phases: {cfg.phases})", flush=True)
-            continue
-        print(f"[{i}/{len(STAGES)}] {stage}: {src.name} -> {out}", flush=True)
-        began = time.perf_counter()
-        params = stage_parameters(stage, preset, overrides, paths)
-        if stage in TRAINING_STAGES:
-            params.update(resume=resume, fresh=fresh)
-            resume = resume if resume in (None, "latest") else None  # a path: first stage only
-        execute_notebook(src, out, params, stage, log_output=log_output)
-        _record_timing(paths, stage, time.perf_counter() - began)
-        for param in stage_outputs(stage, cfg):
-            marker = paths.artifact(param) / ARTIFACTS[param].marker
-            if not marker.is_file():
-                raise StageFailed(stage, out, "MissingArtifact", f"{marker} was not written")
-        print(
-            f"[{i}/{len(STAGES)}] {stage}: done in {time.perf_counter() - began:.0f} s", flush=True
-        )
+    with hold_run(paths.root, "pipeline"):  # one writer per run folder
+        paths.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, paths.config, extra=_kept_effective(paths) if start else None)
+        for i, stage in enumerate(STAGES[start:], start + 1):
+            src = notebook_path(stage)
+            out = paths.notebooks / src.name
+            if trains_nothing(stage, cfg):
+                print(f"[{i}/{len(STAGES)}] {stage}: skipped (phases: {cfg.phases})", flush=True)
+                continue
+            print(f"[{i}/{len(STAGES)}] {stage}: {src.name} -> {out}", flush=True)
+            began = time.perf_counter()
+            params = stage_parameters(stage, preset, overrides, paths)
+            if stage in TRAINING_STAGES:
+                params.update(resume=resume, fresh=fresh)
+                resume = resume if resume in (None, "latest") else None  # a path: first stage only
+            execute_notebook(src, out, params, stage, log_output=log_output)
+            _record_timing(paths, stage, time.perf_counter() - began)
+            for param in stage_outputs(stage, cfg):
+                marker = paths.artifact(param) / ARTIFACTS[param].marker
+                if not marker.is_file():
+                    raise StageFailed(stage, out, "MissingArtifact", f"{marker} was not written")
+            print(
+                f"[{i}/{len(STAGES)}] {stage}: done in {time.perf_counter() - began:.0f} s", flush=True
+            )
     return paths.root

@@ -15,6 +15,9 @@ asks this module.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,3 +209,44 @@ def missing_artifacts(stage: str, paths: RunPaths, cfg: RunConfig) -> list[str]:
         if not marker.is_file():
             missing.append(f"{marker} (written by stage '{art.stage}')")
     return missing
+
+
+# --------------------------------------------------------------------------- one writer per run
+
+
+LOCK_NAME = ".lock"
+
+
+class RunInUse(HaikuKitError):
+    """Another process is writing this run folder."""
+
+
+@contextlib.contextmanager
+def hold_run(root: str | Path, command: str = "haiku-kit"):
+    """Hold RUN/.lock while a command writes the run folder: a second writer (another
+    `train`, `pipeline` or `demo` on the same folder) fails at once with one line naming the
+    holder's pid, host and command, instead of moving its checkpoints aside mid-run. The lock is
+    the kernel's (flock): it goes with the holder's process, so a killed run leaves no stale lock."""
+    import fcntl
+    import socket
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_NAME
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the whole block)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunInUse(f"{root} is in use by {holder}; wait for it to finish or stop it "
+                           "(one writer per run folder)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        handle.flush()
+        yield path
+    finally:
+        handle.close()  # releases the lock

@@ -41,6 +41,43 @@ def test_cli_check_not_haiku(tmp_path, capsys):
     assert main(["check", str(path), "--pattern", "five"]) == 2
 
 
+def test_cli_check_reads_a_bounded_prefix_of_an_endless_file(capsys):
+    """/dev/zero used to be read whole (until the kernel killed the process): now at most
+    MAX_TEXT_CHARS + 1 characters are read, and a longer text is not a haiku."""
+    import resource
+    import threading
+
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(main(["check", "/dev/zero"])))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "check /dev/zero did not stop"
+    assert codes == [1] and "not a haiku" in capsys.readouterr().out
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
+
+
+def test_cli_check_names_a_file_that_is_not_utf8_text(tmp_path, capsys):
+    for name, data in (("utf16.txt", POEM.encode("utf-16")), ("binary.bin", bytes(range(256)))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert main(["check", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(path) in err and "UTF-8" in err, err
+
+
+def test_cli_check_rejects_malformed_patterns_in_one_line(tmp_path, capsys):
+    path = tmp_path / "poem.txt"
+    path.write_text(POEM, encoding="utf-8")
+    for bad in ("--pattern=--", "--pattern=5--7", "--pattern=-5-7", "--pattern=5-7-", "--pattern=",
+                "--pattern=" + "-".join(["5"] * 101), "--pattern=5-100000"):
+        assert main(["check", str(path), bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--pattern" in err, (bad, err)
+    assert main(["check", str(path), "--pattern=5,7,5"]) == 0
+    assert main(["check", str(path), "--pattern", "5 7 5"]) == 0
+
+
 def test_cli_check_stdin_strict(monkeypatch, capsys):
     import io
 

@@ -113,3 +113,39 @@ def test_kill_9_then_plain_rerun_resumes_within_one_save_interval(tmp_path):
     assert result["steps_redone"] <= 2  # at most one save interval
     assert result["duplicate_steps"] == 0
     assert result["final_steps"] == list(range(1, 7))
+
+
+@pytest.mark.slow
+def test_a_second_writer_is_refused_and_sigterm_saves_a_checkpoint(tmp_path):
+    """Two `train sft --out SAME`: the second exits 2 naming the first, which goes on untouched.
+    Then SIGTERM (timeout, schedulers, Colab) is handled as Ctrl-C: a checkpoint, exit 143."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    argv = ["train", "sft", *inputs.SMOKE, "--set", "sft.max_steps=400", "sft.save_steps=200",
+            "sft.logging_steps=1", "--out", str(run)]
+    first = subprocess.Popen(faults.cli_command(argv), cwd=tmp_path, env=faults.cli_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and first.poll() is None and max(
+                faults._logged_steps(run / "sft" / "log.jsonl"), default=0) < 2:
+            time.sleep(0.2)
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        second = faults.run_cli(argv, tmp_path, timeout=300)
+        assert second.rc == 2 and faults.TRACEBACK not in second.stderr, second.stderr[-2000:]
+        assert f"is in use by pid {first.pid}" in second.last_line and "train sft" in second.last_line
+        assert first.poll() is None  # the first run goes on
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    last = [line for line in err.splitlines() if line.startswith("haiku-kit ")][-1]
+    assert first.returncode == 143, err[-3000:]
+    assert "terminated (SIGTERM) at step" in last and "checkpoint saved to" in last, last
+    saved = Path(last.split("checkpoint saved to ")[1].split(";")[0])
+    assert (saved / "trainer_state.json").is_file()
+    steps = faults._logged_steps(run / "sft" / "log.jsonl")
+    assert steps == sorted(set(steps)), "the refused writer touched the run's log"

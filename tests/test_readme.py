@@ -261,3 +261,17 @@ def test_a_hand_typed_result_is_caught(tmp_path):
     assert result_row_problems(good, tmp_path) == []
     assert result_row_problems(good.replace("25.0%", "27.0%"), tmp_path)
     assert result_row_problems(good.replace("50.0%", "55.0%"), tmp_path)
+
+
+def test_the_readme_shows_every_published_result_and_the_random_poems():
+    """benchmarks/readme_tables.py prints the rows from the results files: the README carries
+    all of them (a results set published and left out of the README is caught) and its table
+    of random poems, each poem from the file it names."""
+    from training_helpers import load_script
+
+    tables = load_script("benchmarks/readme_tables.py")
+    text = README.read_text(encoding="utf-8")
+    rows = tables.results_table().splitlines()[2:]
+    assert rows and [row for row in rows if row not in text] == []
+    poems = tables.poems_table().splitlines()[2:]
+    assert len(poems) == 12 and [row for row in poems if row not in text] == []

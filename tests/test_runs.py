@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,33 @@ def test_unknown_stage_and_missing_artifacts_are_named(tmp_path):
 def test_resolve_config_points_output_dir_at_the_run(tmp_path):
     cfg = resolve_config("cpu-smoke", ["sft.max_steps=2"], tmp_path / "r")
     assert cfg.output_dir == str((tmp_path / "r").resolve()) and cfg.sft.max_steps == 2
+
+
+def test_one_writer_per_run_folder(tmp_path):
+    """A second writer fails at once, naming the holder; the lock goes with its holder."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from haiku_kit.runs import RunInUse, hold_run
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from haiku_kit.runs import hold_run
+        with hold_run({str(run)!r}, "train sft"):
+            print("held", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunInUse, match=rf"{run} is in use by pid {holder.pid} on .*train sft"), \
+                hold_run(run, "pipeline"):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with hold_run(run, "pipeline") as lock:  # the killed holder left no stale lock
+        assert f"pid {os.getpid()}" in lock.read_text()
+    with hold_run(run, "train"):  # and a finished one neither; the folder's files are kept
+        assert (run / ".lock").is_file()

@@ -269,6 +269,9 @@ class LineState:
         return self._masks[1:]
 
 
+BRACKET_MARKS = "()[]{}"
+
+
 class PoemTracker:
     """The rules: which tokens a LineState may take next under a pattern, and taking them."""
 
@@ -377,8 +380,11 @@ class PoemTracker:
             return self._after_newline(state, token) is not None
         if state.line >= len(self.pattern):  # the poem is done: only an end token
             return False
-        if self.table.piece(token)[:1].isupper() and state.text[-1:].islower():
-            return False  # a capital glued onto a word ("ballJ"): a count, not a word
+        piece = self.table.piece(token)
+        if (piece[:1].isupper() or piece[:1].isdigit()) and state.text[-1:].isalpha():
+            return False  # a capital or digit glued onto a word ("ballJ", "soft9"): not a word
+        if any(mark in piece for mark in BRACKET_MARKS):
+            return False  # human haiku have none; the decoder used ")" as a free token
         if not self._words_fit(state, token):
             return False
         target = self.pattern[state.line]

@@ -338,12 +338,18 @@ def _check(text: str, pattern: tuple[int, ...], strict: bool) -> HaikuCheck:
 # --------------------------------------------------------------------------- CLI
 
 
+PATTERN_RE = re.compile(r"\d{1,6}(?:\s*[-,/]\s*\d{1,6}|\s+\d{1,6})*")
+MAX_PATTERN_LINES = 100
+MAX_PATTERN_SYLLABLES = 1000
+
+
 def parse_pattern(text: str) -> tuple[int, ...]:
-    """'5-7-5' -> (5, 7, 5)."""
-    try:
-        pattern = tuple(int(p) for p in re.split(r"[-,/ ]+", text.strip()))
-    except ValueError:
-        raise ValueError(f"--pattern {text!r}: expected numbers like 5-7-5") from None
-    if not pattern or any(n <= 0 for n in pattern):
-        raise ValueError(f"--pattern {text!r}: expected positive numbers like 5-7-5")
+    """'5-7-5' -> (5, 7, 5): whole numbers from 1 to MAX_PATTERN_SYLLABLES, one separator
+    (- , / or spaces) between them, at most MAX_PATTERN_LINES of them."""
+    if not isinstance(text, str) or not PATTERN_RE.fullmatch(text.strip()):
+        raise ValueError(f"--pattern {text!r}: expected numbers like 5-7-5")
+    pattern = tuple(int(p) for p in re.split(r"\s*[-,/]\s*|\s+", text.strip()))
+    if len(pattern) > MAX_PATTERN_LINES or not all(0 < n <= MAX_PATTERN_SYLLABLES for n in pattern):
+        raise ValueError(f"--pattern {text!r}: expected at most {MAX_PATTERN_LINES} lines of 1 to "
+                         f"{MAX_PATTERN_SYLLABLES} syllables, like 5-7-5")
     return pattern

@@ -91,14 +91,19 @@ def test_word_that_overshoots_is_refused(tracker, gemma_tokenizer):
     assert tracker.allows(state, ids_of(gemma_tokenizer, " blows")[0])
 
 
-def test_a_capital_glued_onto_a_word_is_refused(tracker, gemma_tokenizer):
-    """"the next kid's ballJ pit" passed the count: the decoder picked "J" to make one."""
+def test_a_capital_or_digit_glued_onto_a_word_and_brackets_are_refused(tracker, gemma_tokenizer):
+    """"the next kid's ballJ pit", "paws that feel soft9", "light) pit" passed the count: the
+    decoder picked "J", "9" and ")" to make one."""
     state, _ = feed(tracker, gemma_tokenizer, "the red ball")  # 3 of 5
     capital = ids_of(gemma_tokenizer, "J")
     assert len(capital) == 1 and not tracker.allows(state, capital[0])
     assert tracker.allows(state, ids_of(gemma_tokenizer, " Jack")[0])  # a new word may start so
     state, _ = feed(tracker, gemma_tokenizer, "the red ball ")
     assert tracker.allows(state, capital[0])
+    digit, bracket = ids_of(gemma_tokenizer, "9"), ids_of(gemma_tokenizer, ")")
+    assert len(digit) == len(bracket) == 1 and tracker.allows(state, digit[0])  # "ball 9"
+    state, _ = feed(tracker, gemma_tokenizer, "the red ball")
+    assert not tracker.allows(state, digit[0]) and not tracker.allows(state, bracket[0])
 
 
 def test_continuation_that_overshoots_is_refused_once_the_word_grows(tracker, gemma_tokenizer):

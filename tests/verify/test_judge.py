@@ -95,6 +95,10 @@ def test_garbled_words():
     assert rule("garbled", "an ace on the green serves\nthe next kid's ballJ pit\nc") == [
         "garbled word 'ballJ'"]
     assert rule("garbled", "a walk proceedingThe rain\nb\nc")
+    assert rule("garbled", "a rocking chair\npaws that feel soft9\nc") == ["garbled word 'soft9'"]
+    assert rule("garbled", "roses in the wind\nthe wind's roar, light) pit\nc") == [
+        "an unmatched ')'"]
+    assert rule("garbled", "a (small) bird\nb\nc") == []
     for human in ("watching YouTube late\nb\nc", "McDonalds at night\nb\nc", HUMAN):
         assert rule("garbled", human) == []
 
