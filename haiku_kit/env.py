@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import platform
+import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -76,6 +78,49 @@ def cuda_info() -> dict[str, Any]:
     return info
 
 
+# The oldest Linux NVIDIA driver each CUDA runtime runs on (NVIDIA's CUDA toolkit release
+# notes, table 3). torch 2.13 / 2.14 wheels on PyPI are CUDA 13 builds: a driver >= 580.
+MIN_DRIVER = {
+    (11, 8): (520, 61), (12, 0): (525, 60), (12, 1): (530, 30), (12, 2): (535, 54),
+    (12, 3): (545, 23), (12, 4): (550, 54), (12, 5): (555, 42), (12, 6): (560, 28),
+    (12, 8): (570, 26), (12, 9): (575, 51), (13, 0): (580, 65), (13, 1): (590, 44),
+}
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text or "")[:3])
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver version nvidia-smi reports ("580.82.07"), None without one."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0].strip() if out.strip() else None
+
+
+def driver_problem(torch_cuda: str | None, driver: str | None) -> str | None:
+    """Why torch's CUDA build cannot run on this driver, or None (no CUDA build, no driver, or
+    new enough). A CUDA 13 torch on a 12.x-era driver fails at the first CUDA call with a
+    message that does not say which to change."""
+    if not torch_cuda or not driver:
+        return None
+    cuda = _version(torch_cuda)[:2]
+    needed = MIN_DRIVER.get(cuda) or max((v for k, v in MIN_DRIVER.items() if k <= cuda),
+                                         default=None)
+    if needed is None or _version(driver)[:2] >= needed:
+        return None
+    return (f"torch is a CUDA {torch_cuda} build, which needs an NVIDIA driver >= "
+            f"{needed[0]}.{needed[1]}; this machine has {driver}: update the driver, or install "
+            f"a torch built for an older CUDA (pip install torch --index-url "
+            f"https://download.pytorch.org/whl/cu126)")
+
+
 AUTO_PRESET = "auto"
 T4_CLASS_GIB = 20.0  # below this much GPU memory (a 15 GB T4, a 16 GB V100) the T4 preset fits
 
@@ -103,6 +148,7 @@ def collect_env() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": {name: package_version(name) for name in PACKAGES},
         **cuda_info(),
+        "nvidia_driver": nvidia_driver(),
     }
 
 
@@ -114,7 +160,11 @@ def format_env(info: dict[str, Any]) -> str:
         ("python", f"{info['python']} on {info['platform']}"),
         *((name, version or "not installed") for name, version in info["packages"].items()),
         ("torch CUDA", info["torch_cuda"] or "none (CPU build)"),
+        ("NVIDIA driver", info.get("nvidia_driver") or "none found (nvidia-smi)"),
     ]
+    problem = driver_problem(info["torch_cuda"], info.get("nvidia_driver"))
+    if problem:
+        rows.append(("problem", problem))
     rows += [(f"GPU {index}", f"{gpu['name']}, compute capability {gpu['capability']}, {gpu['memory_gib']} GiB")
              for index, gpu in enumerate(info["gpus"])] or [("GPU", "none visible")]
     width = max(len(label) for label, _ in rows) + 2

@@ -20,6 +20,7 @@ from haiku_kit.config import resolve_config, save_config
 from haiku_kit.errors import HaikuKitError
 from haiku_kit.runs import (
     ARTIFACTS,
+    NOTEBOOKS,
     STAGE_INPUTS,
     STAGES,
     PipelineError,
@@ -31,14 +32,9 @@ from haiku_kit.runs import (
     trains_nothing,
 )
 
-NOTEBOOKS = {
-    "data": "01_data.ipynb",
-    "baseline": "02_baseline.ipynb",
-    "sft": "03_sft.ipynb",
-    "grpo": "04_grpo.ipynb",
-    "report": "05_report.ipynb",
-}
 DEMO_PRESET = "cpu-demo"
+
+
 class StageFailed(HaikuKitError):
     """A stage notebook failed; names the stage, the cell and where the notebook was kept."""
 

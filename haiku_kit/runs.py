@@ -25,6 +25,13 @@ from haiku_kit.config import RunConfig
 from haiku_kit.errors import HaikuKitError
 
 STAGES = ("data", "baseline", "sft", "grpo", "report")
+NOTEBOOKS = {  # the notebook that runs each stage
+    "data": "01_data.ipynb",
+    "baseline": "02_baseline.ipynb",
+    "sft": "03_sft.ipynb",
+    "grpo": "04_grpo.ipynb",
+    "report": "05_report.ipynb",
+}
 
 
 class PipelineError(HaikuKitError):

@@ -58,6 +58,8 @@ from haiku_kit.generate.write import SamplingSettings, WrittenHaiku, write_haiku
 from haiku_kit.model.backends import backend_for, import_backend
 from haiku_kit.model.load import load_from_config
 from haiku_kit.runs import (
+    ARTIFACTS,
+    NOTEBOOKS,
     RunPaths,
     constrained_name,
     expected_evals,
@@ -264,8 +266,22 @@ class Run:
     fresh: Any = False  # True: start over, old state moved aside; "delete": deleted
 
     def path(self, param: str, given: str | Path | None = None) -> Path:
-        """An input artifact's path: the one given as a notebook parameter, else the default."""
-        return Path(given).resolve() if given else self.paths.artifact(param)
+        """An input artifact's path: the one given as a notebook parameter, else the run's own.
+        So that each stage notebook runs alone on a fresh machine, the run's own splits are
+        built here when they are missing (01_data's cell, about 20 s); any other missing
+        artifact is named with the notebook that writes it."""
+        if given:
+            return Path(given).resolve()
+        path = self.paths.artifact(param)
+        artifact = ARTIFACTS[param]
+        if not (path / artifact.marker).is_file():
+            if param == "data_dir":
+                print(f"{path}: no splits yet; building them as 01_data does")
+                return build_data(self)
+            print(f"{path / artifact.marker} is missing: run notebook "
+                  f"{NOTEBOOKS[artifact.stage]} with run_dir={str(self.paths.root)!r} "
+                  f"first, or set the `{param}` parameter")
+        return path
 
 
 def open_run(
@@ -330,10 +346,30 @@ def load_data(data_dir: str | Path):
 # --------------------------------------------------------------------------- training
 
 
-def load_model(run: Run, adapter: str | Path | None = None, trainable: bool = True):
-    """(model, tokenizer) of the run's config (modeling.load_from_config): with a fresh trainable
-    LoRA, or the saved `adapter` (trainable too unless trainable=False)."""
-    return load_from_config(run.cfg, adapter, trainable)
+def load_model(run: Run, adapter: str | Path | None = None, trainable: bool = True,
+               rollouts: bool = False):
+    """(model, tokenizer) of the run's config (load_from_config): with a fresh trainable
+    LoRA, or the saved `adapter` (trainable too unless trainable=False). rollouts=True for the
+    model GRPO samples from: the one load that starts vLLM where model.fast_inference is on."""
+    return load_from_config(run.cfg, adapter, trainable, rollouts=rollouts)
+
+
+def free_memory(*_released) -> dict:
+    """After `del model, trainer` in a notebook: collect them and hand their GPU memory back to
+    the next stage of the same process (quickstart, or 03 then 04 in one kernel). Returns the
+    peak GPU memory so far in GiB (torch.cuda.max_memory_allocated), {} on a CPU."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    torch.cuda.empty_cache()
+    return {"peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "reserved_gib": round(torch.cuda.memory_reserved() / 2**30, 2)}
 
 
 def _needs(run: Run, kind: str, present: bool) -> None:
@@ -533,7 +569,7 @@ def train_grpo(run: Run, data_dir: str | Path, sft_adapter: str | Path | None) -
         print(f"this preset trains no GRPO phase (phases: {run.cfg.phases}); skipped")
         return None
     start = grpo_start(run, sft_adapter)
-    model, tokenizer = load_model(run, adapter=start)
+    model, tokenizer = load_model(run, adapter=start, rollouts=True)
     trainer = grpo_trainer(run, model, tokenizer, data_dir, start)
     train_phase(trainer)
     return save_grpo(run, trainer, data_dir)

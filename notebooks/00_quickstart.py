@@ -113,8 +113,8 @@ stages.show_training(run.paths.phase_dir("sft"))
 # %% [markdown]
 # Self-distillation, when the preset asks (`distill.topics` > 0): the SFT model writes poems for
 # the training topics through the syllable-constrained decoder, the verifier keeps the valid ones,
-# and SFT continues on them (see 03). With `distill.corpus` (`cpu-demo`: `embedded`, the verified
-# poems `cpu-full`'s GRPO model wrote) the round reads its poems from that file instead of sampling.
+# and SFT continues on them (see 03). With `distill.corpus` the round reads its poems from a file
+# instead of sampling; `cpu-demo` has no round.
 
 # %%
 for round_ in range(1, run.cfg.distill.rounds + 1):
@@ -131,6 +131,11 @@ stages.show_result(sft, "SFT")
 # (when the preset's eval.constrained is on)
 stages.evaluate_model(run, "sft", data_dir, adapter=sft_adapter, constrained=True)
 
+# %%
+# Hand the SFT model's GPU memory to GRPO (this notebook runs every stage in one process)
+del model, trainer
+print(stages.free_memory())
+
 # %% [markdown]
 # ## 4 · GRPO
 
@@ -140,7 +145,8 @@ stages.evaluate_model(run, "sft", data_dir, adapter=sft_adapter, constrained=Tru
 
 # %%
 start = stages.grpo_start(run, run.paths.sft_adapter)
-model, tokenizer = stages.load_model(run, adapter=start)
+# rollouts=True: the model GRPO samples from, the one load that starts vLLM (model.fast_inference)
+model, tokenizer = stages.load_model(run, adapter=start, rollouts=True)
 kit = stages.grpo_setup(run, model, tokenizer, data_dir, start)
 stages.show_rewards(kit)
 stages.show_reward_scores(kit, "first snow in the city", {

@@ -143,9 +143,10 @@ stages.show_training(run.paths.phase_dir("sft"))
 # number, or one per round); `distill.topic_words: true` still lets each poem use its own
 # topic's longer words; `distill.clean_line_ends: true` keeps lines from ending on "the" or "of";
 # `distill.extra_topics: embedded` adds prompt-only topics of everyday feelings and situations.
-# `distill.corpus: embedded` (`cpu-demo`) has round 1 read its poems instead of sampling them:
-# the verified poems `cpu-full`'s GRPO model wrote on training and prompt-only topics, so a
-# short run learns from where that whole pipeline ended (README, "The demo").
+# `distill.corpus: embedded` has round 1 read its poems instead of sampling them: the verified
+# poems `cpu-full`'s GRPO model wrote. They count right and read as filler ("... on the hill,
+# then the"), and they taught it: `cpu-demo` no longer distils (research/log.md J6), and
+# `distill.judge: true` keeps only the poems the judge passes.
 
 # %%
 for round_ in range(1, run.cfg.distill.rounds + 1):

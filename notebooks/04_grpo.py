@@ -76,7 +76,8 @@ sft_adapter = run.path("sft_adapter", sft_adapter)
 
 # %%
 start = stages.grpo_start(run, sft_adapter)
-model, tokenizer = stages.load_model(run, adapter=start)
+# rollouts=True: the model GRPO samples from, the one load that starts vLLM (model.fast_inference)
+model, tokenizer = stages.load_model(run, adapter=start, rollouts=True)
 
 # %% [markdown]
 # ## What the trainer is built from

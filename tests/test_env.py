@@ -100,3 +100,24 @@ def test_auto_preset_follows_the_gpu():
     expected = "cpu-demo" if not torch.cuda.is_available() else None
     if expected:
         assert env_info.choose_preset()[0] == expected
+
+
+def test_a_cuda_13_torch_on_an_old_driver_is_named_with_the_fix():
+    """torch 2.13/2.14 wheels are CUDA 13 builds: a driver >= 580 (Colab shipped 550-570)."""
+    problem = env_info.driver_problem("13.0", "550.54.15")
+    assert "CUDA 13.0 build" in problem and ">= 580.65" in problem and "550.54.15" in problem
+    assert env_info.driver_problem("13.0", "580.82.07") is None
+    assert env_info.driver_problem("12.6", "560.35.03") is None
+    assert "560.28" in env_info.driver_problem("12.6", "555.42.06")
+    assert env_info.driver_problem("12.7", "555.0") is not None  # no entry: the one below
+    assert env_info.driver_problem(None, "550.54") is None  # a CPU build
+    assert env_info.driver_problem("13.0", None) is None  # no driver to judge
+
+
+def test_env_prints_the_driver_line_and_any_problem():
+    info = env_info.collect_env()
+    assert "nvidia_driver" in info
+    text = env_info.format_env({**info, "torch_cuda": "13.0", "nvidia_driver": "550.54.15"})
+    assert any(line.startswith("NVIDIA driver") and line.endswith("550.54.15")
+               for line in text.splitlines())
+    assert "problem" in text and "needs an NVIDIA driver >= 580.65" in text

@@ -180,3 +180,19 @@ def test_report_puts_constrained_rows_beside_the_free_ones(tmp_path):
     table = (report_dir / "table.md").read_text()
     rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ")]
     assert rows[1:] == ["| base", "| sft", "| sft + constrained"]
+
+
+def test_a_stage_notebook_alone_builds_its_splits_and_names_what_else_is_missing(tmp_path, capsys):
+    """03/04 on a fresh machine: the run's splits are built where missing (01's cell); a missing
+    SFT adapter is named with the notebook that writes it."""
+    run = stages.open_run("cpu-smoke", [], tmp_path / "run")
+    data_dir = run.path("data_dir")
+    assert (data_dir / "manifest.json").is_file() and data_dir == run.paths.data
+    assert "no splits yet; building them as 01_data does" in capsys.readouterr().out
+    assert run.path("data_dir") == data_dir and capsys.readouterr().out == ""  # built once
+    adapter = run.path("sft_adapter")
+    assert adapter == run.paths.artifact("sft_adapter") and not adapter.exists()
+    said = capsys.readouterr().out
+    assert "run notebook 03_sft.ipynb with run_dir=" in said and str(tmp_path / "run") in said
+    given = tmp_path / "elsewhere"
+    assert run.path("data_dir", given) == given.resolve()  # a given path is taken as it is

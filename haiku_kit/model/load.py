@@ -35,7 +35,7 @@ from haiku_kit.model.backends import (
     backend_for,
     choose_precision,
     gpu_capabilities,
-    resolve_backend,
+    import_backend,
     unsloth_import_order_problem,
     unsloth_load_kwargs,
     unsloth_peft_kwargs,
@@ -125,7 +125,9 @@ def check_adapter_fits(adapter_dir: str | Path, base_source: str, base_name: str
         return
     try:
         problem = adapter_misfit(adapter_dir, base_shapes)
-    except (OSError, ValueError) as err:
+    except Exception as err:
+        if not isinstance(err, (OSError, ValueError)) and type(err).__name__ != "SafetensorError":
+            raise
         raise ModelLoadError(
             f"adapter {adapter_dir}: unreadable adapter_model.safetensors ({err})"
         ) from None
@@ -390,7 +392,7 @@ def load_model(
     saved LoRA adapter folder, loaded trainable instead of a fresh one. ``dtype``: None picks
     fp32 on CPU and, on a GPU, by compute capability (precision.choose_precision).
     ``fast_inference`` (Unsloth): load a vLLM engine too, using that share of GPU memory."""
-    chosen = resolve_backend(backend)
+    chosen = import_backend(backend)  # Unsloth first: the adapter checks below import transformers
     if isinstance(lora, Mapping):
         lora = LoraSettings.from_dict(lora)
     adapter_dir = check_adapter_dir(adapter) if adapter is not None else None
@@ -412,9 +414,15 @@ def load_model(
     return net, tokenizer
 
 
-def load_from_config(cfg: RunConfig, adapter: str | Path | None = None, trainable: bool = True):
+def load_from_config(cfg: RunConfig, adapter: str | Path | None = None, trainable: bool = True,
+                     rollouts: bool = False):
     """The config's model + tokenizer: with a trainable LoRA (fresh, or `adapter`) for training,
-    or with `adapter` only (or none) for evaluation and writing."""
+    or with `adapter` only (or none) for evaluation and writing.
+
+    rollouts=True: the model GRPO samples from. Only that load starts Unsloth's vLLM engine
+    (model.fast_inference): each engine takes gpu_memory_utilization of the GPU, so an engine per
+    load (SFT, every eval, export) left the second one in a process without memory, and the
+    kit's evaluation generates with HF generate, which never uses it."""
     m = cfg.model
     return load_model(
         m.name,
@@ -424,7 +432,7 @@ def load_from_config(cfg: RunConfig, adapter: str | Path | None = None, trainabl
         max_seq_length=m.max_seq_length,
         adapter=str(adapter) if adapter else None,
         seed=cfg.seed,
-        fast_inference=m.fast_inference,
+        fast_inference=m.fast_inference and rollouts,
         gpu_memory_utilization=m.gpu_memory_utilization,
     )
 

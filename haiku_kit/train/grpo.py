@@ -358,7 +358,7 @@ def run_grpo(
     choose_checkpoint(_phase_dir(cfg, variant), resume_from_checkpoint, fresh)  # before loading
     init = start_adapter(cfg, s, init_adapter, previous)
     logger.info("GRPO %s starts from %s", variant or "grpo", init or "the base model")
-    model, tokenizer = load_from_config(cfg, adapter=init)
+    model, tokenizer = load_from_config(cfg, adapter=init, rollouts=True)
     trainer = grpo_trainer(
         cfg, model, tokenizer, dataset, variant, init, resume_from_checkpoint, fresh
     )

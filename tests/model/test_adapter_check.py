@@ -122,3 +122,17 @@ def test_tiny_gemma3_adapter_on_the_embedded_270m(tmp_path, embedded_dir):
     adapter = _adapter(tmp_path, "tiny", _gemma3())
     with pytest.raises(ModelLoadError, match=r"different base model than embedded .*640"):
         check_adapter_fits(adapter, str(embedded_dir), "embedded")
+
+
+def test_a_truncated_adapter_file_is_one_line_naming_it(tmp_path, tiny_model_dir):
+    """A cut-off adapter_model.safetensors raised safetensors' own SafetensorError (a traceback)."""
+    from haiku_kit.model.load import load_model
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 4, "base_model_name_or_path": str(tiny_model_dir)}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"")
+    with pytest.raises(ModelLoadError, match="unreadable adapter_model.safetensors") as err:
+        load_model(str(tiny_model_dir), backend="hf", adapter=str(adapter))
+    assert str(adapter) in str(err.value) and "\n" not in str(err.value)

@@ -57,3 +57,35 @@ def test_possible_settings_have_no_problem():
     assert fast_inference_problem(True, "unsloth", "cuda", 0.5) is None
     assert fast_inference_problem(True, "auto", "auto", 0.5) is None
     assert fast_inference_problem(False, "hf", "cpu", 0.5) is None
+
+
+def test_only_the_grpo_rollout_model_asks_for_a_vllm_engine(monkeypatch, tmp_path):
+    """model.fast_inference used to reach every load (SFT, each eval, export): an engine per
+    load, each asking for gpu_memory_utilization of the GPU. Every load of a GPU run with vLLM
+    on goes through load_from_config; only the rollout model of GRPO may ask for an engine."""
+    import ast
+    import dataclasses
+    from pathlib import Path
+
+    from haiku_kit.config import load_preset
+    from haiku_kit.model import load as L
+
+    asked = []
+    monkeypatch.setattr(L, "load_model", lambda *a, **k: asked.append(k["fast_inference"]))
+    cfg = load_preset("h100-gemma3-1b")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fast_inference=True))
+    L.load_from_config(cfg)  # SFT
+    L.load_from_config(cfg, "adapter", trainable=False)  # an eval, write, export
+    L.load_from_config(cfg, "adapter", rollouts=True)  # GRPO
+    assert asked == [False, False, True]
+    # and in the kit's source, rollouts=True is passed exactly where GRPO loads its model
+    root = Path(L.__file__).resolve().parents[1]
+    callers = []
+    for path in [*root.rglob("*.py"), *(root.parent / "notebooks").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and any(
+                    k.arg == "rollouts" and getattr(k.value, "value", None) is True
+                    for k in node.keywords):
+                callers.append(f"{path.parent.name}/{path.name}")
+    assert sorted(callers) == ["haiku_kit/stages.py", "notebooks/00_quickstart.py",
+                               "notebooks/04_grpo.py", "train/grpo.py"], callers

@@ -237,3 +237,40 @@ def test_import_backend_resolves_and_refuses_unsloth_without_a_gpu():
     if not (backends.cuda_available() and backends.unsloth_installed()):
         with pytest.raises(ModelLoadError, match="unsloth|CUDA"):
             import_backend("unsloth")
+
+
+def test_unsloth_is_imported_before_an_adapter_check_imports_transformers(tmp_path, tiny_model_dir):
+    """The Python API path load_model(..., adapter=...) checked the adapter against its base
+    (transformers, on the meta device) before `import unsloth`: an unpatched model. In a fresh
+    process with the unsloth backend chosen, a stand-in `unsloth` package (the real one needs a
+    GPU) records which of the modules it patches were already imported when it was."""
+    import subprocess
+    import textwrap
+
+    fake = tmp_path / "site" / "unsloth"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import sys\nSEEN = sorted(m for m in ('transformers', 'trl', 'peft') if m in sys.modules)\n")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 4, "base_model_name_or_path": str(tiny_model_dir)}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(fake.parent)!r})
+        from haiku_kit.model import backends
+        backends.cuda_available = lambda: True
+        backends.unsloth_installed = lambda: True
+        from haiku_kit.model.load import load_model
+        try:
+            load_model({str(tiny_model_dir)!r}, backend="unsloth", adapter={str(adapter)!r})
+        except Exception as err:  # the stand-in has no FastModel; the order is what is tested
+            print("stopped:", type(err).__name__, file=sys.stderr)
+        import unsloth
+        print(json.dumps(unsloth.SEEN))
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [], out.stderr[-2000:]
