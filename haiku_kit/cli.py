@@ -18,6 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
+from haiku_kit.config import MAX_NEW_TOKENS, MAX_SAMPLES
 from haiku_kit.errors import HaikuKitError, TrainingInterrupted, missing_extra
 from haiku_kit.train.checkpoints import rerun_command
 
@@ -297,6 +298,41 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", default=None, help="LoRA adapter folder")
 
 
+def _bounded(lo: int, hi: int):
+    """An argparse type: a whole number from lo to hi (the same bounds as the presets')."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {lo} to {hi:,}")
+        return value
+    return parse
+
+
+def _cosine_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (or none)") from None
+    if not -1.0 <= value <= 1.0:  # nan fails this too
+        raise argparse.ArgumentTypeError(f"{text!r}: a cosine, from -1 to 1 (or none)")
+    return value
+
+
+def _topic(text: str) -> str:
+    """A topic for `write`: one line of at most MAX_TOPIC_CHARS characters, no NUL."""
+    from haiku_kit.generate.write import MAX_TOPIC_CHARS
+
+    if not text.strip() or "\x00" in text or len(text) > MAX_TOPIC_CHARS:
+        raise argparse.ArgumentTypeError(
+            f"a topic of 1 to {MAX_TOPIC_CHARS} characters, no NUL (got {len(text):,})")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="haiku-kit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -315,8 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--topic-col", default=None)
     b.add_argument("--haiku-col", default=None)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--min-similarity", type=lambda s: None if s.lower() == "none" else float(s),
-                   default=0.5, help="topic-poem cosine threshold; none disables")
+    b.add_argument("--min-similarity", type=_cosine_or_none, default=0.5, help="topic-poem cosine threshold; none disables")
     b.add_argument("--on-bad-row", choices=["skip", "raise"], default="skip")
     b.set_defaults(func=cmd_data_build)
 
@@ -331,27 +366,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--data", default=None,
                    help="splits folder, jsonl, or chat json (default: bundled eval split)")
-    p.add_argument("--k", type=int, default=1)
-    p.add_argument("--n", type=int, default=None, help="first N prompts only")
+    p.add_argument("--k", type=_bounded(1, MAX_SAMPLES), default=1)
+    p.add_argument("--n", type=_bounded(1, 1_000_000), default=None, help="first N prompts only")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", default=None, help="training answers for the overlap check")
     p.add_argument("--name", default=None, help="model name in the table")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=_bounded(1, MAX_NEW_TOKENS), default=128)
+    p.add_argument("--batch-size", type=_bounded(1, 1024), default=8)
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     p.add_argument("--constrained", action="store_true",
                    help="syllable-constrained decoding (report it beside the free row)")
-    p.add_argument("--candidates", type=int, default=1,
+    p.add_argument("--candidates", type=_bounded(1, MAX_SAMPLES), default=1,
                    help="with --constrained: drafts per poem, valid and fluent first, then the likeliest")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("write", help="write a verified haiku about a topic")
-    p.add_argument("topic")
+    p.add_argument("topic", type=_topic)
     _add_model_args(p)
-    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--k", type=_bounded(1, MAX_SAMPLES), default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=_bounded(1, MAX_NEW_TOKENS), default=128)
     p.add_argument("--constrained", action="store_true",
                    help="steer every line onto 5-7-5 while writing, no line cut off on 'the' "
                         "(check stays the judge)")
@@ -373,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder (default: RUN/export/STAGE)")
     p.add_argument("--push", default=None, metavar="USER/REPO",
                    help="upload to the Hub (token from HF_TOKEN or `hf auth login`)")
-    p.add_argument("--rescore", type=int, default=32, help="eval prompts to re-score (0: none)")
+    p.add_argument("--rescore", type=_bounded(0, 100_000), default=32, help="eval prompts to re-score (0: none)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("env", help="print the versions and GPUs that matter (also RUN/env.json)")

@@ -531,7 +531,35 @@ def _get(cfg, dotted: str):
     return obj
 
 
+# Generation lengths and counts, bounded in one place for presets, --set, papermill parameters
+# and the CLI's flags (cli.py reads these): a typo such as max_new_tokens=100000000 is refused
+# before a model loads instead of generating for hours.
+MAX_NEW_TOKENS = 4096
+MAX_SAMPLES = 64  # samples or drafts per prompt
+RANGES: dict[str, tuple[int, int]] = {
+    "eval.max_new_tokens": (1, MAX_NEW_TOKENS),
+    "eval.k": (1, MAX_SAMPLES),
+    "eval.candidates": (1, MAX_SAMPLES),
+    "eval.n_prompts": (0, 1_000_000),
+    "eval.batch_size": (1, 1024),
+    "distill.max_new_tokens": (1, MAX_NEW_TOKENS),
+    "grpo.max_completion_length": (1, MAX_NEW_TOKENS),
+    "grpo.num_generations": (2, 256),
+    "model.max_seq_length": (16, 131_072),
+}
+
+
+def range_problem(key: str, value: Any) -> str | None:
+    lo, hi = RANGES[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        return f"{key}={value!r}: must be a whole number from {lo} to {hi:,}"
+    return None
+
+
 def validate(cfg: RunConfig) -> None:
+    problem = next((p for key in RANGES if (p := range_problem(key, _get(cfg, key)))), None)
+    if problem:
+        raise ConfigError(problem)
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
@@ -627,28 +655,52 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def _read_preset(name: str, seen: tuple[str, ...] = ()) -> dict:
+def _read_preset(name: str, seen: tuple[str, ...] = (), folder: Path | None = None) -> dict:
+    """A preset's data with its `base:` chain merged in. A file path in `base:` is read relative
+    to the folder of the preset that names it (`folder`), not the working directory."""
     path = Path(name)
+    if folder is not None and path.suffix in (".yaml", ".yml") and not path.is_absolute():
+        path = folder / path
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         path = PRESET_DIR / f"{name}.yaml"
         if not path.is_file():
-            raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}")
-    if name in seen:
+            where = f" (the base: of {seen[-1]})" if seen else ""
+            raise ConfigError(f"unknown preset {name!r}{where}; available presets: "
+                              f"{', '.join(list_presets())}, or a .yaml file")
+    key = str(path.resolve())
+    if key in seen or name in seen:
         raise ConfigError(f"preset {name!r} inherits from itself: {' -> '.join((*seen, name))}")
     data = read_yaml(path, "preset file")
     if not isinstance(data, dict):
         raise ConfigError(f"preset file {path}: expected a mapping at the top level")
+    if not data:
+        raise ConfigError(f"preset file {path} is empty: it would train with every default; "
+                          "write `base: cpu-demo` (or another preset) and the keys to change")
     base = data.pop("base", None)
     if base:
-        data = deep_merge(_read_preset(base, (*seen, name)), data)
+        data = deep_merge(_read_preset(str(base), (*seen, name), path.parent), data)
     data.setdefault("name", path.stem)
     return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in keys:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark)
+            keys.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml(path: Path, what: str) -> Any:
     """A YAML file's data; ConfigError naming the file, line and column when it is not valid."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except UnicodeDecodeError as err:
         raise ConfigError(f"{what} {path}: not UTF-8 text ({err.reason})") from None
     except yaml.YAMLError as err:

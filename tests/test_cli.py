@@ -8,6 +8,8 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
+import pytest
+
 from haiku_kit import pipeline
 from haiku_kit.cli import main, model_config
 from haiku_kit.config import resolve_config, save_config
@@ -277,3 +279,37 @@ def test_every_optional_import_of_the_kit_names_its_extra():
         hint = missing_extra(ModuleNotFoundError(f"No module named '{module}'", name=module))
         assert f'haiku-kit[{extra}]' in hint
     assert missing_extra(ModuleNotFoundError("x", name="numpy_typo")) is None
+
+
+def test_sizes_and_counts_are_bounded_before_anything_loads(tmp_path, capsys):
+    """--max-new-tokens 100000000, eval --n -1 ("all but one"), a 100,000-character topic and
+    --min-similarity nan were accepted; each is now refused at parse time, naming the flag."""
+    cases = [
+        ["eval", "--out", str(tmp_path / "e"), "--max-new-tokens", "100000000"],
+        ["eval", "--out", str(tmp_path / "e"), "--n", "-1"],
+        ["eval", "--out", str(tmp_path / "e"), "--k", "0"],
+        ["write", "x" * 100_000],
+        ["write", "a\x00b"],
+        ["write", "snow", "--k", "100000"],
+        ["data", "build", "--out", str(tmp_path / "d"), "--min-similarity", "nan"],
+        ["data", "build", "--out", str(tmp_path / "d"), "--min-similarity", "5"],
+        ["export", str(tmp_path), "--rescore", "-3"],
+    ]
+    for argv in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2, argv
+        flag = next((a for a in argv if a.startswith("--") and a not in ("--out",)), "topic")
+        assert f"argument {flag}" in err, (argv, err)
+    assert not (tmp_path / "e").exists() and not (tmp_path / "d").exists()
+
+
+def test_presets_and_overrides_bound_generation_lengths():
+    from haiku_kit.config import ConfigError, load_preset
+
+    for override, key in (("eval.max_new_tokens=100000000", "eval.max_new_tokens"),
+                          ("grpo.max_completion_length=0", "grpo.max_completion_length"),
+                          ("eval.k=1000", "eval.k"), ("eval.n_prompts=-1", "eval.n_prompts")):
+        with pytest.raises(ConfigError, match=rf"^{key}=.*must be a whole number from"):
+            load_preset("cpu-demo", [override])

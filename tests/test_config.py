@@ -215,3 +215,29 @@ def test_grpo_loss_type_is_checked_against_trls_own_list_before_any_import():
             "print(sorted(m for m in ('trl', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["ConfigError", "[]"]
+
+
+def test_preset_files_refuse_empty_duplicate_keys_and_find_base_beside_them(tmp_path,
+                                                                          monkeypatch):
+    """An empty preset trained 100 default steps, a key given twice kept the last silently, and
+    a relative `base:` was read from the working directory: each is now named or fixed."""
+    import pytest
+
+    from haiku_kit.config import ConfigError
+
+    (tmp_path / "empty.yaml").write_text("\n")
+    with pytest.raises(ConfigError, match=r"empty.yaml is empty"):
+        load_preset(str(tmp_path / "empty.yaml"))
+    (tmp_path / "twice.yaml").write_text("base: cpu-smoke\nsft: {max_steps: 3}\nsft: {max_steps: 9}\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: .*line 3, .*the key 'sft' is given twice"):
+        load_preset(str(tmp_path / "twice.yaml"))
+    sub = tmp_path / "presets"
+    sub.mkdir()
+    (sub / "parent.yaml").write_text("base: cpu-smoke\neval: {n_prompts: 3}\n")
+    (sub / "child.yaml").write_text("base: parent.yaml\nsft: {max_steps: 7}\n")
+    monkeypatch.chdir(tmp_path)  # not the presets' folder
+    cfg = load_preset(str(sub / "child.yaml"))
+    assert (cfg.sft.max_steps, cfg.eval.n_prompts, cfg.grpo.max_steps) == (7, 3, 2)
+    (sub / "orphan.yaml").write_text("base: no-such-preset\n")
+    with pytest.raises(ConfigError, match=r"unknown preset 'no-such-preset' \(the base: of .*orphan"):
+        load_preset(str(sub / "orphan.yaml"))

@@ -223,6 +223,11 @@ def build_splits(
     parts = assign_splits(rows, shares, seed, group_of)
     for name in SPLITS:
         report.add(name, len(parts[name]))
+    empty = [name for name, share in zip(SPLITS, shares) if share > 0 and not parts[name]]
+    if empty:  # a run would train or evaluate on nothing, and only say so stages later
+        raise DataError(f"{len(rows)} rows left after filtering: too few for the fractions "
+                        f"{list(shares)} (the {', '.join(empty)} split got none); add rows, or "
+                        "set that fraction to 0")
 
     dd = datasets.DatasetDict()
     for name in SPLITS:

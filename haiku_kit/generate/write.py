@@ -23,6 +23,9 @@ from haiku_kit.verify import haiku as hk
 from haiku_kit.verify.judge import fluency_problems
 from haiku_kit.verify.text import PATTERN, build_prompt
 
+# A topic is a phrase or a sentence (the reference's longest is about 150 characters): a longer
+# one only slows the model down (a 100,000-character topic ran for minutes).
+MAX_TOPIC_CHARS = 500
 
 @dataclass
 class SamplingSettings:
@@ -241,6 +244,9 @@ def write_haiku(
     """
     if not isinstance(topic, str) or not topic.strip():
         raise ValueError("write_haiku: topic must be non-empty text")
+    if len(topic) > MAX_TOPIC_CHARS or "\x00" in topic:
+        raise ValueError(f"write_haiku: a topic of at most {MAX_TOPIC_CHARS} characters, no NUL "
+                         f"(got {len(topic):,})")
     if isinstance(model, (str, Path)):
         model, tokenizer = loaded_model(str(model), None if adapter is None else str(adapter))
     elif tokenizer is None:

@@ -84,6 +84,16 @@ def test_empty_after_filter_names_the_stage():
         data.build_splits(rows, None, min_similarity=None)
 
 
+def test_too_few_rows_for_the_splits_is_an_error_not_an_empty_split(tmp_path):
+    """A 2-row source wrote empty rl/eval splits and exited 0; training then had nothing."""
+    rows = data.load_embedded()[:2]
+    with pytest.raises(DataError, match=r"2 rows left after filtering: .*split got none"):
+        data.build_splits(rows, tmp_path / "out", min_similarity=None)
+    assert not (tmp_path / "out").exists()
+    built = data.build_splits(rows, None, min_similarity=None, fractions=(1.0, 0.0, 0.0))
+    assert len(built["sft"]) == 2 and len(built["eval"]) == 0  # a fraction of 0 stays allowed
+
+
 # --------------------------------------------------------------------------- splits
 
 
