@@ -238,6 +238,8 @@ def hold_run(root: str | Path, command: str = "haiku-kit"):
     import socket
 
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise HaikuKitError(f"{root} is a file, not a run folder: choose another --out / run_dir")
     root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_NAME
     handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the whole block)

@@ -101,3 +101,19 @@ def test_one_writer_per_run_folder(tmp_path):
         assert f"pid {os.getpid()}" in lock.read_text()
     with hold_run(run, "train"):  # and a finished one neither; the folder's files are kept
         assert (run / ".lock").is_file()
+
+
+def test_a_run_folder_or_cache_that_is_a_file_is_named(tmp_path, monkeypatch):
+    from haiku_kit.errors import HaikuKitError, ModelLoadError
+    from haiku_kit.model.embedded import cache_root
+    from haiku_kit.runs import hold_run
+
+    taken = tmp_path / "taken"
+    taken.write_text("a user's file")
+    with pytest.raises(HaikuKitError, match=rf"{taken} is a file, not a run folder"), \
+            hold_run(taken):
+        pass
+    assert taken.read_text() == "a user's file"
+    monkeypatch.setenv("HAIKU_KIT_CACHE", str(taken))
+    with pytest.raises(ModelLoadError, match=rf"HAIKU_KIT_CACHE={taken}: .* is a file"):
+        cache_root()

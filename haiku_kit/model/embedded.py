@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from haiku_kit.errors import ModelLoadError
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "HAIKU_KIT_CACHE"
@@ -45,7 +47,12 @@ EOS_IDS = [1, END_OF_TURN_ID]
 def cache_root() -> Path:
     """Cache root: $HAIKU_KIT_CACHE, else ~/.cache/haiku-kit."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "haiku-kit"
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "haiku-kit"
+    if root.exists() and not root.is_dir():
+        what = f"{CACHE_ENV}={env}" if env else "the default cache"
+        raise ModelLoadError(f"{what}: {root} is a file, not a folder; point {CACHE_ENV} at a "
+                             "folder (it is created if missing)")
+    return root
 
 
 def _sha256(path: Path) -> str:
