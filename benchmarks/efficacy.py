@@ -104,6 +104,9 @@ def publish(results: dict[str, EvalResult], names: list[str], out: Path, about: 
         shutil.move(out / ".report" / page, out / page)
     shutil.rmtree(out / ".report")
     about["preset"] = next(iter(results.values())).meta.get("preset")
+    env = Path(about["run"]) / "env.json"  # the code that trained and evaluated the run
+    if env.is_file():
+        about["run_commit"] = json.loads(env.read_text()).get("haiku_kit", {}).get("git_commit")
     (out / "run.json").write_text(json.dumps(about, indent=2, ensure_ascii=False) + "\n")
     shutil.copyfile(about["config"], out / "config.yaml")  # every setting of the run
     return out
@@ -112,14 +115,17 @@ def publish(results: dict[str, EvalResult], names: list[str], out: Path, about: 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     eval_data = Path(args.eval_data)
-    if not eval_data.exists():
+    if not args.run_evals and not eval_data.exists():
         print(f"eval data {eval_data} not found (../shared is absent?); nothing to do")
         return 1
     if args.n < 0 or args.k < 1 or args.start < 0:
         print(f"--n {args.n} --k {args.k} --start {args.start}: need --n >= 0, --k >= 1 and "
               "--start >= 0", file=sys.stderr)
         return 2
-    chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+    # "sft+constrained" (the results file's name) and "sft + constrained" (the row's) both work
+    chosen = [m.strip().replace("+constrained", runs.CONSTRAINED).replace(" " + runs.CONSTRAINED,
+                                                                            runs.CONSTRAINED)
+              for m in args.models.split(",") if m.strip()]
     known = [*ADAPTERS, *(m + runs.CONSTRAINED for m in ADAPTERS if ADAPTERS[m])]
     if any(m not in known for m in chosen):
         print(f"--models {args.models}: {next(m for m in chosen if m not in known)!r} is not "

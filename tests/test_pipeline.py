@@ -231,10 +231,11 @@ def test_efficacy_benchmark_publishes_the_runs_own_evals_as_results_files(smoke_
     """--run-evals --publish: the README's figures come from these files, written by the script."""
     out = tmp_path / "results"
     assert _efficacy_benchmark().main(["--run", str(smoke_run), "--run-evals", "--models",
-                                       "base,sft", "--publish", "smoke",
+                                       "base,sft,sft+constrained", "--publish", "smoke",
+                                       "--eval-data", str(tmp_path / "not-needed.json"),
                                        "--results-dir", str(out)]) == 0
     published = out / "smoke"
-    for name in ("base", "sft"):
+    for name in ("base", "sft", "sft+constrained"):
         saved = json.loads((published / f"{name}.json").read_text())
         own = json.loads((smoke_run / "eval" / name / "result.json").read_text())
         assert saved["metrics"] == own["metrics"] and saved["ci"]["good"] == own["ci"]["good"]
@@ -242,12 +243,15 @@ def test_efficacy_benchmark_publishes_the_runs_own_evals_as_results_files(smoke_
         assert len(poems) == own["meta"]["n"]
     about = json.loads((published / "run.json").read_text())
     assert about["run"] == str(smoke_run) and about["commit"] and about["timings_s"]
+    assert about["run_commit"] == json.loads((smoke_run / "env.json").read_text())[
+        "haiku_kit"]["git_commit"]
     assert (published / "config.yaml").read_text() == (smoke_run / "config.yaml").read_text()
     assert "| SFT |" in (published / "table.md").read_text()
     assert "drawn at random" in (published / "samples.md").read_text()
     assert sorted(p.name for p in published.iterdir()) == [
         "base.generations.jsonl", "base.json", "config.yaml", "run.json", "samples.md",
-        "sft.generations.jsonl", "sft.json", "table.md"]
+        "sft+constrained.generations.jsonl", "sft+constrained.json", "sft.generations.jsonl",
+        "sft.json", "table.md"]
 
 
 def test_efficacy_benchmark_names_a_runs_bad_config_in_one_line(tmp_path, capsys):

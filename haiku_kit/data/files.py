@@ -88,9 +88,14 @@ def jsonl_records(path: Path, bad: Callable[[str], None]) -> Iterator[tuple[int,
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError as err:
             bad(f"{path}: row {number}: not valid JSON ({err.msg})")
+            continue
+        except RecursionError:  # "[[[[...]]]]": Python's parser gives up past ~1,000 levels
+            bad(f"{path}: row {number}: JSON nested too deeply")
+            continue
+        yield number, record
 
 
 def json_records(path: Path) -> list[tuple[int, Any]]:
@@ -108,6 +113,8 @@ def json_records(path: Path) -> list[tuple[int, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply") from None
     if isinstance(data, dict):  # {"train": [...]} or {"data": [...]} style files
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 else data

@@ -119,3 +119,16 @@ def test_field_cap():
     assert field_problem("x" * (MAX_FIELD_CHARS + 1), "haiku") == (
         f"field 'haiku' has {MAX_FIELD_CHARS + 1} characters, over the {MAX_FIELD_CHARS} read"
     )
+
+
+def test_deeply_nested_json_is_a_bad_row_not_a_recursion_error(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"topic": "snow", "haiku": "a\\nb\\nc"}\n' + deep + "\n", encoding="utf-8")
+    said = []
+    rows = list(jsonl_records(path, said.append))
+    assert [n for n, _ in rows] == [1] and said == [f"{path}: row 2: JSON nested too deeply"]
+    whole = tmp_path / "rows.json"
+    whole.write_text(deep, encoding="utf-8")
+    with pytest.raises(DataError, match="nested too deeply"):
+        json_records(whole)
