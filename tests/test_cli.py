@@ -14,6 +14,7 @@ from haiku_kit import pipeline
 from haiku_kit.cli import main, model_config
 from haiku_kit.config import resolve_config, save_config
 from haiku_kit.evaluate.scoring import EvalResult, evaluate
+from haiku_kit.runs import expected_evals
 
 SMOKE = "cpu-smoke"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -219,17 +220,19 @@ def test_demo_prints_the_table_and_where_the_report_is(tmp_path, monkeypatch, ca
 
     def fake_run(preset, overrides, out_dir, from_stage=None, log_output=False):
         assert preset == pipeline.DEMO_PRESET and overrides == ["eval.k=1"]
-        save_config(resolve_config(preset, overrides, run), run / "config.yaml")
-        for name in ("base", "sft", "grpo"):
+        cfg = resolve_config(preset, overrides, run)
+        save_config(cfg, run / "config.yaml")
+        for name in expected_evals(cfg):  # the demo's constrained rows included
             poem = f"{name} pond\na frog jumps in\nthe water"
-            evaluate([poem], ["a frog"], similarity=False).save(run / "eval" / name)
+            evaluate([poem], ["a frog"], similarity=False).save(run / "eval" / name.replace(" ", ""))
         return run
 
     monkeypatch.setattr(pipeline, "run_pipeline", fake_run)
     assert main(["demo", "--out", str(run), "--set", "eval.k=1"]) == 0
     out = capsys.readouterr().out
     assert "| Model | n | Haiku | Similarity | Total | Train overlap |" in out
-    assert all(f"| {name} | 1 |" in out for name in ("base", "sft", "grpo"))
+    assert all(f"| {name} | 1 |" in out for name in ("base", "sft", "sft + constrained", "grpo",
+                                                      "grpo + constrained"))
     assert str(run / "report" / "report.md") in out
 
 
