@@ -347,7 +347,8 @@ def parse_pattern(text: str) -> tuple[int, ...]:
     """'5-7-5' -> (5, 7, 5): whole numbers from 1 to MAX_PATTERN_SYLLABLES, one separator
     (- , / or spaces) between them, at most MAX_PATTERN_LINES of them."""
     if not isinstance(text, str) or not PATTERN_RE.fullmatch(text.strip()):
-        raise ValueError(f"--pattern {text!r}: expected numbers like 5-7-5")
+        shown = repr(text) if isinstance(text, str) else "(none given)"  # argparse eats "--"
+        raise ValueError(f"--pattern {shown}: expected numbers like 5-7-5")
     pattern = tuple(int(p) for p in re.split(r"\s*[-,/]\s*|\s+", text.strip()))
     if len(pattern) > MAX_PATTERN_LINES or not all(0 < n <= MAX_PATTERN_SYLLABLES for n in pattern):
         raise ValueError(f"--pattern {text!r}: expected at most {MAX_PATTERN_LINES} lines of 1 to "
