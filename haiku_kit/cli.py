@@ -423,11 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Terminated(list):
-    """The SIGTERMs received while main() runs (timeout, a scheduler, Colab stopping a cell)."""
-
-
-def _on_sigterm(terminated: _Terminated):
+def _on_sigterm(terminated: list[int]):
+    """SIGTERM (timeout, a scheduler, Colab stopping a cell), recorded in `terminated`."""
     def handler(signum, frame):
         terminated.append(signum)
         raise KeyboardInterrupt  # the same way out as Ctrl-C: training saves a checkpoint
@@ -437,7 +434,7 @@ def _on_sigterm(terminated: _Terminated):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    terminated = _Terminated()
+    terminated: list[int] = []
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm(terminated))
@@ -448,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _run(args: argparse.Namespace, argv: list[str], terminated: _Terminated) -> int:
+def _run(args: argparse.Namespace, argv: list[str], terminated: list[int]) -> int:
     how, code = ("terminated (SIGTERM)", 143), ("interrupted", 130)
     try:
         return int(args.func(args) or 0)

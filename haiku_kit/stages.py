@@ -354,8 +354,8 @@ def load_model(run: Run, adapter: str | Path | None = None, trainable: bool = Tr
     return load_from_config(run.cfg, adapter, trainable, rollouts=rollouts)
 
 
-def free_memory(*_released) -> dict:
-    """After `del model, trainer` in a notebook: collect them and hand their GPU memory back to
+def free_memory() -> dict:
+    """After `model = trainer = None` in a notebook: collect them and hand their GPU memory back to
     the next stage of the same process (quickstart, or 03 then 04 in one kernel). Returns the
     peak GPU memory so far in GiB (torch.cuda.max_memory_allocated), {} on a CPU."""
     import gc

@@ -133,7 +133,7 @@ stages.evaluate_model(run, "sft", data_dir, adapter=sft_adapter, constrained=Tru
 
 # %%
 # Hand the SFT model's GPU memory to GRPO (this notebook runs every stage in one process)
-del model, trainer
+model = trainer = None  # drop the references (also where this preset skipped SFT)
 print(stages.free_memory())
 
 # %% [markdown]

@@ -196,3 +196,10 @@ def test_a_stage_notebook_alone_builds_its_splits_and_names_what_else_is_missing
     assert "run notebook 03_sft.ipynb with run_dir=" in said and str(tmp_path / "run") in said
     given = tmp_path / "elsewhere"
     assert run.path("data_dir", given) == given.resolve()  # a given path is taken as it is
+
+
+def test_free_memory_collects_and_reports_nothing_without_a_gpu():
+    import torch
+
+    if not torch.cuda.is_available():
+        assert stages.free_memory() == {}

@@ -54,7 +54,7 @@ from typing import Any
 from haiku_kit.model.chat import encode, prompt_strings, stop_token_ids, text_tokenizer
 from haiku_kit.verify import haiku as hk
 from haiku_kit.verify.estimator import _rules
-from haiku_kit.verify.judge import ends_unfinished, fluency_problems
+from haiku_kit.verify.judge import BRACKETS, ends_unfinished, fluency_problems
 from haiku_kit.verify.syllables import _QUOTES, _lookup, analyze_line
 
 __all__ = ['FORBIDDEN', 'NEWLINE', 'PLAIN', 'ConstrainedResult', 'LineState', 'PoemTracker', 'SyllableLogitsProcessor', 'TokenTable', 'constrained_generate', 'mean_logprobs', 'text_mask', 'token_table', 'word_prefixes']
@@ -269,7 +269,7 @@ class LineState:
         return self._masks[1:]
 
 
-BRACKET_MARKS = "()[]{}"
+BRACKET_MARKS = "".join(BRACKETS)  # the judge's `garbled` rule fails a poem with a stray one
 
 
 class PoemTracker:

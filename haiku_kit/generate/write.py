@@ -23,9 +23,10 @@ from haiku_kit.verify import haiku as hk
 from haiku_kit.verify.judge import fluency_problems
 from haiku_kit.verify.text import PATTERN, build_prompt
 
-# A topic is a phrase or a sentence (the reference's longest is about 150 characters): a longer
+# A topic is a phrase or a sentence (the reference data's longest has 167 characters): a longer
 # one only slows the model down (a 100,000-character topic ran for minutes).
 MAX_TOPIC_CHARS = 500
+
 
 @dataclass
 class SamplingSettings:
