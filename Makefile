@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[notebooks,dev]" "$(TORCH)"
+	$(BIN)/pip install -q -e ".[notebooks,app,dev]" "$(TORCH)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -198,6 +198,25 @@ def cmd_write(args: argparse.Namespace) -> int:
     return 0 if result.is_haiku else 1
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    """Serve the web page (haiku_kit.app) on one or two models until Ctrl-C."""
+    from haiku_kit.app import AppError, launch, open_source, resolve_source
+
+    if len(args.sources) > 2:
+        raise AppError(f"app: one or two models to compare, not {len(args.sources)}")
+    for source in args.sources:  # a wrong folder is named before anything heavy loads
+        resolve_source(source)
+    import gradio  # noqa: F401 - without the [app] extra: one line naming it, before a model loads
+
+    if args.share or args.host not in ("127.0.0.1", "localhost", "::1"):
+        where = "a public gradio.live link" if args.share else args.host
+        print(f"haiku-kit app: serving beyond this machine ({where}): anyone who can reach it "
+              "can use the model and this machine's time", file=sys.stderr)
+    launch(contenders=[open_source(s) for s in args.sources], host=args.host, port=args.port,
+           share=args.share, block=True, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Generate on the eval prompts, score, write JSONL + table + plots."""
     from haiku_kit.data.splits import load_eval_data
@@ -391,6 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steer every line onto 5-7-5 while writing, no line cut off on 'the' "
                         "(check stays the judge)")
     p.set_defaults(func=cmd_write)
+
+    p = sub.add_parser("app", help="try a model in a web page (needs haiku-kit[app])")
+    p.add_argument("sources", nargs="+", metavar="RUN_OR_ADAPTER",
+                   help="a run folder (its newest adapter), an adapter folder or a model name; "
+                        "two to compare them side by side")
+    p.add_argument("--port", type=_bounded(1, 65535), default=7860)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="127.0.0.1: this machine only; 0.0.0.0: every network interface")
+    p.add_argument("--share", action="store_true",
+                   help="also a public *.gradio.live link (anyone with it can use the model)")
+    p.add_argument("--max-new-tokens", type=_bounded(1, MAX_NEW_TOKENS), default=64,
+                   help="each poem's bound in tokens (a haiku is about 20)")
+    p.set_defaults(func=cmd_app)
 
     p = sub.add_parser("pipeline", help="run the notebooks end to end with papermill")
     _add_config_args(p, DEFAULT_PRESET, "preset name or YAML file")

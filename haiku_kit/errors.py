@@ -33,7 +33,7 @@ EXTRAS: dict[str, str] = {
     "nbclient": "notebooks", "ipykernel": "notebooks", "jupyter_client": "notebooks",
     "IPython": "notebooks",
     "unsloth": "gpu", "unsloth_zoo": "gpu", "xformers": "gpu", "bitsandbytes": "gpu",
-    "vllm": "vllm", "tensorboard": "track", "trackio": "track",
+    "vllm": "vllm", "tensorboard": "track", "trackio": "track", "gradio": "app",
     "wordfreq": "dev",  # verify.judge.slor, the judge validation benchmark's comparison
 }
 

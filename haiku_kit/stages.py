@@ -236,6 +236,33 @@ def show_tried(model, tokenizer, topics=TRY_TOPICS, constrained: bool = True):
     return tried
 
 
+def start_app(model, tokenizer, name: str, web_app: bool | str = "auto",
+              max_new_tokens: int | None = None) -> str | None:
+    """Serve the web page (haiku_kit.app) on the model in memory, no second load; returns its
+    URL, or None when it did not start. web_app: "auto" starts it on Colab only (with Gradio's
+    public link: Colab's browser cannot reach the VM's port), True anywhere, False never."""
+    import sys
+
+    from haiku_kit.errors import missing_extra
+
+    if web_app == "auto":
+        web_app = "google.colab" in sys.modules
+    if not web_app:
+        print("web_app is off: set web_app = True (parameters) to try the model in a web page")
+        return None
+    try:
+        import gradio  # noqa: F401
+    except ImportError as err:
+        print(missing_extra(err) or f"the web page needs gradio: {err}")
+        return None
+    from haiku_kit.app import MAX_NEW_TOKENS, launch
+
+    # share=None: Gradio's own choice, a public link on Colab and this machine only elsewhere.
+    _, _, url = launch(model, tokenizer, name, share=None, block=False,
+                       max_new_tokens=max_new_tokens or MAX_NEW_TOKENS)
+    return url
+
+
 def show_training(phase_dir: str | Path, last: int = 5) -> None:
     """The training curves and the last few log lines."""
     show_images(phase_dir)

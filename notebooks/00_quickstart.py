@@ -57,6 +57,7 @@ try_topics: list = ["first snow in the city", "a cat asleep in the sun", "the la
 export_merged: bool = False  # True: also save merged 16-bit weights (Save & share cell)
 export_gguf: str = ""  # q8_0 or f16: also write a GGUF (empty: none)
 push_to: str = ""  # Hub repo (user/name) to upload to (empty: nothing is uploaded)
+web_app = "auto"  # the Try-it page's last cell: "auto" serves it on Colab only, True anywhere, False never
 
 # %%
 from haiku_kit import stages
@@ -203,3 +204,15 @@ tried = stages.show_tried(model, tokenizer, try_topics)
 # %%
 shared = stages.save_and_share(run.paths.root, "grpo", merged=export_merged,
                                gguf=export_gguf or None, push_to=push_to or None)
+
+# %% [markdown]
+# ## Try it in a web page
+# A page on the model in memory (no second load): type a topic, pick free / constrained / best
+# of N, and see each line's syllable count and the judge's verdict. On Colab Gradio prints a
+# public `*.gradio.live` link (anyone with it can use the model until the session ends);
+# elsewhere it binds to 127.0.0.1. The same page from a terminal: `haiku-kit app RUN`
+# (two run or adapter folders side by side: `haiku-kit app RUN/sft/adapter RUN/grpo/adapter`).
+# Needs `pip install "haiku-kit[app]"`.
+
+# %%
+app_url = stages.start_app(model, tokenizer, "SFT→GRPO", web_app)
