@@ -185,7 +185,7 @@ def test_compare_puts_two_models_side_by_side_on_one_seed(embedded):
     from haiku_kit.app import Contender, launch
 
     model, tokenizer = embedded
-    app, page, url = launch(contenders=[Contender("left", model, tokenizer),
+    _, page, url = launch(contenders=[Contender("left", model, tokenizer),
                                         Contender("right", model, tokenizer)],
                             port=None, block=False, max_new_tokens=TOKENS)
     try:
