@@ -229,6 +229,7 @@ def _split_tail(text: str) -> tuple[str, str]:
 
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+_CUT_WORD = re.compile(r"[A-Za-z]-\s*$")
 _EDGES = string.punctuation + "\u2018\u2019\u201c\u201d"
 
 
@@ -247,7 +248,10 @@ def _number_in_progress(word: str) -> bool:
 def ends_dangling(text: str) -> bool:
     """Does `text` end on a DANGLING_WORDS word (punctuation after it does not help), or on a
     determiner right after a function word ("lost in her", "then the"), the judge's
-    dangling-determiner rule (verify.judge), so no line the decoder closes fails it?"""
+    dangling-determiner rule (verify.judge), so no line the decoder closes fails it, or on a
+    word cut at a hyphen ("half-")?"""
+    if _CUT_WORD.search(text):
+        return True  # "the person contemplates in- /": a word cut at a hyphen
     words = [w.lower() for w in _WORD.findall(text)]
     if not words:
         return False

@@ -237,6 +237,9 @@ def test_clean_line_ends_refuse_the_judges_dangling_determiner(gemma_tokenizer):
     state = feed(clean, gemma_tokenizer, line)[0]
     assert clean.on_target(state) and not clean.closes(state)
     assert clean.closes(feed(clean, gemma_tokenizer, "cold rain falls on them")[0])
+    # nor on a word cut at a hyphen ("the wall where the light falls, half- / the needle")
+    state = feed(clean, gemma_tokenizer, "the cold wind blows half-")[0]
+    assert clean.on_target(state) and not clean.closes(state)
 
 
 def test_clean_line_ends_keep_a_line_open_on_a_dangling_word(gemma_tokenizer):
