@@ -141,10 +141,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, cfg) -> int:
+    from haiku_kit import ranks
     from haiku_kit.config import save_config
+    from haiku_kit.model.backends import resolve_device
     from haiku_kit.runs import RunPaths
 
-    save_config(cfg, RunPaths.of(cfg).config)
+    # torchrun / accelerate launch: every process trains, the main one writes (ranks.py)
+    ranks.start(cpu=resolve_device(cfg) == "cpu")
+    ranks.main_only(save_config, cfg, RunPaths.of(cfg).config)
     # trackio reads TRACKIO_DIR once, on import (TRL imports it early): keep its store in RUN/trackio
     if any("trackio" in str(getattr(cfg, st).report_to) for st in ("sft", "grpo")):
         os.environ.setdefault("TRACKIO_DIR", str(RunPaths.of(cfg).root.resolve() / "trackio"))
@@ -159,7 +163,8 @@ def _train(args: argparse.Namespace, cfg) -> int:
         from haiku_kit.train.grpo import run_grpo_phases
 
         out = run_grpo_phases(cfg, resume=args.resume, fresh=args.fresh)
-    print(f"adapter saved to {out}")
+    if ranks.is_main():
+        print(f"adapter saved to {out}")
     return 0
 
 
