@@ -213,6 +213,8 @@ def train_phase(trainer) -> None:
     """trainer.train() resuming where the phase says, saving a checkpoint on Ctrl-C, and always
     writing the CSV and plot."""
     kit = trainer.kit_phase
+    if kit.resume and kit.device == "cpu" and ranks.launched():
+        allow_indexed_cpu_location()
     try:
         trainer.train(resume_from_checkpoint=kit.resume)
     except BaseException as err:
@@ -224,6 +226,23 @@ def train_phase(trainer) -> None:
             raise _save_interrupt_checkpoint(trainer) from None
         raise
     write_logs(kit.folder)
+
+
+def allow_indexed_cpu_location() -> None:
+    """Let torch.load map storages to "cpu:0". Resuming on several CPU processes, transformers
+    5.17 loads the optimizer state with map_location=args.device, which accelerate makes
+    torch.device("cpu", 0) there, and torch 2.13 knows no storage location "cpu:0" (RuntimeError:
+    don't know how to restore data location). Registered once; other locations are untouched."""
+    import torch.serialization as ts
+
+    if getattr(allow_indexed_cpu_location, "done", False):
+        return
+
+    def restore(storage, location: str):
+        return storage.cpu() if location.startswith("cpu:") else None
+
+    ts.register_package(99, lambda obj: None, restore)
+    allow_indexed_cpu_location.done = True
 
 
 def record_effective(cfg: RunConfig, phase: str, phase_dir: Path, values: dict) -> None:
