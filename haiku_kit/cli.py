@@ -129,12 +129,13 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`haiku-kit train {sft,grpo} --preset P --set k=v --out RUN`."""
-    from haiku_kit.config import resolve_config
+    from haiku_kit.config import check_launch, resolve_config
     from haiku_kit.runs import RunPaths, hold_run
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("torch").setLevel(logging.WARNING)  # its exit-time cache stats
     cfg = resolve_config(args.preset, list(args.overrides or []), args.out)
+    check_launch(cfg)  # under torchrun / accelerate launch: the backend trains in several processes
     backend_first(cfg)
     with hold_run(RunPaths.of(cfg).root, f"train {args.stage}"):  # one writer per run folder
         return _train(args, cfg)

@@ -244,13 +244,21 @@ def fast_inference_problem(enabled: bool, backend: str, device: str, gpu_memory_
 UNSLOTH_PROCESSES = 1
 
 
-def launch_problem(cfg: RunConfig, n: int) -> str | None:
-    """Why this config cannot train on `n` processes (one line naming the keys), or None."""
+def trl_vllm_problem(cfg: RunConfig) -> str | None:
+    """grpo.use_vllm (TRL's vLLM) where it cannot run, in one line naming the keys, or None."""
     m, g = cfg.model, cfg.grpo
     if g.use_vllm and (m.backend == "unsloth" or m.fast_inference or m.device == "cpu"):
         return (f"grpo.use_vllm=true is TRL's vLLM on the hf backend and a GPU, not model.backend="
                 f"{m.backend} / model.device={m.device} / model.fast_inference={m.fast_inference} "
                 "(Unsloth's vLLM is model.fast_inference)")
+    return None
+
+
+def launch_problem(cfg: RunConfig, n: int) -> str | None:
+    """Why this config cannot train on `n` processes (one line naming the keys), or None.
+    Checked where training starts (check_launch), not in validate: a preset and the overrides
+    that make it fit a launch (--set model.backend=hf) are validated one after the other."""
+    m = cfg.model
     if n <= UNSLOTH_PROCESSES:
         return None
     if m.backend == "unsloth" or m.fast_inference:
@@ -258,6 +266,13 @@ def launch_problem(cfg: RunConfig, n: int) -> str | None:
                 f"trains in one process, this launch started {n}; set model.backend=hf "
                 "model.fast_inference=false (docs/scale-out.md)")
     return None
+
+
+def check_launch(cfg: RunConfig) -> None:
+    """ConfigError when `cfg` cannot train on the processes this launch started (launch_problem)."""
+    problem = launch_problem(cfg, processes())
+    if problem:
+        raise ConfigError(problem)
 
 
 @dataclass
@@ -627,7 +642,7 @@ def validate(cfg: RunConfig) -> None:
     m = cfg.model
     problem = problem or fast_inference_problem(
         m.fast_inference, m.backend, m.device, m.gpu_memory_utilization
-    ) or launch_problem(cfg, processes())
+    ) or trl_vllm_problem(cfg)
     if problem:
         raise ConfigError(problem)
     for key, g in [("grpo", cfg.grpo)] + [(f"grpo_variants.{v}", grpo_variant_settings(cfg, v))

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from haiku_kit import ranks
-from haiku_kit.config import GRPOSettings, RunConfig, grpo_variant_settings
+from haiku_kit.config import GRPOSettings, RunConfig, check_launch, grpo_variant_settings
 from haiku_kit.data.splits import load_run_data, sft_answers
 from haiku_kit.errors import ConfigError, DataError, ModelLoadError
 from haiku_kit.generate.sampling import install_fast_topk_topp
@@ -359,6 +359,7 @@ def run_grpo(
     restored); `resume_from_checkpoint` ("latest", a path, False) and `fresh` (start over, the
     old state moved aside; "delete" deletes it) change that (resume.py).
     `variant` picks a grpo_variants entry (phases "grpo:VARIANT")."""
+    check_launch(cfg)  # a launch of several processes: hf backend
     s = grpo_variant_settings(cfg, variant)
     choose_checkpoint(_phase_dir(cfg, variant), resume_from_checkpoint, fresh)  # before loading
     init = start_adapter(cfg, s, init_adapter, previous)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from haiku_kit import ranks
-from haiku_kit.config import RunConfig
+from haiku_kit.config import RunConfig, check_launch
 from haiku_kit.data.splits import load_run_data
 from haiku_kit.errors import DataError
 from haiku_kit.model.backends import resolve_device
@@ -221,6 +221,7 @@ def run_sft(
     """Load the config's model with a fresh LoRA, train it on the SFT split (resuming RUN/sft's
     newest checkpoint unless `fresh`), save; returns RUN/sft/adapter, or what
     `then(model, tokenizer, adapter)` returns (the CLI: distill.distil_after_sft)."""
+    check_launch(cfg)  # a launch of several processes: hf backend
     # A bad --resume/--fresh fails before the model loads.
     choose_checkpoint(RunPaths.of(cfg).phase_dir("sft"), resume_from_checkpoint, fresh)
     model, tokenizer = load_from_config(cfg)
