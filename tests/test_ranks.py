@@ -82,9 +82,8 @@ def test_unsloth_trains_in_one_process_and_trl_vllm_needs_the_hf_backend(launche
 def test_the_main_process_holds_the_lock_for_the_whole_launch(launched, tmp_path):
     with runs.hold_run(tmp_path, "train sft") as lock:
         held = lock.read_text()
-        with pytest.raises(runs.RunInUse):  # a second launch's main process
-            with runs.hold_run(tmp_path, "train sft"):
-                pass
+        with pytest.raises(runs.RunInUse), runs.hold_run(tmp_path, "train sft"):  # another launch
+            pass
         launched(1, 2)  # another process of the launch: no lock to wait for, nothing written
         with runs.hold_run(tmp_path, "train sft"):
             assert lock.read_text() == held

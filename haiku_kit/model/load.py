@@ -30,7 +30,6 @@ from typing import Any
 
 from haiku_kit.config import LoraSettings, RunConfig
 from haiku_kit.errors import ModelLoadError
-from haiku_kit.ranks import launched, local_rank
 from haiku_kit.model.backends import (
     GPU_INSTALL_HINT,
     backend_for,
@@ -44,6 +43,7 @@ from haiku_kit.model.backends import (
 from haiku_kit.model.chat import prepare_tokenizer
 from haiku_kit.model.english_vocab import FOLDER_PREFIX as ENGLISH_FOLDER_PREFIX
 from haiku_kit.model.english_vocab import NAME as EMBEDDED_ENGLISH
+from haiku_kit.ranks import launched, local_rank
 
 __all__ = ['adapter_misfit', 'check_adapter_fits']
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from haiku_kit import ranks
 from haiku_kit.config import RunConfig, check_launch
 from haiku_kit.data.splits import load_run_data
 from haiku_kit.errors import DataError
