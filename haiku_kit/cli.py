@@ -129,22 +129,27 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`haiku-kit train {sft,grpo} --preset P --set k=v --out RUN`."""
-    from haiku_kit.config import resolve_config
+    from haiku_kit.config import check_launch, resolve_config
     from haiku_kit.runs import RunPaths, hold_run
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("torch").setLevel(logging.WARNING)  # its exit-time cache stats
     cfg = resolve_config(args.preset, list(args.overrides or []), args.out)
+    check_launch(cfg)  # under torchrun / accelerate launch: the backend trains in several processes
     backend_first(cfg)
     with hold_run(RunPaths.of(cfg).root, f"train {args.stage}"):  # one writer per run folder
         return _train(args, cfg)
 
 
 def _train(args: argparse.Namespace, cfg) -> int:
+    from haiku_kit import ranks
     from haiku_kit.config import save_config
+    from haiku_kit.model.backends import resolve_device
     from haiku_kit.runs import RunPaths
 
-    save_config(cfg, RunPaths.of(cfg).config)
+    # torchrun / accelerate launch: every process trains, the main one writes (ranks.py)
+    ranks.start(cpu=resolve_device(cfg) == "cpu")
+    ranks.main_only(save_config, cfg, RunPaths.of(cfg).config)
     # trackio reads TRACKIO_DIR once, on import (TRL imports it early): keep its store in RUN/trackio
     if any("trackio" in str(getattr(cfg, st).report_to) for st in ("sft", "grpo")):
         os.environ.setdefault("TRACKIO_DIR", str(RunPaths.of(cfg).root.resolve() / "trackio"))
@@ -159,7 +164,8 @@ def _train(args: argparse.Namespace, cfg) -> int:
         from haiku_kit.train.grpo import run_grpo_phases
 
         out = run_grpo_phases(cfg, resume=args.resume, fresh=args.fresh)
-    print(f"adapter saved to {out}")
+    if ranks.is_main():
+        print(f"adapter saved to {out}")
     return 0
 
 

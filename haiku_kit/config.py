@@ -16,7 +16,8 @@ Presets: a YAML file in haiku_kit/resources/presets/. `load_preset(name)` merges
 `base` chain and builds a `RunConfig`; `apply_overrides(cfg, ["grpo.max_steps=2"])` changes
 dotted keys with values parsed as YAML scalars.
 
-This module imports nothing from the kit but its errors: every other module may use it.
+This module imports nothing from the kit but its errors and ranks (the process count the GRPO
+batch is checked against): every other module may use it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 import yaml
 
 from haiku_kit.errors import ConfigError
+from haiku_kit.ranks import processes
 
 __all__ = ['missing_file_problem', 'training_value_problem']
 
@@ -237,6 +239,42 @@ def fast_inference_problem(enabled: bool, backend: str, device: str, gpu_memory_
     return None
 
 
+# The pinned Unsloth release says "Multi-GPU is not yet supported" (unsloth/_gpu_init.py) and its
+# patched SFTTrainer.train raises when more than one GPU holds memory: docs/scale-out.md.
+UNSLOTH_PROCESSES = 1
+
+
+def trl_vllm_problem(cfg: RunConfig) -> str | None:
+    """grpo.use_vllm (TRL's vLLM) where it cannot run, in one line naming the keys, or None."""
+    m, g = cfg.model, cfg.grpo
+    if g.use_vllm and (m.backend == "unsloth" or m.fast_inference or m.device == "cpu"):
+        return (f"grpo.use_vllm=true is TRL's vLLM on the hf backend and a GPU, not model.backend="
+                f"{m.backend} / model.device={m.device} / model.fast_inference={m.fast_inference} "
+                "(Unsloth's vLLM is model.fast_inference)")
+    return None
+
+
+def launch_problem(cfg: RunConfig, n: int) -> str | None:
+    """Why this config cannot train on `n` processes (one line naming the keys), or None.
+    Checked where training starts (check_launch), not in validate: a preset and the overrides
+    that make it fit a launch (--set model.backend=hf) are validated one after the other."""
+    m = cfg.model
+    if n <= UNSLOTH_PROCESSES:
+        return None
+    if m.backend == "unsloth" or m.fast_inference:
+        return (f"model.backend={m.backend} (fast_inference={m.fast_inference}): the Unsloth backend "
+                f"trains in one process, this launch started {n}; set model.backend=hf "
+                "model.fast_inference=false (docs/scale-out.md)")
+    return None
+
+
+def check_launch(cfg: RunConfig) -> None:
+    """ConfigError when `cfg` cannot train on the processes this launch started (launch_problem)."""
+    problem = launch_problem(cfg, processes())
+    if problem:
+        raise ConfigError(problem)
+
+
 @dataclass
 class LoraSettings:
     """One LoRA adapter's shape, the same on both backends (peft and Unsloth)."""
@@ -394,6 +432,14 @@ class GRPOSettings:
     top_k: int = 64  # raw sampling without top-k produced junk on the 270M model
     min_p: float | None = None
     repetition_penalty: float = 1.0
+    # TRL's own vLLM generation on the hf backend, passed by name: vllm_mode "server" generates on a
+    # `trl vllm-serve` process (its own GPUs) at vllm_server_host:vllm_server_port while
+    # the other GPUs train (docs/scale-out.md). Unsloth's vLLM is model.fast_inference instead.
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"  # TRL's default; "server" for `trl vllm-serve`
+    vllm_server_host: str = "0.0.0.0"
+    vllm_server_port: int = 8000
+    vllm_server_timeout: float = 240.0
     # Set explicitly because Unsloth and TRL versions change their defaults silently.
     loss_type: str = "dapo"
     beta: float = 0.0
@@ -478,6 +524,7 @@ CHOICES = {
     "grpo.collapse.metric": ("mean", "max"),
     "grpo.collapse.action": ("stop", "rollback"),
     "grpo.scale_rewards": ("group", "batch", "none"),
+    "grpo.vllm_mode": ("server", "colocate"),
 }
 
 # Settings whose allowed values TRL lists in its config's field help ("Supported values are
@@ -595,27 +642,41 @@ def validate(cfg: RunConfig) -> None:
     m = cfg.model
     problem = problem or fast_inference_problem(
         m.fast_inference, m.backend, m.device, m.gpu_memory_utilization
-    )
+    ) or trl_vllm_problem(cfg)
     if problem:
         raise ConfigError(problem)
-    g = cfg.grpo
+    for key, g in [("grpo", cfg.grpo)] + [(f"grpo_variants.{v}", grpo_variant_settings(cfg, v))
+                                          for v in cfg.grpo_variants]:
+        problem = generation_batch_problem(key, g, processes())
+        if problem:
+            raise ConfigError(problem)
+
+
+def generation_batch_problem(key: str, g: GRPOSettings, n: int = 1) -> str | None:
+    """Why TRL's GRPOConfig would refuse these batch settings on `n` processes, in one line
+    naming the keys, or None. TRL 1.15's rule (GRPOConfig.__post_init__): the generation batch is
+    generation_batch_size, else per_device_train_batch_size x processes x
+    gradient_accumulation_steps; a given one must be a multiple of per_device_train_batch_size x
+    processes; either must be a multiple of num_generations (each prompt's completions are
+    scored together)."""
     if g.num_generations < 2:
-        raise ConfigError(f"grpo.num_generations={g.num_generations}: GRPO needs at least 2")
-    gen_batch = g.generation_batch_size or g.per_device_train_batch_size * g.gradient_accumulation_steps
+        return f"{key}.num_generations={g.num_generations}: GRPO needs at least 2"
+    where = f" on {n} processes" if n > 1 else ""
+    per_step = g.per_device_train_batch_size * n
+    times = f" x {n} processes" if n > 1 else ""
+    if g.generation_batch_size and g.generation_batch_size % per_step:
+        return (f"{key}.generation_batch_size={g.generation_batch_size} must be a multiple of "
+                f"{key}.per_device_train_batch_size={g.per_device_train_batch_size}{times} = {per_step}")
+    gen_batch = g.generation_batch_size or per_step * g.gradient_accumulation_steps
     if gen_batch % g.num_generations:
-        raise ConfigError(
-            f"generation batch {gen_batch} (grpo.generation_batch_size, or per_device_train_batch_size "
-            f"{g.per_device_train_batch_size} x gradient_accumulation_steps "
-            f"{g.gradient_accumulation_steps}) is not divisible by grpo.num_generations="
-            f"{g.num_generations}: each prompt's {g.num_generations} completions must land in the same "
-            f"batch. Fix: set grpo.per_device_train_batch_size (or generation_batch_size) to a multiple "
-            f"of {g.num_generations}, e.g. grpo.per_device_train_batch_size={g.num_generations}."
-        )
-    if g.generation_batch_size and g.generation_batch_size % g.per_device_train_batch_size:
-        raise ConfigError(
-            f"grpo.generation_batch_size={g.generation_batch_size} must be a multiple of "
-            f"grpo.per_device_train_batch_size={g.per_device_train_batch_size}"
-        )
+        made = (f"{key}.generation_batch_size" if g.generation_batch_size else
+                f"{key}.per_device_train_batch_size {g.per_device_train_batch_size}{times} x "
+                f"gradient_accumulation_steps {g.gradient_accumulation_steps}")
+        return (f"generation batch {gen_batch} ({made}) is not divisible by {key}.num_generations="
+                f"{g.num_generations}{where}: each prompt's {g.num_generations} completions must land "
+                f"in the same batch. Fix: make it a multiple of {g.num_generations}, e.g. "
+                f"{key}.per_device_train_batch_size={g.num_generations}")
+    return None
 
 
 def deep_merge(base: dict, update: dict) -> dict:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from haiku_kit import ranks
 from haiku_kit.config import RunConfig
 from haiku_kit.errors import HaikuKitError
 
@@ -233,11 +234,19 @@ def hold_run(root: str | Path, command: str = "haiku-kit"):
     """Hold RUN/.lock while a command writes the run folder: a second writer (another
     `train`, `pipeline` or `demo` on the same folder) fails at once with one line naming the
     holder's pid, host and command, instead of moving its checkpoints aside mid-run. The lock is
-    the kernel's (flock): it goes with the holder's process, so a killed run leaves no stale lock."""
+    the kernel's (flock): it goes with the holder's process, so a killed run leaves no stale lock.
+
+    Under a multi-process launch (torchrun, accelerate launch) the main process holds it for the
+    whole launch; the others take no lock (they write nothing to the run folder, ranks.py), so
+    the processes of one run never wait for each other's lock. A second launch on the same folder
+    fails in its main process, and the launcher then stops that launch's other processes."""
     import fcntl
     import socket
 
     root = Path(root)
+    if not ranks.is_main():
+        yield root / LOCK_NAME
+        return
     if root.exists() and not root.is_dir():
         raise HaikuKitError(f"{root} is a file, not a run folder: choose another --out / run_dir")
     root.mkdir(parents=True, exist_ok=True)
@@ -253,7 +262,8 @@ def hold_run(root: str | Path, command: str = "haiku-kit"):
                            "(one writer per run folder)") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since "
+        launch = f", main of {ranks.processes()} processes" if ranks.launched() else ""
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}{launch}, since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
         handle.flush()
         yield path

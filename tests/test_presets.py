@@ -66,3 +66,15 @@ def test_t4_preset_is_sized_below_the_h100_one():
             == h100.grpo.per_device_train_batch_size * h100.grpo.gradient_accumulation_steps)
     # On the T4 (7.5) Gemma 3 trains in float32, so the 1B model's 16-bit LoRA must fit in fp32.
     assert choose_precision("cuda", [(7, 5)], "gemma3_text").name == "fp32"
+
+
+def test_vllm_server_preset_is_the_h100_run_generating_on_trl_vllm_serve():
+    """TRL's server mode on the hf backend (Unsloth trains in one process, with its own vLLM);
+    the same model and hyperparameters as the H100 preset it extends."""
+    cfg, h100 = load_preset("h100x2-vllm-server"), load_preset("h100-gemma3-1b")
+    assert (cfg.model.backend, cfg.model.fast_inference) == ("hf", False)
+    g = cfg.grpo
+    assert (g.use_vllm, g.vllm_mode, g.vllm_server_port) == (True, "server", 8000)
+    assert cfg.model.name == h100.model.name and g.num_generations == h100.grpo.num_generations
+    with pytest.raises(ValueError, match="grpo.use_vllm"):
+        validate(apply_overrides(cfg, ["model.backend=unsloth"]))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from haiku_kit import ranks
 from haiku_kit.config import RunConfig
 from haiku_kit.data.sources import (
     EMBEDDED,
@@ -304,6 +305,11 @@ def build_run_splits(cfg: RunConfig, folder: Path) -> Path:
 def load_run_data(cfg: RunConfig):
     """The run's DatasetDict: data.splits_dir if set, else RUN/data (built from data.source if absent)."""
     folder = run_data_dir(cfg)
+    ranks.main_only(_ensure_run_splits, cfg, folder)  # under several processes: built once
+    return load_splits(folder)
+
+
+def _ensure_run_splits(cfg: RunConfig, folder: Path) -> None:
     if not (folder / "manifest.json").is_file():
         if cfg.data.splits_dir:
             raise DataError(
@@ -311,7 +317,6 @@ def load_run_data(cfg: RunConfig):
                 f"`haiku-kit data build --out {folder}` or unset data.splits_dir to build into RUN/data"
             )
         build_run_splits(cfg, folder)
-    return load_splits(folder)
 
 
 def sft_answers(cfg: RunConfig) -> list[str]:

@@ -38,6 +38,7 @@ from typing import Any
 
 from haiku_kit.config import DEFAULT_GPU_MEMORY_UTILIZATION, LoraSettings, RunConfig
 from haiku_kit.errors import ConfigError, ModelLoadError
+from haiku_kit.ranks import launched
 
 BF16_MIN_CAPABILITY = (8, 0)
 # unsloth_zoo.model_lists.FORCE_FLOAT32 (2026.10.7), matched the way Unsloth's loader matches it
@@ -141,8 +142,13 @@ def unsloth_fast_inference_kwargs(enabled: bool, gpu_memory_utilization: float, 
     }
 
 
-def grpo_generation_args(enabled: bool, gpu_memory_utilization: float, stop_token_ids: Iterable[int]) -> dict[str, Any]:
-    """GRPOConfig arguments that choose how completions are generated."""
+def grpo_generation_args(enabled: bool, gpu_memory_utilization: float, stop_token_ids: Iterable[int],
+                         trl_vllm: bool = False) -> dict[str, Any]:
+    """GRPOConfig arguments that choose how completions are generated: Unsloth's vLLM
+    (`enabled`: model.fast_inference), TRL's own (`trl_vllm`: grpo.use_vllm, whose mode, host and
+    port pass by name), or the model's generate()."""
+    if trl_vllm and not enabled:
+        return {"use_vllm": True, "generation_kwargs": {"stop_token_ids": [int(i) for i in stop_token_ids]}}
     if not enabled:
         # TRL's transformers path takes its stop ids from model.generation_config.
         return {"use_vllm": False, "generation_kwargs": {}}
@@ -275,6 +281,6 @@ def resolve_device(cfg: RunConfig) -> str:
 
 def backend_for(cfg: RunConfig) -> str:
     """cfg.model.backend, where "auto" on a CPU run means plain transformers + peft."""
-    if cfg.model.backend == "auto" and resolve_device(cfg) == "cpu":
-        return "hf"
+    if cfg.model.backend == "auto" and (resolve_device(cfg) == "cpu" or launched()):
+        return "hf"  # Unsloth trains in one process (config.launch_problem)
     return cfg.model.backend

@@ -43,6 +43,7 @@ from haiku_kit.model.backends import (
 from haiku_kit.model.chat import prepare_tokenizer
 from haiku_kit.model.english_vocab import FOLDER_PREFIX as ENGLISH_FOLDER_PREFIX
 from haiku_kit.model.english_vocab import NAME as EMBEDDED_ENGLISH
+from haiku_kit.ranks import launched, local_rank
 
 __all__ = ['adapter_misfit', 'check_adapter_fits']
 
@@ -322,7 +323,9 @@ def _load_hf(source, load_in_4bit, dtype, max_seq_length):
             bnb_4bit_compute_dtype=kwargs["dtype"],
         )
     if on_gpu:
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        # Under torchrun / accelerate launch each process trains on its own GPU (LOCAL_RANK);
+        # current_device() is still 0 in all of them until accelerate sets it.
+        kwargs["device_map"] = {"": local_rank() if launched() else torch.cuda.current_device()}
     model = _from_pretrained(AutoModelForCausalLM, source, "model", **kwargs)
     tokenizer = _from_pretrained(AutoTokenizer, source, "tokenizer")
     prepare_tokenizer(model, tokenizer, max_seq_length)
@@ -456,15 +459,17 @@ def _write_meta(model, path: Path, kind: str) -> None:
     (path / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
-def save_adapter(model, tokenizer, path: str | os.PathLike) -> Path:
-    """Save the LoRA adapter (safetensors) and tokenizer into path."""
+def save_adapter(model, tokenizer, path: str | os.PathLike, state_dict=None) -> Path:
+    """Save the LoRA adapter (safetensors) and tokenizer into path; `state_dict`: the model's
+    weights gathered from the processes that hold a shard of them (ZeRO-3, FSDP)."""
     from peft import PeftModel
 
     if not isinstance(model, PeftModel):
         raise ModelLoadError("save_adapter needs a LoRA-wrapped model (load_model with lora=...)")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out), safe_serialization=True, save_embedding_layers=False)
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
+    model.save_pretrained(str(out), safe_serialization=True, save_embedding_layers=False, **extra)
     tokenizer.save_pretrained(str(out))
     _write_meta(model, out, "adapter")
     return out

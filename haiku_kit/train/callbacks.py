@@ -4,6 +4,11 @@ GRPO samples are captured by wrapping the reward functions (`RewardRecorder`): T
 reward function with the same prompts/completions list, so the wrapper sees each completion
 and every reward component without reading trainer internals, which change between versions.
 
+Under several processes (ranks.py) each scores its own share of the completions: the logs and
+the sample log are the main process's to write (its share of the samples), the monitor's shares
+are the main process's batch, and the collapse detector decides on every process's rewards, so
+that all of them stop at the same step.
+
 The callbacks are duck-typed (any `on_*` event is a no-op unless defined) so this module never
 imports transformers: with the Unsloth backend, `import unsloth` must come first.
 
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from haiku_kit import ranks
 from haiku_kit.config import CollapseSettings, MonitorSettings
 from haiku_kit.verify.haiku import extract_poem
 from haiku_kit.verify.text import completion_text, copies_prompt, normalize, prompt_text
@@ -137,14 +143,14 @@ class SampleLogger:
 
     def __init__(self, path: str | Path, every: int = 1, n_print: int = 2):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.every = max(1, every)
         self.n_print = n_print
 
     def __call__(self, batch: RewardBatch) -> None:
-        if batch.step != 1 and batch.step % self.every:
+        if batch.step != 1 and batch.step % self.every or not ranks.is_main():
             return
         rows = batch.rows()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -279,7 +285,7 @@ class CollapseCallback(Callback):
     def on_step_end(self, args, state, control, **kwargs):
         if not self.settings.enabled or self._pending is None:
             return
-        step, value, empty = self._pending
+        step, value, empty = self._everyone(self._pending)
         self._pending = None
         reason = self.detector.observe(step, value, empty)
         if reason:
@@ -288,6 +294,16 @@ class CollapseCallback(Callback):
             print(msg, file=sys.stderr)
             control.should_training_stop = True
             control.should_save = False
+
+    def _everyone(self, pending: tuple[int, float, float]) -> tuple[int, float, float]:
+        """The step's value over every process's completions (each scored its own share), so
+        that every process's detector sees the same values and stops at the same step."""
+        shares = ranks.gather(pending)
+        if len(shares) == 1:
+            return pending
+        values = [v for _, v, _ in shares]
+        value = max(values) if self.settings.metric == "max" else sum(values) / len(values)
+        return pending[0], value, sum(e for _, _, e in shares) / len(shares)
 
     def on_save(self, args, state, control, **kwargs):
         if self.detector.fired_at is None:
@@ -301,22 +317,29 @@ class CollapseCallback(Callback):
 # --------------------------------------------------------------------------- logs and plots
 
 
+def _main_process(state) -> bool:
+    """The trainer's word on whether this is the main process (True for a bare state)."""
+    return bool(getattr(state, "is_world_process_zero", True))
+
+
 class JsonlLogger(Callback):
     """Appends every trainer log entry to log.jsonl; writes log.csv when training ends."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs:
+        # The trainer logs on every process; its logged values are already every process's.
+        if not logs or not _main_process(state):
             return
         entry = {"step": state.global_step, "epoch": state.epoch, **logs}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, default=float) + "\n")
 
     def on_train_end(self, args, state, control, **kwargs):
-        write_csv(self.path, self.path.with_suffix(".csv"))
+        if _main_process(state) and self.path.is_file():
+            write_csv(self.path, self.path.with_suffix(".csv"))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

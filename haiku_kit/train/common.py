@@ -17,10 +17,12 @@ from typing import Any
 
 import yaml
 
+from haiku_kit import ranks
 from haiku_kit.config import RunConfig, save_config
 from haiku_kit.env import write_env_json
 from haiku_kit.errors import ConfigError, DataError, TrainingInterrupted
 from haiku_kit.model.backends import Precision, choose_precision, gpu_capabilities
+from haiku_kit.model.load import save_adapter
 from haiku_kit.runs import run_root
 from haiku_kit.train.callbacks import plot_training, write_csv
 from haiku_kit.train.checkpoints import prepare_phase
@@ -176,8 +178,9 @@ def plain(value):
 
 def start_stage(phase_dir: Path, resume: str | Path | bool | None, fresh: bool | str) -> str | None:
     """Make the phase folder ready (resume.prepare_phase: the newest checkpoint by default, old
-    state moved aside on a fresh start, never deleted); the checkpoint to resume from, or None."""
-    return prepare_phase(phase_dir, resume, fresh).checkpoint
+    state moved aside on a fresh start, never deleted); the checkpoint to resume from, or None.
+    Under several processes the main one decides and moves, the others resume what it chose."""
+    return ranks.on_main(prepare_phase, phase_dir, resume, fresh).checkpoint
 
 
 def _save_interrupt_checkpoint(trainer) -> TrainingInterrupted:
@@ -190,7 +193,12 @@ def _save_interrupt_checkpoint(trainer) -> TrainingInterrupted:
 
 
 def write_logs(phase_dir: Path) -> None:
-    """log.csv and training.png from the phase's log.jsonl (a plot never loses a finished run)."""
+    """log.csv and training.png from the phase's log.jsonl (a plot never loses a finished run);
+    the main process writes them, the others wait."""
+    ranks.main_only(_write_logs, phase_dir)
+
+
+def _write_logs(phase_dir: Path) -> None:
     log = phase_dir / "log.jsonl"
     if not log.is_file():
         return
@@ -205,12 +213,36 @@ def train_phase(trainer) -> None:
     """trainer.train() resuming where the phase says, saving a checkpoint on Ctrl-C, and always
     writing the CSV and plot."""
     kit = trainer.kit_phase
+    if kit.resume and kit.device == "cpu" and ranks.launched():
+        allow_indexed_cpu_location()
     try:
         trainer.train(resume_from_checkpoint=kit.resume)
-    except KeyboardInterrupt:
-        raise _save_interrupt_checkpoint(trainer) from None
-    finally:
-        write_logs(kit.folder)
+    except BaseException as err:
+        # No waiting for the other processes on the way out: they may be stuck in the step
+        # this one left, and the launcher stops them when this one exits.
+        if ranks.is_main():
+            _write_logs(kit.folder)
+        if isinstance(err, KeyboardInterrupt):
+            raise _save_interrupt_checkpoint(trainer) from None
+        raise
+    write_logs(kit.folder)
+
+
+def allow_indexed_cpu_location() -> None:
+    """Let torch.load map storages to "cpu:0". Resuming on several CPU processes, transformers
+    5.17 loads the optimizer state with map_location=args.device, which accelerate makes
+    torch.device("cpu", 0) there, and torch 2.13 knows no storage location "cpu:0" (RuntimeError:
+    don't know how to restore data location). Registered once; other locations are untouched."""
+    import torch.serialization as ts
+
+    if getattr(allow_indexed_cpu_location, "done", False):
+        return
+
+    def restore(storage, location: str):
+        return storage.cpu() if location.startswith("cpu:") else None
+
+    ts.register_package(99, lambda obj: None, restore)
+    allow_indexed_cpu_location.done = True
 
 
 def record_effective(cfg: RunConfig, phase: str, phase_dir: Path, values: dict) -> None:
@@ -218,7 +250,11 @@ def record_effective(cfg: RunConfig, phase: str, phase_dir: Path, values: dict) 
 
     RUN/<phase>/config.yaml keeps the whole config this phase ran with: RUN/config.yaml is
     rewritten by each CLI call, so a run trained in two calls with different overrides would
-    otherwise keep only the last call's."""
+    otherwise keep only the last call's. The main process writes them, the others wait."""
+    ranks.main_only(_record_effective, cfg, phase, phase_dir, values)
+
+
+def _record_effective(cfg: RunConfig, phase: str, phase_dir: Path, values: dict) -> None:
     for key, value in values.items():
         logger.info("%s effective %s = %r", phase, key, value)
     (phase_dir / "effective.yaml").write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
@@ -230,6 +266,30 @@ def record_effective(cfg: RunConfig, phase: str, phase_dir: Path, values: dict) 
         effective = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("effective") or {}
     effective[phase] = values
     save_config(cfg, config_path, extra={"effective": effective})
+
+
+def batch_effective(args, per_step: int | None = None) -> dict[str, int]:
+    """The process count and the global batch the trainer really uses: rows (SFT) or
+    completions (GRPO) per optimizer step, over every process."""
+    n = int(args.world_size)
+    per_step = args.per_device_train_batch_size if per_step is None else per_step
+    return {"processes": n, "global_batch": per_step * n * args.gradient_accumulation_steps}
+
+
+def save_trained_adapter(trainer, folder: Path) -> Path:
+    """The trainer's LoRA adapter (safetensors) and tokenizer in `folder`, written by the main
+    process; the others wait. Under DeepSpeed ZeRO-3 or FSDP each process holds a shard of the
+    weights: every process takes part in gathering them (accelerate's get_state_dict) first."""
+    state_dict = None
+    if ranks.launched() and (getattr(trainer, "is_fsdp_enabled", False) or _zero3(trainer)):
+        state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return ranks.on_main(save_adapter, trainer.model, trainer.kit_phase.tokenizer, folder,
+                         state_dict=state_dict)
+
+
+def _zero3(trainer) -> bool:
+    plugin = getattr(getattr(trainer.accelerator, "state", None), "deepspeed_plugin", None)
+    return bool(plugin is not None and getattr(plugin, "zero_stage", 0) == 3)
 
 
 def precision_name(args) -> str:

@@ -30,17 +30,18 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
+from haiku_kit import ranks
 from haiku_kit.config import DistillSettings, RunConfig
 from haiku_kit.data.sources import load_table, load_topic_list
 from haiku_kit.data.splits import load_run_data
 from haiku_kit.data.topics import far_from, fresh_topics
 from haiku_kit.generate.write import SamplingSettings, generate
 from haiku_kit.model.backends import resolve_device
-from haiku_kit.model.load import save_adapter
 from haiku_kit.runs import RunPaths
 from haiku_kit.train.common import (
     KitPhase,
     record_effective,
+    save_trained_adapter,
     start_stage,
     train_phase,
     write_logs,
@@ -207,6 +208,27 @@ def poems_dataset(kept: list[dict]):
     return datasets.Dataset.from_list(records).shuffle(seed=0)
 
 
+def round_poems(cfg: RunConfig, model, tokenizer, dataset, round_: int) -> tuple[list[dict], dict]:
+    """Round N's verified poems and how they were got: RUN/sft/distill/round-N/poems.jsonl when
+    a run wrote it before, else sampled (round 1: read from distill.corpus when set) and written."""
+    s = cfg.distill
+    folder = distill_dir(cfg, round_)
+    poems_file = folder / POEMS
+    if poems_file.is_file():
+        kept = [json.loads(line) for line in poems_file.read_text(encoding="utf-8").splitlines()]
+        return kept, {"reused": str(poems_file), "kept": len(kept)}
+    if round_ == 1 and s.corpus:
+        kept, stats = corpus_poems(s.corpus, dataset, judge=s.judge)
+    else:
+        extra = load_topic_list(s.extra_topics) if s.extra_topics else ()
+        rows = training_prompts(dataset, s.topics, extra)
+        kept, stats = sample_verified(model, tokenizer, rows, s, seed=cfg.seed + round_ - 1,
+                                      round_=round_)
+    folder.mkdir(parents=True, exist_ok=True)
+    poems_file.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    return kept, stats
+
+
 def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_checkpoint=None,
                     fresh=False, round_: int = 1):
     """TRL's SFTTrainer continuing `model` (the SFT model, or the previous round's) on its own
@@ -218,22 +240,11 @@ def distill_trainer(cfg: RunConfig, model, tokenizer, dataset=None, resume_from_
         return None
     folder = distill_dir(cfg, round_)
     resume = start_stage(folder, resume_from_checkpoint, fresh)
-    poems_file = folder / POEMS
-    if poems_file.is_file():
-        kept = [json.loads(line) for line in poems_file.read_text(encoding="utf-8").splitlines()]
-        stats = {"reused": str(poems_file), "kept": len(kept)}
-    else:
-        dataset = dataset if dataset is not None else load_run_data(cfg)
-        if round_ == 1 and s.corpus:
-            kept, stats = corpus_poems(s.corpus, dataset, judge=s.judge)
-        else:
-            extra = load_topic_list(s.extra_topics) if s.extra_topics else ()
-            rows = training_prompts(dataset, s.topics, extra)
-            kept, stats = sample_verified(model, tokenizer, rows, s, seed=cfg.seed + round_ - 1,
-                                          round_=round_)
-        folder.mkdir(parents=True, exist_ok=True)
-        poems_file.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    print(f"self-distillation round {round_}/{s.rounds}, poems: {stats}")
+    dataset = dataset if dataset is not None else load_run_data(cfg)
+    # Under several processes the main one samples and writes the poems; all train on them.
+    kept, stats = ranks.on_main(round_poems, cfg, model, tokenizer, dataset, round_)
+    if ranks.is_main():
+        print(f"self-distillation round {round_}/{s.rounds}, poems: {stats}")
     if not kept:
         print("no verified poem to distil: the SFT adapter stays as it is")
         return None
@@ -256,10 +267,15 @@ def save_distill(cfg: RunConfig, trainer) -> Path:
     kit = trainer.kit_phase
     write_logs(kit.folder)
     record_effective(cfg, kit.phase, kit.folder, sft_effective(trainer))
-    own = save_adapter(trainer.model, kit.tokenizer, kit.folder / "adapter")
+    own = save_trained_adapter(trainer, kit.folder / "adapter")
+    return ranks.on_main(_install_adapter, cfg, own, trainer.distill_round)
+
+
+def _install_adapter(cfg: RunConfig, own: Path, round_: int) -> Path:
+    """RUN/sft/adapter := a copy of the round's adapter `own` (round 1 keeps the plain SFT one)."""
     adapter = RunPaths.of(cfg).sft_adapter
     if adapter.is_dir():
-        if trainer.distill_round == 1:
+        if round_ == 1:
             before = distill_dir(cfg) / "sft-adapter"
             if before.exists():
                 shutil.rmtree(before)  # the SFT phase just rewrote RUN/sft/adapter: newer

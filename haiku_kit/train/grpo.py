@@ -22,13 +22,14 @@ from typing import Any
 
 import yaml
 
-from haiku_kit.config import GRPOSettings, RunConfig, grpo_variant_settings
+from haiku_kit import ranks
+from haiku_kit.config import GRPOSettings, RunConfig, check_launch, grpo_variant_settings
 from haiku_kit.data.splits import load_run_data, sft_answers
 from haiku_kit.errors import ConfigError, DataError, ModelLoadError
 from haiku_kit.generate.sampling import install_fast_topk_topp
 from haiku_kit.model.backends import grpo_generation_args, resolve_device
 from haiku_kit.model.chat import stop_token_ids
-from haiku_kit.model.load import check_adapter_dir, load_from_config, save_adapter
+from haiku_kit.model.load import check_adapter_dir, load_from_config
 from haiku_kit.runs import RunPaths, grpo_phases, grpo_starts_from_sft, phase_dir_name, variant_of
 from haiku_kit.train.callbacks import (
     CollapseCallback,
@@ -41,6 +42,7 @@ from haiku_kit.train.callbacks import attach as attach_live_view
 from haiku_kit.train.checkpoints import choose_checkpoint, find_checkpoint
 from haiku_kit.train.common import (
     KitPhase,
+    batch_effective,
     cap_rows,
     config_args,
     install_cpu_logprob_fallback,
@@ -48,6 +50,7 @@ from haiku_kit.train.common import (
     plain,
     precision_name,
     record_effective,
+    save_trained_adapter,
     select_split,
     start_stage,
     train_phase,
@@ -199,7 +202,7 @@ def grpo_config_args(cfg: RunConfig, s: GRPOSettings, phase_dir: Path, device: s
     from trl import GRPOConfig
 
     fast = bool(cfg.model.fast_inference)
-    generation = grpo_generation_args(fast, cfg.model.gpu_memory_utilization, stop_ids)
+    generation = grpo_generation_args(fast, cfg.model.gpu_memory_utilization, stop_ids, s.use_vllm)
     return config_args(GRPOConfig, cfg, s, phase_dir, device, model, dict(
         **generation,
         **grpo_translations(s),
@@ -253,6 +256,7 @@ def grpo_effective(trainer) -> dict:
         **{name: plain(getattr(a, name)) for name in names},
         "gradient_checkpointing": a.gradient_checkpointing,
         "steps_per_generation": a.steps_per_generation,
+        **batch_effective(a),  # global_batch: completions per optimizer step
         "stop_token_ids": list(getattr(trainer, "eos_token_ids", [])),
         "use_vllm": a.use_vllm,
         "generation_kwargs": dict(a.generation_kwargs or {}),
@@ -326,14 +330,15 @@ def save_grpo(cfg: RunConfig, trainer) -> Path:
     write_logs(kit.folder)
     record_effective(cfg, kit.phase, kit.folder, grpo_effective(trainer))
     collapse = trainer.collapse
-    if collapse.collapsed:
+    if collapse.collapsed:  # every process: the detector decides on all processes' rewards
         report = {"step": collapse.detector.fired_at, "reason": collapse.detector.reason,
                   "action": collapse.settings.action}
         if collapse.settings.action == "rollback":
             restored = _rollback(trainer, collapse)
             report["restored_from"] = str(restored) if restored else None
-        (kit.folder / "collapse.yaml").write_text(yaml.safe_dump(report), encoding="utf-8")
-    return save_adapter(trainer.model, kit.tokenizer, kit.folder / "adapter")
+        ranks.main_only((kit.folder / "collapse.yaml").write_text, yaml.safe_dump(report),
+                        encoding="utf-8")
+    return save_trained_adapter(trainer, kit.folder / "adapter")
 
 
 def run_grpo(
@@ -354,6 +359,7 @@ def run_grpo(
     restored); `resume_from_checkpoint` ("latest", a path, False) and `fresh` (start over, the
     old state moved aside; "delete" deletes it) change that (resume.py).
     `variant` picks a grpo_variants entry (phases "grpo:VARIANT")."""
+    check_launch(cfg)  # a launch of several processes: hf backend
     s = grpo_variant_settings(cfg, variant)
     choose_checkpoint(_phase_dir(cfg, variant), resume_from_checkpoint, fresh)  # before loading
     init = start_adapter(cfg, s, init_adapter, previous)

@@ -18,18 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from haiku_kit.config import RunConfig
+from haiku_kit.config import RunConfig, check_launch
 from haiku_kit.data.splits import load_run_data
 from haiku_kit.errors import DataError
 from haiku_kit.model.backends import resolve_device
 from haiku_kit.model.chat import text_tokenizer
-from haiku_kit.model.load import load_from_config, save_adapter
+from haiku_kit.model.load import load_from_config
 from haiku_kit.runs import RunPaths
 from haiku_kit.train.callbacks import JsonlLogger
 from haiku_kit.train.callbacks import attach as attach_live_view
 from haiku_kit.train.checkpoints import choose_checkpoint
 from haiku_kit.train.common import (
     KitPhase,
+    batch_effective,
     cap_rows,
     config_args,
     install_cpu_logprob_fallback,
@@ -37,6 +38,7 @@ from haiku_kit.train.common import (
     plain,
     precision_name,
     record_effective,
+    save_trained_adapter,
     select_split,
     start_stage,
     train_phase,
@@ -193,6 +195,7 @@ def sft_effective(trainer) -> dict:
         "completion_only_loss": a.completion_only_loss,
         **{name: plain(getattr(a, name)) for name in passthrough_names(SFTSettings, type(a))},
         "gradient_checkpointing": a.gradient_checkpointing,
+        **batch_effective(a),
         "precision": precision_name(a),
         "precision_reason": training_precision(kit.device, trainer.model).reason,
         "device": kit.device,
@@ -207,7 +210,7 @@ def save_sft(cfg: RunConfig, trainer) -> Path:
     kit = trainer.kit_phase
     write_logs(kit.folder)
     record_effective(cfg, "sft", kit.folder, sft_effective(trainer))
-    return save_adapter(trainer.model, kit.tokenizer, kit.folder / "adapter")
+    return save_trained_adapter(trainer, kit.folder / "adapter")
 
 
 def run_sft(
@@ -217,6 +220,7 @@ def run_sft(
     """Load the config's model with a fresh LoRA, train it on the SFT split (resuming RUN/sft's
     newest checkpoint unless `fresh`), save; returns RUN/sft/adapter, or what
     `then(model, tokenizer, adapter)` returns (the CLI: distill.distil_after_sft)."""
+    check_launch(cfg)  # a launch of several processes: hf backend
     # A bad --resume/--fresh fails before the model loads.
     choose_checkpoint(RunPaths.of(cfg).phase_dir("sft"), resume_from_checkpoint, fresh)
     model, tokenizer = load_from_config(cfg)

@@ -36,4 +36,9 @@ def test_every_trl_config_argument_the_kit_sets_is_a_field(preset, tmp_path, mon
                 s = grpo_variant_settings(cfg, variant_of(phase))
                 args = grpo_config_args(cfg, s, tmp_path / "grpo", device, None, [1, 106])
                 assert set(args) - grpo_fields == set(), (preset, phase, device, fast)
-                assert args["use_vllm"] is fast and args["loss_type"] == s.loss_type
+                # Unsloth's vLLM (model.fast_inference) or TRL's own (grpo.use_vllm, e.g. server mode)
+                assert args["use_vllm"] is (fast or s.use_vllm) and args["loss_type"] == s.loss_type
+                if s.use_vllm and not fast:
+                    assert (args["vllm_mode"], args["vllm_server_port"]) == (s.vllm_mode, s.vllm_server_port)
+                    # TRL builds its config from them (its own checks of the values), here on a CPU
+                    GRPOConfig(**{**args, "bf16": False, "fp16": False, "use_cpu": True})

@@ -1,0 +1,151 @@
+"""Two real processes (torchrun, gloo on the CPU) train the smoke SFT and GRPO through the kit's
+CLI on the tiny model: both train, only the main process writes the run folder (a write audit,
+tests/write_audit/sitecustomize.py, records every write of every process under the run folder),
+and the losses match a one-process run with the same global batch and seed.
+
+Each launch costs about 25-40 s on the 2-core CI machine (two Python processes importing torch,
+transformers and TRL), so the SFT test checks resume with the same launches it compares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+from training_helpers import FAST_REWARDS, read_log, rows
+
+from haiku_kit import cli
+
+AUDIT = Path(__file__).resolve().parents[1] / "write_audit"
+# The one file another process writes: the trainer's checkpoint keeps each process's random
+# state (transformers' Trainer._save_rng_state), so that a resumed run draws what it would have.
+OTHER_RANKS_MAY_WRITE = "rng_state_{rank}.pth"
+# float32 sums over 2 x 2 rows instead of 4 rows differ in the last digits (measured: 1e-7 relative)
+LOSS_RTOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    """The sft/rl/eval splits of 48 embedded rows, built without MiniLM (seconds, not a minute)."""
+    from haiku_kit.data.splits import build_splits
+
+    out = tmp_path_factory.mktemp("splits")
+    build_splits(rows(48), out, min_similarity=None, near_topic_cosine=None)
+    return out
+
+
+def launch(tmp_path, nproc: int, stage: str, run: Path, *overrides: str, audit: Path | None = None):
+    """`haiku-kit train STAGE` on `nproc` processes (torchrun) or in one process; the processes'
+    output on failure."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(AUDIT), *sys.path]),
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    if audit is not None:
+        audit.mkdir(exist_ok=True)
+        env.update(HAIKU_KIT_AUDIT_ROOT=str(run.parent), HAIKU_KIT_AUDIT_LOG=str(audit))
+    cli = ["-m", "haiku_kit.cli", "train", stage, "--preset", "cpu-smoke", "--out", str(run),
+           "--set", "live_every=0", *overrides]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_port", str(_free_port()), *cli]
+    else:
+        cmd = [sys.executable, *cli]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def audited_writes(audit: Path) -> dict[str, dict[str, set[str]]]:
+    """{rank: {path: events}} of every write the launched processes made under the audit root."""
+    writes: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for log in audit.glob("*.jsonl"):
+        for line in log.read_text().splitlines():
+            row = json.loads(line)
+            writes[row["rank"]][row["path"]].add(row["event"])
+    return writes
+
+
+def check_one_writer(audit: Path, root: Path) -> dict[str, set[str]]:
+    """No file under `root` written by two processes, none by another process than the main one
+    but its random state, none the audit missed. Returns the main process's writes."""
+    writes = audited_writes(audit)
+    assert set(writes) == {"0", "1"}, f"no write audited for some process: {sorted(writes)}"
+    files = {ranked: {p for p, events in paths.items() if events != {"os.mkdir"}}
+             for ranked, paths in writes.items()}
+    allowed = OTHER_RANKS_MAY_WRITE.format(rank=1)
+    assert {p for p in files["1"] if Path(p).name != allowed} == set(), files["1"]
+    assert files["0"] & files["1"] == set()
+    on_disk = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    assert on_disk - files["0"] - files["1"] == set(), "files written that the audit did not see"
+    return files["0"]
+
+
+SFT = ("sft.learning_rate=1e-2", "sft.lr_scheduler_type=constant", "sft.warmup_ratio=0.0",
+       "sft.save_steps=1")
+
+
+@pytest.mark.slow
+def test_two_processes_train_sft_like_one_with_the_same_global_batch(tmp_path, tiny_model_dir, splits):
+    root, audit = tmp_path / "audited", tmp_path / "audit"
+    run = root / "run"
+    common = (f"model.name={tiny_model_dir}", f"data.splits_dir={splits}", *SFT)
+    # 2 processes x 2 rows: 2 steps, then a second launch resumes checkpoint-2 for step 3
+    launch(tmp_path, 2, "sft", run, *common, "sft.max_steps=2", audit=audit)
+    again = launch(tmp_path, 2, "sft", run, *common, "sft.max_steps=3", audit=audit)
+    assert "resuming sft from" in again.stderr and "checkpoint-2" in again.stderr
+    # 1 process x 4 rows, 3 steps in one go (in this process: no second start-up to pay)
+    ref = tmp_path / "ref"
+    assert cli.main(["train", "sft", "--preset", "cpu-smoke", "--out", str(ref), "--set",
+                     "live_every=0", *common, "sft.max_steps=3",
+                     "sft.per_device_train_batch_size=4"]) == 0
+
+    main = check_one_writer(audit, root)
+    assert {"run/sft/effective.yaml", "run/sft/adapter/adapter_model.safetensors",
+            "run/sft/log.jsonl", "run/config.yaml", "run/.lock"} <= main  # the audit sees writes
+    # both processes trained: the second saved its random state in the checkpoints
+    assert (run / "sft/checkpoints/checkpoint-3/rng_state_1.pth").is_file()
+    effective = yaml.safe_load((run / "sft/effective.yaml").read_text())
+    assert effective["processes"] == 2 and effective["global_batch"] == 4
+    assert yaml.safe_load((ref / "sft/effective.yaml").read_text())["global_batch"] == 4
+
+    two = [r for r in read_log(run / "sft/log.jsonl") if "loss" in r]
+    one = [r for r in read_log(ref / "sft/log.jsonl") if "loss" in r]
+    assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3]
+    for a, b in zip(two, one):
+        assert a["loss"] == pytest.approx(b["loss"], rel=LOSS_RTOL), (a, b)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=LOSS_RTOL), (a, b)
+    # the learning rate of 1e-2 moves the loss: equal losses are equal updates, not a flat start
+    assert two[2]["loss"] < two[0]["loss"] - 0.01
+
+
+@pytest.mark.slow
+def test_two_processes_train_grpo_and_only_the_main_one_writes(tmp_path, tiny_model_dir, splits):
+    root, audit = tmp_path / "audited", tmp_path / "audit"
+    run = root / "run"
+    launch(tmp_path, 2, "grpo", run, f"model.name={tiny_model_dir}", f"data.splits_dir={splits}",
+           "grpo.init=base", FAST_REWARDS, audit=audit)
+    main = check_one_writer(audit, root)
+    assert {"run/grpo/samples.jsonl", "run/grpo/adapter/adapter_model.safetensors"} <= main
+    effective = yaml.safe_load((run / "grpo/effective.yaml").read_text())
+    # 4 completions per process and step, TRL's generation batch over both processes
+    assert effective["processes"] == 2 and effective["global_batch"] == 8
+    assert effective["generation_batch_size"] == 8
+    log = [r for r in read_log(run / "grpo/log.jsonl") if "reward" in r]
+    assert [r["step"] for r in log] == [1, 2]
+    # the main process logs its own share of the samples: 4 of the 8 completions a step
+    samples = read_log(run / "grpo/samples.jsonl")
+    assert [s["step"] for s in samples] == [1] * 4 + [2] * 4
