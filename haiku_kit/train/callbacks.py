@@ -174,10 +174,36 @@ def _text(completion: Any) -> str:
     return completion_text(completion, strict=False)
 
 
+def judged_shares(texts: list[str], topics: list[str], prompts: list[str]) -> dict[str, float]:
+    """The eval's headline parts on one batch of completions: the share that is a valid 5-7-5
+    haiku, that reads as English by the judge's rules, and that is good (valid, fluent, on topic
+    by MiniLM and no copy: verify.judge, without its word-order model), plus the mean syllable
+    distance. A rising reward with a flat good share is a reward being gamed. {} when the judge
+    fails: a monitor never stops training."""
+    if not texts:
+        return {}
+    try:
+        from haiku_kit.verify.judge import Judge
+
+        verdicts = Judge().judge(texts, topics, prompts)
+        from haiku_kit.verify.haiku import check
+
+        distances = [check(v.poem).distance for v in verdicts]
+    except Exception as err:  # noqa: BLE001 - a monitor never stops training
+        logger.warning("monitor: the judge failed on a batch (%s); shares skipped", err)
+        return {}
+    n = len(verdicts)
+    return {"monitor/valid_share": sum(v.valid for v in verdicts) / n,
+            "monitor/fluent_share": sum(v.fluent for v in verdicts) / n,
+            "monitor/good_share": sum(v.good for v in verdicts) / n,
+            "monitor/mean_distance": sum(distances) / n}
+
+
 class HackingMonitor(Callback):
     """Share of completions that copy the prompt (text.copies_prompt, the eval's measure) or
     reproduce an SFT answer, plus TRL's frac_reward_zero_std and clipped-completion ratio;
-    warns loudly past a threshold."""
+    warns loudly past a threshold. Also logs the judge's shares (judged_shares): valid, fluent,
+    good and the mean syllable distance of each scored batch."""
 
     def __init__(self, settings: MonitorSettings | None = None, train_answers: Iterable[str] = ()):
         self.settings = settings or MonitorSettings()
@@ -199,6 +225,7 @@ class HackingMonitor(Callback):
             sum(normalize(p) in self.train_answers for p in poems) / n if self.train_answers else 0.0
         )
         self.latest["monitor/empty_share"] = sum(not t.strip() for t in texts) / n
+        self.latest.update(judged_shares(texts, topics, [prompt_text(p) for p in batch.prompts]))
 
     def check(self, logs: dict) -> list[str]:
         s = self.settings
@@ -407,6 +434,7 @@ LINE_KEYS = (
     ("loss", "loss"),
     ("reward", "reward"),
     ("monitor/valid_share", "haiku"),
+    ("monitor/good_share", "good"),
     ("monitor/mean_distance", "dist"),
     ("frac_reward_zero_std", "zero_std"),
     ("learning_rate", "lr"),
@@ -455,7 +483,8 @@ def panels(history: list[dict[str, Any]]) -> list[tuple[str, dict[str, list[tupl
     wanted = [
         ("reward components", {"reward": "reward",
                                **{k[len("rewards/"):-len("/mean")]: k for k in reward_keys}}),
-        ("valid haiku share", {"haiku": "monitor/valid_share"}),
+        ("valid and good haiku share", {"valid": "monitor/valid_share",
+                                        "good": "monitor/good_share"}),
         ("mean syllable distance", {"distance": "monitor/mean_distance"}),
         ("loss", {"loss": "loss"}),
     ]

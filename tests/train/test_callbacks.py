@@ -14,6 +14,7 @@ from haiku_kit.train.callbacks import (
     JsonlLogger,
     RewardRecorder,
     SampleLogger,
+    compact_line,
     plot_training,
     read_jsonl,
     write_csv,
@@ -120,6 +121,30 @@ def test_hacking_monitor_measures_shares_and_warns(capsys):
     err = capsys.readouterr().err
     assert "copy_prompt_share" in err and "train_overlap_share" in err and "frac_reward_zero_std" in err
     assert "clipped_ratio" not in err
+
+
+def test_the_monitor_logs_the_judges_shares():
+    """GRPO logs what eval reports: valid, fluent and good shares of each batch (real MiniLM)."""
+    monitor = HackingMonitor(MonitorSettings())
+    recorder = RewardRecorder(["a"])
+    recorder.listeners.append(monitor)
+    topic = "autumn rain"
+    prompt = [{"role": "user", "content": f"Generate a haiku about the following topic: {topic}"}]
+    completions = [
+        "autumn rain taps slow\non the roof of the tool shed\nrust blooms on the rake",  # good
+        "the rain on the roof\nof the shed in the rain, then\nthe rain on the, the",  # filler
+        "rain",  # not a haiku
+        "autumn rain taps slow\non the roof of the tool shed\nrust blooms on the rake",
+    ]
+    batch_call(recorder, 1, completions, [prompt] * 4, [topic, topic, topic, "a tax form"],
+               {"a": [0, 0, 0, 0]})
+    logs = {"reward": 0.0}
+    monitor.on_log(None, SimpleNamespace(global_step=1), None, logs=logs)
+    assert logs["monitor/valid_share"] == 0.75  # the filler counts right
+    assert logs["monitor/fluent_share"] == 0.75  # all but the filler ("rain" breaks no rule)
+    assert logs["monitor/good_share"] == 0.25  # the same poem under "a tax form" is off topic
+    assert logs["monitor/mean_distance"] > 0
+    assert "good 0.25" in compact_line(logs, 1)
 
 
 def test_collapse_callback_stops_training_and_tracks_good_checkpoints():
