@@ -3,6 +3,14 @@
 The notebooks (notebooks/NN_*.py, paired .ipynb, shipped in the package) call stages.py; each
 reads the artifacts of earlier stages by path (runs.py holds the layout), which is what makes
 `--from STAGE` possible. This module only runs them.
+
+The pipeline runs in one process: papermill starts one kernel per notebook. Under a launcher
+(`accelerate launch`, `torchrun`: WORLD_SIZE > 1) it refuses in one line and names the per-stage
+commands instead: each of the N copies would run the whole pipeline, each with its own kernels
+that are not processes of the launch, so the training would not be shared and N pipelines would
+write one run folder. Several processes train through `haiku-kit train sft|grpo` (or a training
+notebook's .py run as a script by the launcher: stages.py is rank-aware); the data, evaluation
+and report stages need one process.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from haiku_kit import ranks
 from haiku_kit.config import resolve_config, save_config
 from haiku_kit.errors import HaikuKitError
 from haiku_kit.runs import (
@@ -172,6 +181,15 @@ def _kept_effective(paths: RunPaths) -> dict | None:
 TRAINING_STAGES = ("sft", "grpo")
 
 
+def launched_pipeline_error(preset: str, out_dir: str | Path) -> str:
+    """The one line `haiku-kit pipeline` says under a launcher: what to launch instead."""
+    return (f"the pipeline runs its notebooks in one process and this is {ranks.describe()} of a "
+            "launch: run `haiku-kit pipeline` without a launcher, or launch each training stage, "
+            f"`accelerate launch --config_file CONFIG --num_processes {ranks.processes()} -m "
+            f"haiku_kit.cli train sft|grpo --preset {preset} --out {out_dir}` "
+            "(CONFIG: haiku_kit/resources/accelerate/ddp.yaml; docs/scale-out.md)")
+
+
 def run_pipeline(
     preset: str,
     overrides: list[str] | None,
@@ -191,6 +209,8 @@ def run_pipeline(
     the first training stage run) and `fresh` (True: old state moved aside; "delete") reach
     them as the notebooks' `resume`/`fresh` parameters (train/checkpoints.py).
     """
+    if ranks.launched():
+        raise PipelineError(launched_pipeline_error(preset, out_dir))
     overrides = list(overrides or [])
     paths = RunPaths(Path(out_dir).resolve())
     start = STAGES.index(check_stage(from_stage)) if from_stage else 0

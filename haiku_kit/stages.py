@@ -26,6 +26,13 @@ wants to see before anything else. `save_and_share` writes the model card (alway
 weights and/or a GGUF when asked (export.export_run, re-scored beside the adapter), and pushes
 the result when given a Hub repo.
 
+Under a launcher (`accelerate launch` / `torchrun` running a notebook's .py as a script, one
+copy per process) every process runs every cell: the processes train together, and the helpers
+here follow ranks.py's rule: the main process writes the run folder (open_run's files, the data
+splits, evaluations, the report, the model card and exports), evaluates and shows results; the
+others wait for it and get its return value. `haiku-kit pipeline` itself runs the notebooks in
+one kernel and refuses a launch (pipeline.py); `launch_command` prints the per-stage command.
+
 Showing a stage's results inline in a notebook: `*_markdown` builds the text (tests read
 it), `show_*` displays it and returns None, so a show call at the end of a cell prints nothing
 twice. Outside IPython the text is printed.
@@ -41,8 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from haiku_kit import ranks
 from haiku_kit.config import (
+    generation_batch_problem,
     grpo_variant_settings,
+    launch_problem,
     list_presets,
     load_config,
     resolve_config,
@@ -55,7 +65,7 @@ from haiku_kit.evaluate import report
 from haiku_kit.evaluate.report import learning_curve
 from haiku_kit.evaluate.scoring import EvalResult, run_eval
 from haiku_kit.generate.write import SamplingSettings, WrittenHaiku, write_haiku
-from haiku_kit.model.backends import backend_for, import_backend
+from haiku_kit.model.backends import backend_for, import_backend, resolve_device
 from haiku_kit.model.load import load_from_config
 from haiku_kit.runs import (
     ARTIFACTS,
@@ -122,7 +132,12 @@ def save_and_share(run_dir: str | Path, phase: str = "grpo", merged: bool = Fals
                    rescore: int = 32) -> Path:
     """Model card for `phase`'s adapter; merged weights / GGUF when asked (re-scored beside the
     adapter, the table printed); push to `push_to` when given. Returns the folder written (or
-    pushed): the adapter folder, or RUN/export/STAGE."""
+    pushed): the adapter folder, or RUN/export/STAGE. Under a launch: the main process's work,
+    the others wait for its folder."""
+    return ranks.on_main(_save_and_share, run_dir, phase, merged, gguf, push_to, rescore)
+
+
+def _save_and_share(run_dir, phase, merged, gguf, push_to, rescore) -> Path:
     paths = RunPaths(Path(run_dir))
     if merged or gguf:
         result: Exported = export_run(paths.root, phase=phase, merged=merged, gguf=gguf,
@@ -149,6 +164,8 @@ def save_and_share(run_dir: str | Path, phase: str = "grpo", merged: bool = Fals
 # -------------------- notebook view --------------------
 
 def _display(*objs: Any) -> None:
+    if not ranks.is_main():  # under a launch every process runs the cell: one shows it
+        return
     try:
         from IPython.display import display
     except ImportError:  # plain Python without IPython: print the text parts
@@ -245,6 +262,8 @@ def start_app(model, tokenizer, name: str, web_app: bool | str = "auto",
 
     from haiku_kit.errors import missing_extra
 
+    if not ranks.is_main():  # under a launch: one page, the main process's
+        return None
     if web_app == "auto":
         web_app = "google.colab" in sys.modules
     if not web_app:
@@ -317,17 +336,65 @@ def open_run(
     """Resolve the config for a stage notebook; writes RUN/config.yaml if it is not there.
     `resume`/`fresh`: where training phases start (default: their newest checkpoint, if any).
     preset="auto" picks one for this machine (env.choose_preset) and says which and why; a run
-    folder that already has a config keeps the preset it was started with."""
+    folder that already has a config keeps the preset it was started with.
+
+    Under a launcher (the notebook's .py run by `accelerate launch` / `torchrun`) this starts
+    the process group the trainers use, and the main process alone writes the run folder (and
+    picks the auto preset: the others take its choice, not a config.yaml it may be writing)."""
     paths = RunPaths(Path(run_dir).resolve())
     if preset == AUTO_PRESET:
-        preset = _auto_preset(paths)
-    paths.root.mkdir(parents=True, exist_ok=True)
+        preset = ranks.on_main(_auto_preset, paths)
     cfg = resolve_config(preset, overrides, paths.root)
+    if ranks.launched():  # the group the trainers use, as `haiku-kit train` starts it (cli._train)
+        ranks.start(cpu=resolve_device(cfg) == "cpu")
     import_backend(backend_for(cfg))  # Unsloth first, before any stage imports transformers
+    ranks.main_only(_start_run_folder, paths, cfg)
+    return Run(preset, list(overrides), cfg, paths, resume=resume or None, fresh=fresh or False)
+
+
+def _start_run_folder(paths: RunPaths, cfg) -> None:
+    paths.root.mkdir(parents=True, exist_ok=True)
     write_env_json(paths.root)  # RUN/env.json: the versions and GPU this stage runs with
     if not paths.config.is_file():  # training adds the trainer's effective settings to it later
         save_config(cfg, paths.config)
-    return Run(preset, list(overrides), cfg, paths, resume=resume or None, fresh=fresh or False)
+
+
+def launch_command(run: Run, stage: str, processes: int = 2, config: str = "ddp") -> str:
+    """The shell command that trains `stage` ("sft" or "grpo") of this run on `processes`
+    processes (one per GPU) with the shipped accelerate `config` (ddp, deepspeed-zero2,
+    deepspeed-zero3, fsdp, multi-node-ddp: haiku_kit/resources/accelerate/): the run's preset,
+    overrides, resume/fresh and folder, through `haiku-kit train` (docs/scale-out.md). The
+    notebooks only print it: a kernel is one process, and the launcher starts its own.
+
+    Unsloth trains in one process, so a preset on it gets `model.backend=hf
+    model.fast_inference=false` added; a GRPO batch that does not divide on that many processes
+    (TRL's rule, config.generation_batch_problem) is said in a `#` line above the command."""
+    import shlex
+
+    if stage not in ("sft", "grpo"):
+        raise ConfigError(f"stage={stage!r}: launch_command trains 'sft' or 'grpo'")
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ConfigError(f"processes={processes!r}: must be a whole number of processes, 1 or more")
+    configs = Path(__file__).parent / "resources" / "accelerate"
+    shipped = sorted(p.stem for p in configs.glob("*.yaml"))
+    if config not in shipped:
+        raise ConfigError(f"config={config!r}: not a shipped accelerate config (one of {', '.join(shipped)})")
+    overrides = list(run.overrides)
+    if launch_problem(run.cfg, processes):  # the one override the error itself asks for
+        overrides += ["model.backend=hf", "model.fast_inference=false"]
+    cmd = ["accelerate", "launch", "--config_file", str(configs / f"{config}.yaml"),
+           "--num_processes", str(processes), "-m", "haiku_kit.cli", "train", stage,
+           "--preset", run.preset]
+    if overrides:
+        cmd += ["--set", *overrides]
+    if run.resume:
+        cmd += ["--resume", str(run.resume)]
+    if run.fresh:
+        cmd += ["--fresh"] + (["delete"] if run.fresh == "delete" else [])
+    cmd += ["--out", str(run.paths.root)]
+    problem = generation_batch_problem("grpo", run.cfg.grpo, processes) if stage == "grpo" else None
+    note = f"# on {processes} processes: {problem}\n" if problem else ""
+    return note + shlex.join(cmd)
 
 
 def _auto_preset(paths: RunPaths) -> str:
@@ -354,7 +421,12 @@ def _require(path: Path, marker: str, what: str) -> Path:
 
 def build_data(run: Run) -> Path:
     """Stage 01: write the sft/rl/eval splits to RUN/data (from data.source, or a copy of
-    data.splits_dir so the run folder holds everything it used)."""
+    data.splits_dir so the run folder holds everything it used). Under a launch the main process
+    builds them, the others wait and read the same folder."""
+    return ranks.on_main(_build_data, run)
+
+
+def _build_data(run: Run) -> Path:
     d, out = run.cfg.data, run.paths.data
     if out.exists():
         shutil.rmtree(out)
@@ -612,7 +684,14 @@ def evaluate_model(run: Run, name: str, data_dir: str | Path, adapter: str | Pat
 
     constrained=True decodes with the syllable-constrained decoder into the row
     "NAME + constrained", beside the free row; it runs only where the preset's
-    eval.constrained is on (else None)."""
+    eval.constrained is on (else None).
+
+    Under a launch the main process evaluates (one model, every prompt: the numbers do not
+    depend on the process count) and the others wait for its result, which all return."""
+    return ranks.on_main(_evaluate_model, run, name, data_dir, adapter, constrained)
+
+
+def _evaluate_model(run: Run, name: str, data_dir, adapter, constrained: bool):
     if adapter is None and name != "base":
         print(f"no '{name}' model in this run (phases: {run.cfg.phases}); nothing to evaluate")
         return None
@@ -649,7 +728,12 @@ def evaluate_rows(cfg, name: str, rows: list[dict], train_answers, adapter=None,
 
 def make_report(run: Run, results: dict[str, str | Path]) -> Path:
     """Stage 05: compare the saved evaluations this preset makes and write RUN/report/;
-    `results` names their folders (a name left out: its place in the run folder)."""
+    `results` names their folders (a name left out: its place in the run folder). Under a
+    launch the main process writes it, the others wait."""
+    return ranks.on_main(_make_report, run, results)
+
+
+def _make_report(run: Run, results: dict[str, str | Path]) -> Path:
     loaded = {
         name: EvalResult.load(_require(Path(results.get(name) or run.paths.eval_dir(name)),
                                        "result.json", f"'{name}' eval"))

@@ -61,6 +61,19 @@ run = stages.open_run(preset, overrides, run_dir, resume, fresh)
 data_dir = run.path("data_dir", data_dir)
 
 # %% [markdown]
+# ## More than one GPU
+# A notebook kernel is one process, so this notebook trains on one GPU. To train this SFT stage
+# on several, run the command below in a terminal: `accelerate launch` starts one process per GPU
+# with the kit's DDP config (`haiku_kit/resources/accelerate/`: DeepSpeed and FSDP configs there
+# too), the main process writes the run folder, and the next notebook continues from it. The
+# cell only prints the command; it launches nothing. Details: `docs/scale-out.md`.
+
+# %%
+import torch
+
+print(stages.launch_command(run, "sft", processes=max(2, torch.cuda.device_count())))
+
+# %% [markdown]
 # ## The model
 # `model, tokenizer` are the real transformers + peft objects (Unsloth's on a GPU preset): the
 # preset's model with a fresh LoRA adapter.

@@ -71,6 +71,19 @@ data_dir = run.path("data_dir", data_dir)
 sft_adapter = run.path("sft_adapter", sft_adapter)
 
 # %% [markdown]
+# ## More than one GPU
+# A notebook kernel is one process, so this notebook trains on one GPU. To train this GRPO stage
+# on several, run the command below in a terminal: `accelerate launch` starts one process per GPU
+# with the kit's DDP config (`haiku_kit/resources/accelerate/`: DeepSpeed and FSDP configs there
+# too), the main process writes the run folder, and the next notebook continues from it. The
+# cell only prints the command; it launches nothing. Details: `docs/scale-out.md`.
+
+# %%
+import torch
+
+print(stages.launch_command(run, "grpo", processes=max(2, torch.cuda.device_count())))
+
+# %% [markdown]
 # ## The model
 # GRPO starts from the SFT adapter (or, as the preset's `grpo.init` says, from the base model:
 # `start` is then None).

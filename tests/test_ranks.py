@@ -87,3 +87,17 @@ def test_the_main_process_holds_the_lock_for_the_whole_launch(launched, tmp_path
         launched(1, 2)  # another process of the launch: no lock to wait for, nothing written
         with runs.hold_run(tmp_path, "train sft"):
             assert lock.read_text() == held
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_pipeline_refuses_a_launch_in_one_line_naming_the_per_stage_command(launched, rank,
+                                                                                tmp_path, capsys):
+    """papermill runs the notebooks in one kernel: under a launcher every copy would run its own
+    whole pipeline into one folder. Each process refuses before writing anything."""
+    launched(rank, 2)
+    assert main(["pipeline", "--preset", "cpu-smoke", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("haiku-kit pipeline: error:")
+    assert f"process {rank} of 2" in err and "--num_processes 2" in err
+    assert "accelerate launch" in err and "train sft|grpo --preset cpu-smoke" in err
+    assert not (tmp_path / "r").exists()

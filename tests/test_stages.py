@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -203,3 +204,57 @@ def test_free_memory_collects_and_reports_nothing_without_a_gpu():
 
     if not torch.cuda.is_available():
         assert stages.free_memory() == {}
+
+
+def _run(tmp_path, preset="cpu-smoke", overrides=(), **how):
+    from haiku_kit.config import resolve_config
+    from haiku_kit.runs import RunPaths
+
+    root = tmp_path / "my runs" / "r1"  # a space: the command must quote it
+    return stages.Run(preset, list(overrides), resolve_config(preset, list(overrides), root),
+                      RunPaths(root), **how)
+
+
+def test_launch_command_is_the_cli_train_command_of_this_run(tmp_path, monkeypatch):
+    """The notebooks' "more than one GPU" cell prints this: it must parse as `haiku-kit train`
+    with the run's own preset, overrides, resume/fresh and folder, and pass the launch checks."""
+    import shlex
+
+    from haiku_kit.cli import build_parser
+    from haiku_kit.config import check_launch, load_preset
+
+    run = _run(tmp_path, overrides=["sft.max_steps=5", "eval.n_prompts=3"], fresh="delete")
+    argv = shlex.split(stages.launch_command(run, "sft", processes=4))
+    assert argv[:3] == ["accelerate", "launch", "--config_file"] and Path(argv[3]).is_file()
+    assert argv[3].endswith("resources/accelerate/ddp.yaml")
+    assert argv[4:8] == ["--num_processes", "4", "-m", "haiku_kit.cli"]
+    args = build_parser().parse_args(argv[8:])
+    assert (args.command, args.stage, args.preset) == ("train", "sft", "cpu-smoke")
+    assert args.overrides == ["sft.max_steps=5", "eval.n_prompts=3"]
+    assert (args.fresh, args.resume, args.out) == ("delete", None, str(run.paths.root))
+
+    resumed = _run(tmp_path, resume=str(tmp_path / "ckpt 3"))
+    args = build_parser().parse_args(shlex.split(stages.launch_command(resumed, "grpo", 2, "fsdp"))[8:])
+    assert (args.stage, args.resume, args.fresh, args.overrides) == ("grpo", str(tmp_path / "ckpt 3"), False, [])
+
+    # a GPU preset on Unsloth: the command moves it to the hf backend, which passes the check
+    # the launched processes make (config.check_launch, here as process 0 of 2)
+    gpu = _run(tmp_path, preset="h100-gemma3-1b")
+    assert "model.backend" not in stages.launch_command(gpu, "sft", processes=1)
+    args = build_parser().parse_args(shlex.split(stages.launch_command(gpu, "sft", 2))[8:])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    check_launch(load_preset(args.preset, args.overrides))
+
+
+def test_launch_command_says_a_grpo_batch_that_does_not_divide_and_refuses_bad_arguments(tmp_path):
+    run = _run(tmp_path, overrides=["grpo.generation_batch_size=12"])  # per-device 4
+    assert "#" not in stages.launch_command(run, "grpo", processes=3)  # 12 = 4 x 3
+    note, command = stages.launch_command(run, "grpo", processes=2).split("\n")
+    assert note.startswith("# on 2 processes: grpo.generation_batch_size=12 must be a multiple")
+    assert command.startswith("accelerate launch") and "#" not in stages.launch_command(run, "sft", 2)
+    for bad, said in [({"stage": "eval"}, "stage='eval'"), ({"processes": 0}, "processes=0"),
+                      ({"processes": True}, "processes=True"), ({"config": "zero9"}, "config='zero9'")]:
+        with pytest.raises(HaikuKitError, match=said) as err:
+            stages.launch_command(run, **{"stage": "sft", **bad})
+        assert "\n" not in str(err.value)

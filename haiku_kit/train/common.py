@@ -180,7 +180,12 @@ def start_stage(phase_dir: Path, resume: str | Path | bool | None, fresh: bool |
     """Make the phase folder ready (resume.prepare_phase: the newest checkpoint by default, old
     state moved aside on a fresh start, never deleted); the checkpoint to resume from, or None.
     Under several processes the main one decides and moves, the others resume what it chose."""
-    return ranks.on_main(prepare_phase, phase_dir, resume, fresh).checkpoint
+    checkpoint = ranks.on_main(prepare_phase, phase_dir, resume, fresh).checkpoint
+    if checkpoint and ranks.launched():
+        # here, not only in train_phase: a notebook calls trainer.train() itself, and a resumed
+        # launch on CPU processes needs it (it touches only storages tagged "cpu:N")
+        allow_indexed_cpu_location()
+    return checkpoint
 
 
 def _save_interrupt_checkpoint(trainer) -> TrainingInterrupted:

@@ -4,7 +4,10 @@ tests/write_audit/sitecustomize.py, records every write of every process under t
 and the losses match a one-process run with the same global batch and seed.
 
 Each launch costs about 25-40 s on the 2-core CI machine (two Python processes importing torch,
-transformers and TRL), so the SFT test checks resume with the same launches it compares.
+transformers and TRL), so the SFT test checks resume with the same launches it compares: the
+second launch is notebook 03 itself, its .py run as a script by the launcher with the
+parameters papermill would inject (the notebook's cells, stages.py's rank rule, its evaluation
+on the main process), and a last step in this one process resumes the 2-process checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from training_helpers import FAST_REWARDS, read_log, rows
 from haiku_kit import cli
 
 AUDIT = Path(__file__).resolve().parents[1] / "write_audit"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 # The one file another process writes: the trainer's checkpoint keeps each process's random
 # state (transformers' Trainer._save_rng_state), so that a resumed run draws what it would have.
 OTHER_RANKS_MAY_WRITE = "rng_state_{rank}.pth"
@@ -43,18 +47,35 @@ def splits(tmp_path_factory):
 def launch(tmp_path, nproc: int, stage: str, run: Path, *overrides: str, audit: Path | None = None):
     """`haiku-kit train STAGE` on `nproc` processes (torchrun) or in one process; the processes'
     output on failure."""
+    cli = ["-m", "haiku_kit.cli", "train", stage, "--preset", "cpu-smoke", "--out", str(run),
+           "--set", "live_every=0", *overrides]
+    return _launched(tmp_path, nproc, cli, run, audit)
+
+
+def launch_notebook(tmp_path, nproc: int, name: str, run: Path, audit: Path, **params):
+    """The stage notebook `name` (.ipynb) as a script on `nproc` processes, with `params`
+    injected after its parameters cell as papermill injects them (papermill's own functions)."""
+    import jupytext
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOKS / name)), {**params, "run_dir": str(run)})
+    script = tmp_path / Path(name).with_suffix(".py")
+    jupytext.write(nb, script, fmt="py:percent")
+    return _launched(tmp_path, nproc, [str(script)], run, audit)
+
+
+def _launched(tmp_path, nproc: int, args: list[str], run: Path, audit: Path | None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(AUDIT), *sys.path]),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     if audit is not None:
         audit.mkdir(exist_ok=True)
         env.update(HAIKU_KIT_AUDIT_ROOT=str(run.parent), HAIKU_KIT_AUDIT_LOG=str(audit))
-    cli = ["-m", "haiku_kit.cli", "train", stage, "--preset", "cpu-smoke", "--out", str(run),
-           "--set", "live_every=0", *overrides]
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", str(_free_port()), *cli]
+               "--master_port", str(_free_port()), *args]
     else:
-        cmd = [sys.executable, *cli]
+        cmd = [sys.executable, *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
@@ -103,28 +124,41 @@ def test_two_processes_train_sft_like_one_with_the_same_global_batch(tmp_path, t
     root, audit = tmp_path / "audited", tmp_path / "audit"
     run = root / "run"
     common = (f"model.name={tiny_model_dir}", f"data.splits_dir={splits}", *SFT)
-    # 2 processes x 2 rows: 2 steps, then a second launch resumes checkpoint-2 for step 3
+    # 2 processes x 2 rows: 2 steps, then notebook 03 on 2 processes resumes checkpoint-2 for step 3
     launch(tmp_path, 2, "sft", run, *common, "sft.max_steps=2", audit=audit)
-    again = launch(tmp_path, 2, "sft", run, *common, "sft.max_steps=3", audit=audit)
+    again = launch_notebook(tmp_path, 2, "03_sft.ipynb", run, audit, preset="cpu-smoke",
+                            overrides=["live_every=0", *common, "sft.max_steps=3"])
     assert "resuming sft from" in again.stderr and "checkpoint-2" in again.stderr
-    # 1 process x 4 rows, 3 steps in one go (in this process: no second start-up to pay)
+    # the notebook's "more than one GPU" cell printed the command (each process runs the cell)
+    assert "-m haiku_kit.cli train sft --preset cpu-smoke --set live_every=0" in again.stdout
+    # 1 process x 4 rows, 4 steps in one go (in this process: no second start-up to pay)
     ref = tmp_path / "ref"
     assert cli.main(["train", "sft", "--preset", "cpu-smoke", "--out", str(ref), "--set",
-                     "live_every=0", *common, "sft.max_steps=3",
+                     "live_every=0", *common, "sft.max_steps=4",
                      "sft.per_device_train_batch_size=4"]) == 0
 
     main = check_one_writer(audit, root)
     assert {"run/sft/effective.yaml", "run/sft/adapter/adapter_model.safetensors",
             "run/sft/log.jsonl", "run/config.yaml", "run/.lock"} <= main  # the audit sees writes
+    # the notebook's own writes: its env.json, the splits it copied in, the main process's eval
+    assert {"run/env.json", "run/data/manifest.json", "run/eval/sft/result.json"} <= main
     # both processes trained: the second saved its random state in the checkpoints
     assert (run / "sft/checkpoints/checkpoint-3/rng_state_1.pth").is_file()
     effective = yaml.safe_load((run / "sft/effective.yaml").read_text())
     assert effective["processes"] == 2 and effective["global_batch"] == 4
     assert yaml.safe_load((ref / "sft/effective.yaml").read_text())["global_batch"] == 4
+    # the evaluation is the main process's alone: every eval prompt once (cpu-smoke: 2)
+    assert len(read_log(run / "eval/sft/generations.jsonl")) == 2
+
+    # 2 -> 1 process: step 4 in this process, 4 rows, from the 2-process checkpoint-3
+    assert cli.main(["train", "sft", "--preset", "cpu-smoke", "--out", str(run), "--set",
+                     "live_every=0", *common, "sft.max_steps=4",
+                     "sft.per_device_train_batch_size=4"]) == 0
+    assert yaml.safe_load((run / "sft/effective.yaml").read_text())["processes"] == 1
 
     two = [r for r in read_log(run / "sft/log.jsonl") if "loss" in r]
     one = [r for r in read_log(ref / "sft/log.jsonl") if "loss" in r]
-    assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3]
+    assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3, 4]
     for a, b in zip(two, one):
         assert a["loss"] == pytest.approx(b["loss"], rel=LOSS_RTOL), (a, b)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=LOSS_RTOL), (a, b)
