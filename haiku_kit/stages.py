@@ -318,12 +318,18 @@ class Run:
         artifact is named with the notebook that writes it."""
         if given:
             return Path(given).resolve()
+        # Under a launch the main process looks and builds: a process that looked on its own
+        # could find the splits the main one has just written, skip the build and so miss the
+        # main process's next wait (every process must reach each ranks.on_main call).
+        return ranks.on_main(self._own_artifact, param)
+
+    def _own_artifact(self, param: str) -> Path:
         path = self.paths.artifact(param)
         artifact = ARTIFACTS[param]
         if not (path / artifact.marker).is_file():
             if param == "data_dir":
                 print(f"{path}: no splits yet; building them as 01_data does")
-                return build_data(self)
+                return _build_data(self)  # not build_data: this is the main process's call already
             print(f"{path / artifact.marker} is missing: run notebook "
                   f"{NOTEBOOKS[artifact.stage]} with run_dir={str(self.paths.root)!r} "
                   f"first, or set the `{param}` parameter")
