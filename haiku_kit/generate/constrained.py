@@ -626,6 +626,7 @@ class ConstrainedResult:
     end_text: str = ""  # the end token the sample stopped with, as text ("" at the limit)
     logprob: float | None = None  # mean log-prob per token, when drafts were compared
     drafts: int = 1  # drafts this poem was chosen from
+    clean: bool = True  # it ended where the rules allow, not forced at a dead end
 
     @property
     def reason(self) -> str:
@@ -658,7 +659,8 @@ def _judge(completion: str, pattern: tuple[int, ...], strict: bool) -> tuple[str
 
 
 def _better(new: ConstrainedResult, old: ConstrainedResult | None) -> bool:
-    return old is None or (new.is_valid, -new.check.distance) > (old.is_valid, -old.check.distance)
+    return old is None or ((new.is_valid, new.clean, -new.check.distance)
+                           > (old.is_valid, old.clean, -old.check.distance))
 
 
 def _replay(tracker: PoemTracker, kept: list[str], tokens: list[int], stop: set[int]):
@@ -766,7 +768,7 @@ def _most_likely(model, tokenizer, jobs, results, candidates, batch_size):
         group = range(start, start + candidates)
         for i in group:
             results[i].logprob, results[i].drafts = scores[i], candidates
-        best = max(group, key=lambda i: (results[i].is_valid,
+        best = max(group, key=lambda i: (results[i].is_valid, results[i].clean,
                                          not fluency_problems(results[i].text),
                                          -results[i].check.distance, scores[i]))
         chosen.append(results[best])
@@ -797,13 +799,18 @@ def _run_batch(model, tokenizer, processor, jobs, ids, config, stop, seed, last_
         poem, verdict = _judge(completion, tracker.pattern, tracker.strict)
         end_text = "" if hit_limit else text_tokenizer(tokenizer).convert_ids_to_tokens(
             row[len(tokens)])
+        # Under clean_line_ends a try forced to end at a dead end broke the rules even when its
+        # text counts 5-7-5 (a line closed on "tarpsa", whose splice the rules refused): it is
+        # tried again, and kept only when no clean try was found.
+        clean = not (dead and tracker.clean_line_ends)
         result = ConstrainedResult(poem, completion.strip(), verdict.is_haiku, verdict, job.tries,
-                                   job.dead_ends, job.tokens, hit_limit, end_text=end_text)
+                                   job.dead_ends, job.tokens, hit_limit, end_text=end_text,
+                                   clean=clean)
         if _better(result, job.best):
             job.best = result
         job.best.tries, job.best.dead_ends, job.best.num_tokens = (
             job.tries, job.dead_ends, job.tokens)
-        if verdict.is_haiku or last_round:
+        if (verdict.is_haiku and clean) or last_round:
             continue
         job.kept = _next_kept(job, state, finished_clean=not dead)
         job.failed_depth = len(state.lines)

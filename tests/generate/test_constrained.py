@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -395,14 +397,25 @@ def test_constrained_generation_on_embedded_model_returns_only_checked_poems(emb
 
     model, tokenizer = embedded
     results = constrained_generate(model, tokenizer, [build_prompt(t) for t in TOPICS], seed=0,
-                                   batch_size=8, retries=4)
+                                   batch_size=8, retries=4, clean_line_ends=True)
     assert len(results) == len(TOPICS) and all(len(r) == 1 for r in results)
+
+    def one_token(word: str) -> bool:
+        return any(len(ids_of(tokenizer, w)) == 1 for w in (word, " " + word))
+
     for topic, (result,) in zip(TOPICS, results):
         verdict = hk.check(hk.extract_poem(result.completion).poem)
         assert result.is_valid == verdict.is_haiku == result.check.is_haiku
         assert result.text == hk.extract_poem(result.completion).poem
         assert 1 <= result.tries <= 5
         assert result.is_valid, (topic, result.text, result.reason, result.tries)
+        # A try forced to end at a dead end is kept only once the retries ran out, and a clean
+        # poem holds no splice: each word is a dictionary word or a single token.
+        assert result.clean or result.tries == 5, (topic, result.text)
+        if result.clean:
+            spliced = [w for w in re.findall(r"[A-Za-z][A-Za-z'-]*", result.text)
+                       if not known_word(w) and not one_token(w)]
+            assert not spliced, (topic, result.text)
 
 
 def test_dead_ends_are_resampled_a_bounded_number_of_times_and_judged_by_check(tiny_model_dir):
