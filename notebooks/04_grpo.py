@@ -38,10 +38,11 @@ import sys
 
 if importlib.util.find_spec("haiku_kit") is None:
     src = os.environ.get("HAIKU_KIT_SOURCE") or "git+https://github.com/haiku-kit/haiku-kit"
-    gpu = "[gpu]" if shutil.which("nvidia-smi") else ""  # Unsloth needs an NVIDIA GPU
+    extras = ["gpu"] * bool(shutil.which("nvidia-smi")) + ["app"] * ("google.colab" in sys.modules)
+    extra = f"[{','.join(extras)}]" if extras else ""  # Unsloth on a GPU; Colab: the web page
     local = src.endswith(".whl") or os.path.exists(src)
-    req = f"haiku-kit{gpu} @ {src}" if "://" in src else src + gpu if local else (
-        f"haiku-kit{gpu}{src.removeprefix('haiku-kit')}")
+    req = f"haiku-kit{extra} @ {src}" if "://" in src else src + extra if local else (
+        f"haiku-kit{extra}{src.removeprefix('haiku-kit')}")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", req])
 
 # %% [markdown]

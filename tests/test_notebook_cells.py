@@ -4,6 +4,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,13 @@ def test_install_cell_requirement_for_each_source(monkeypatch, source, gpu, expe
     assert requirement == expected
     parsed = Requirement(requirement)  # what pip will parse
     assert parsed.name == "haiku-kit" and parsed.extras == ({"gpu"} if gpu else set())
+
+
+def test_install_cell_adds_the_web_page_on_colab(monkeypatch):
+    """On Colab the last cell serves the trained model in a page: the [app] extra comes too."""
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    requirement = _run_cell(monkeypatch, None, True)
+    assert Requirement(requirement).extras == {"gpu", "app"}
 
 
 def test_install_cell_takes_a_local_wheel(monkeypatch, tmp_path):
