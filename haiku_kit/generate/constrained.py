@@ -46,6 +46,7 @@ import copy
 import re
 import string
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -143,6 +144,8 @@ class TokenTable:
 def _piece_kind(piece: str) -> int:
     if not piece or "\ufffd" in piece or any(c in _FORBIDDEN_CHARS for c in piece):
         return FORBIDDEN
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in piece):
+        return FORBIDDEN  # a control character ("tarps\x17") is no part of a poem
     if any(_is_line_break(c) and c != "\n" for c in piece):
         return FORBIDDEN
     return NEWLINE if "\n" in piece else PLAIN
@@ -260,14 +263,18 @@ def ends_dangling(text: str) -> bool:
     return len(words) >= 2 and words[-1] in DETERMINERS and words[-2] in FILLER_LEADS
 
 
+_LETTER_RUN = re.compile(r"[a-z]+(?:'[a-z]+)*")
+
+
 def known_word(word: str) -> bool:
-    """Is `word` one the pronouncing dictionary knows (each part of a hyphenated word; a
-    possessive by its stem)? Anything but letters and apostrophes is not judged here (True)."""
-    word = word.translate(_QUOTES).strip(_EDGES).lower()
-    parts = [p for p in word.split("-") if p]
-    if not parts or not all(p.replace("'", "").isalpha() and p.isascii() for p in parts):
+    """Does the pronouncing dictionary know every run of letters in `word` ("lightf,lights" is
+    two runs, "half-moon" two, a possessive is read by its stem)? A word with letters outside
+    ASCII is not judged here (True)."""
+    word = word.translate(_QUOTES).lower()
+    if any(ch.isalpha() and not ch.isascii() for ch in word):
         return True
-    return all(_lookup(p) or (p.endswith("'s") and _lookup(p[:-2])) for p in parts)
+    return all(_lookup(p) or (p.endswith("'s") and _lookup(p[:-2]))
+               for p in _LETTER_RUN.findall(word))
 
 
 def _glued_after(glued: int, tail: str, piece: str) -> int:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -197,13 +198,17 @@ BRACKETS = ("()", "[]", "{}")
 
 def _garbled(lines: list[list[str]], raw: list[str]) -> list[str]:
     """No word with a capital or a digit glued on ("ballJ", "soft9"), no two words run together
-    ("proceedingThe"), no bracket left unclosed or closing nothing ("light) pit"): sub-word
+    ("proceedingThe"), no control character ("tarps\x17"), no bracket left unclosed or closing
+    nothing ("light) pit"): sub-word
     tokens and stray marks a syllable-constrained decoder can pick to make a count. None in the
     5,600 valid human poems of the kit and the reference ("YouTube", "McDonalds" pass)."""
     for line in raw:
         match = GARBLED.search(line)
         if match:
             return [f"garbled word '{match.group(0)}'"]
+        control = next((ch for ch in line if unicodedata.category(ch) == "Cc" and ch != "\t"), None)
+        if control is not None:
+            return [f"a control character (U+{ord(control):04X})"]
     text = "\n".join(raw)
     for pair in BRACKETS:
         if text.count(pair[0]) != text.count(pair[1]):

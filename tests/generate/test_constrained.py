@@ -225,6 +225,9 @@ def test_clean_line_ends_refuse_a_sub_word_splice(gemma_tokenizer):
     state = feed(clean, gemma_tokenizer, "Mariko")[0]  # "Mar" + "iko": a name it cannot know
     assert state.glued == 2 and not clean.allows(state, space_word)
     assert known_word("sun-kissed") and known_word("ocean's") and not known_word("tarpsa")
+    # punctuation or a control character inside a spliced word does not hide it
+    assert not known_word("lightf,lights") and not known_word('tarpsa"\x17')
+    assert table.kind(ids_of(gemma_tokenizer, "\x17")[-1]) == FORBIDDEN
 
 
 def test_clean_line_ends_refuse_the_judges_dangling_determiner(gemma_tokenizer):

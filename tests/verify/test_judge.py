@@ -99,6 +99,9 @@ def test_garbled_words():
     assert rule("garbled", "roses in the wind\nthe wind's roar, light) pit\nc") == [
         "an unmatched ')'"]
     assert rule("garbled", "a (small) bird\nb\nc") == []
+    assert rule("garbled", 'the market\nvendors draw tarps"\x17\nc') == [
+        "a control character (U+0017)"]
+    assert rule("garbled", "a tab\there\nb\nc") == []
     for human in ("watching YouTube late\nb\nc", "McDonalds at night\nb\nc", HUMAN):
         assert rule("garbled", human) == []
 
