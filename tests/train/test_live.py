@@ -25,7 +25,8 @@ def test_compact_line_names_the_values_a_reader_scans():
 def test_panels_only_show_series_with_data():
     history = [{"step": 1, "loss": 1.0}, {"step": 2, **LOGS}]
     titles = [t for t, _ in live.panels(history)]
-    assert titles == ["reward components", "valid haiku share", "mean syllable distance", "loss"]
+    assert titles == ["reward components", "valid and good haiku share", "mean syllable distance",
+                      "loss"]
     assert live.panels([{"step": 1, "loss": 2.0}]) == [("loss", {"loss": [(1, 2.0)]})]
 
 
