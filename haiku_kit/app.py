@@ -39,7 +39,7 @@ from haiku_kit.runs import ARTIFACTS, RunPaths
 from haiku_kit.verify.judge import Judge
 
 HOST = "127.0.0.1"  # this machine only; --host 0.0.0.0 / --share are the user's explicit choice
-PORT = 7860  # Gradio's usual port; the next free one is taken when it is busy
+PORT = 7860  # Gradio's first port; with no port asked for, the next free one after it is taken
 MAX_NEW_TOKENS = 64  # a haiku is about 20 tokens; the constrained decoder's own default
 GENERATE_SECONDS = 20.0  # one generate call; the constrained decoder's retries are bounded too
 MAX_BEST_OF = 16
@@ -341,13 +341,14 @@ class App:
 
 
 def launch(model: Any = None, tokenizer: Any = None, name: str = "model", *,
-           contenders: list[Contender] | None = None, host: str = HOST, port: int | None = PORT,
+           contenders: list[Contender] | None = None, host: str = HOST, port: int | None = None,
            share: bool | None = False, block: bool | None = None, scorer: Any = None,
            max_new_tokens: int = MAX_NEW_TOKENS):
     """Serve the page; returns (App, Gradio page, local URL).
 
     Pass a loaded (model, tokenizer) (a notebook's, no second load) or `contenders` (see
     open_source). host: 127.0.0.1 unless you mean to serve others (0.0.0.0: every interface);
+    port: that port only (None: PORT, or the next free one when it is taken);
     share=True asks Gradio for a public *.gradio.live link (anyone with it can use the model;
     None: Gradio's choice, a link on Colab only).
     block: wait until Ctrl-C (default: yes from a script, no in a notebook). max_new_tokens:
@@ -365,7 +366,7 @@ def launch(model: Any = None, tokenizer: Any = None, name: str = "model", *,
                     quiet=True, css=CSS, footer_links=[])
     except OSError as err:  # the port is taken, the host is not this machine's
         first = (str(err).splitlines() or [""])[0].split(". ")[0]
-        raise AppError(f"cannot serve on {host}:{port}: {first} (try --port)") from None
+        raise AppError(f"cannot serve on {host}:{port or PORT}: {first} (try --port)") from None
     url = page.local_url
     print(f"haiku-kit app: {url} ({', '.join(c.name for c in contenders)})"
           + (f"; public link: {page.share_url}" if share and page.share_url else ""))

@@ -421,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="RUN_OR_ADAPTER",
                    help="a run folder (its newest adapter), an adapter folder or a model name; "
                         "two to compare them side by side")
-    p.add_argument("--port", type=_bounded(1, 65535), default=7860)
+    p.add_argument("--port", type=_bounded(1, 65535), default=None,
+                   help="default: 7860, or the next free port when it is taken")
     p.add_argument("--host", default="127.0.0.1",
                    help="127.0.0.1: this machine only; 0.0.0.0: every network interface")
     p.add_argument("--share", action="store_true",
