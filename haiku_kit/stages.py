@@ -365,7 +365,7 @@ def _start_run_folder(paths: RunPaths, cfg) -> None:
         save_config(cfg, paths.config)
 
 
-def launch_command(run: Run, stage: str, processes: int = 2, config: str = "ddp") -> str:
+def launch_command(run: Run, stage: str, processes: int | None = None, config: str = "ddp") -> str:
     """The shell command that trains `stage` ("sft" or "grpo") of this run on `processes`
     processes (one per GPU) with the shipped accelerate `config` (ddp, deepspeed-zero2,
     deepspeed-zero3, fsdp, multi-node-ddp: haiku_kit/resources/accelerate/): the run's preset,
@@ -374,8 +374,14 @@ def launch_command(run: Run, stage: str, processes: int = 2, config: str = "ddp"
 
     Unsloth trains in one process, so a preset on it gets `model.backend=hf
     model.fast_inference=false` added; a GRPO batch that does not divide on that many processes
-    (TRL's rule, config.generation_batch_problem) is said in a `#` line above the command."""
+    (TRL's rule, config.generation_batch_problem) is said in a `#` line above the command.
+    processes None: one per GPU this machine shows, at least 2."""
     import shlex
+
+    if processes is None:
+        import torch
+
+        processes = max(2, torch.cuda.device_count())
 
     if stage not in ("sft", "grpo"):
         raise ConfigError(f"stage={stage!r}: launch_command trains 'sft' or 'grpo'")

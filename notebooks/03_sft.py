@@ -70,9 +70,7 @@ data_dir = run.path("data_dir", data_dir)
 # cell only prints the command; it launches nothing. Details: `docs/scale-out.md`.
 
 # %%
-import torch
-
-print(stages.launch_command(run, "sft", processes=max(2, torch.cuda.device_count())))
+print(stages.launch_command(run, "sft"))  # one process per GPU here, at least 2
 
 # %% [markdown]
 # ## The model

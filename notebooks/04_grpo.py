@@ -80,9 +80,7 @@ sft_adapter = run.path("sft_adapter", sft_adapter)
 # cell only prints the command; it launches nothing. Details: `docs/scale-out.md`.
 
 # %%
-import torch
-
-print(stages.launch_command(run, "grpo", processes=max(2, torch.cuda.device_count())))
+print(stages.launch_command(run, "grpo"))  # one process per GPU here, at least 2
 
 # %% [markdown]
 # ## The model

@@ -250,6 +250,7 @@ def test_launch_command_is_the_cli_train_command_of_this_run(tmp_path, monkeypat
 def test_launch_command_says_a_grpo_batch_that_does_not_divide_and_refuses_bad_arguments(tmp_path):
     run = _run(tmp_path, overrides=["grpo.generation_batch_size=12"])  # per-device 4
     assert "#" not in stages.launch_command(run, "grpo", processes=3)  # 12 = 4 x 3
+    assert "--num_processes 2 " in stages.launch_command(run, "sft")  # no GPU here: at least 2
     note, command = stages.launch_command(run, "grpo", processes=2).split("\n")
     assert note.startswith("# on 2 processes: grpo.generation_batch_size=12 must be a multiple")
     assert command.startswith("accelerate launch") and "#" not in stages.launch_command(run, "sft", 2)
