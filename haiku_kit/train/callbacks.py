@@ -183,11 +183,10 @@ def judged_shares(texts: list[str], topics: list[str], prompts: list[str]) -> di
     if not texts:
         return {}
     try:
+        from haiku_kit.verify.haiku import check
         from haiku_kit.verify.judge import Judge
 
         verdicts = Judge().judge(texts, topics, prompts)
-        from haiku_kit.verify.haiku import check
-
         distances = [check(v.poem).distance for v in verdicts]
     except Exception as err:  # noqa: BLE001 - a monitor never stops training
         logger.warning("monitor: the judge failed on a batch (%s); shares skipped", err)
