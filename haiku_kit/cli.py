@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -35,15 +36,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     pattern = parse_pattern(args.pattern)
     # At most one character past the cap is read: a longer text is not a haiku (check's rule),
     # and /dev/zero or a multi-GB file is not read whole.
+    where = "standard input"
     if args.file in (None, "-"):
         text = sys.stdin.read(MAX_TEXT_CHARS + 1)
     else:
+        where = args.file
         try:
             with open(args.file, encoding="utf-8") as fh:
                 text = fh.read(MAX_TEXT_CHARS + 1)
         except UnicodeDecodeError as err:
             raise ValueError(f"{args.file}: not UTF-8 text (byte {err.start}: "
                              f"{err.object[err.start:err.start + 1]!r})") from None
+    # a NUL or other control character: a binary or broken file, not a poem to count
+    bad = next((i for i, ch in enumerate(text) if ch not in "\n\r\t\f\v"
+                and unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:
+        line = text.count("\n", 0, bad) + 1
+        raise ValueError(f"{where}: a control character (U+{ord(text[bad]):04X}) on line {line}; "
+                         "a haiku is plain text")
     result = check(text, pattern, strict=args.strict)
     for i, (line, c) in enumerate(zip(result.lines, result.counts)):
         target = f"/{pattern[i]}" if i < len(pattern) else "/-"
@@ -58,12 +68,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_data_build(args: argparse.Namespace) -> int:
     """Load, filter and split a source; print the rows left after each filter step."""
-    from haiku_kit.data.sources import BadRowWarning, FilterReport, load_source
+    from haiku_kit.data.sources import (
+        BadRowWarning,
+        FilterReport,
+        check_local_folder,
+        load_source,
+    )
     from haiku_kit.data.splits import build_splits
 
     _one_line_warnings(BadRowWarning)
     report = FilterReport()
     try:
+        if Path(args.source).is_dir():  # datasets reads a folder silently: say what it reads
+            files, size = check_local_folder(Path(args.source))
+            print(f"reading {args.source}: {files} files, {size / 1e6:.1f} MB (datasets)",
+                  file=sys.stderr)
         rows = load_source(args.source, args.topic_col, args.haiku_col,
                            on_bad_row=args.on_bad_row, report=report)
         dd = build_splits(rows, args.out, seed=args.seed, min_similarity=args.min_similarity,
@@ -190,9 +209,11 @@ def model_config(args: argparse.Namespace):
 def cmd_write(args: argparse.Namespace) -> int:
     """The poem, its per-line counts and the verdict. 0 = valid haiku, 1 = not."""
     from haiku_kit.generate.write import write_haiku
-    from haiku_kit.model.load import load_from_config
+    from haiku_kit.model.load import load_from_config, validate_adapter
 
     cfg = model_config(args)
+    if args.adapter:
+        validate_adapter(args.adapter, cfg.model.name)
     backend_first(cfg)  # write_haiku scores with MiniLM (transformers): Unsloth goes first
     model, tokenizer = load_from_config(cfg, args.adapter, trainable=False)
     result = write_haiku(args.topic, model=model, tokenizer=tokenizer, k=args.k, seed=args.seed,
@@ -231,12 +252,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from haiku_kit.evaluate.report import write_report
     from haiku_kit.evaluate.scoring import run_eval
     from haiku_kit.generate.write import SamplingSettings
-    from haiku_kit.model.load import load_from_config
+    from haiku_kit.model.load import load_from_config, validate_adapter
 
     if args.candidates < 1 or (args.candidates != 1 and not args.constrained):
         raise ValueError(f"--candidates {args.candidates}: needs --constrained and at least 1")
     out = Path(args.out)
     cfg = model_config(args)
+    if args.adapter:  # a broken adapter fails before the eval split is built
+        validate_adapter(args.adapter, cfg.model.name)
     backend_first(cfg)  # the bundled eval split is built with MiniLM (transformers)
     rows, train = load_eval_data(args.data, args.train)  # bad data fails before a model loads
     if args.n is not None:
@@ -375,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--topic-col", default=None)
     b.add_argument("--haiku-col", default=None)
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=_bounded(0, 2**32 - 1), default=0)
     b.add_argument("--min-similarity", type=_cosine_or_none, default=0.5, help="topic-poem cosine threshold; none disables")
     b.add_argument("--on-bad-row", choices=["skip", "raise"], default="skip")
     b.set_defaults(func=cmd_data_build)
@@ -394,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_bounded(1, MAX_SAMPLES), default=1)
     p.add_argument("--n", type=_bounded(1, 1_000_000), default=None, help="first N prompts only")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_bounded(0, 2**32 - 1), default=0)
     p.add_argument("--train", default=None, help="training answers for the overlap check")
     p.add_argument("--name", default=None, help="model name in the table")
     p.add_argument("--max-new-tokens", type=_bounded(1, MAX_NEW_TOKENS), default=128)
@@ -410,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topic", type=_topic)
     _add_model_args(p)
     p.add_argument("--k", type=_bounded(1, MAX_SAMPLES), default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_bounded(0, 2**32 - 1), default=0)
     p.add_argument("--max-new-tokens", type=_bounded(1, MAX_NEW_TOKENS), default=128)
     p.add_argument("--constrained", action="store_true",
                    help="steer every line onto 5-7-5 while writing, no line cut off on 'the' "

@@ -150,10 +150,14 @@ def training_value_problem(prefix: str, settings: Any) -> str | None:
     ):
         also = f", or -1 to train {prefix}.num_train_epochs epochs" if epochs_allowed else ""
         return f"{prefix}.max_steps={steps!r}: must be a positive number of steps{also}"
-    if epochs_allowed and steps == -1:
+    if epochs_allowed:  # ignored while max_steps > 0, and still never negative
         epochs = settings.num_train_epochs
         if not _number(epochs) or epochs <= 0:
-            return f"{prefix}.num_train_epochs={epochs!r}: must be positive when max_steps=-1"
+            return f"{prefix}.num_train_epochs={epochs!r}: must be a positive number of epochs"
+    for name in ("beta", "epsilon"):
+        value = getattr(settings, name, 0.0)
+        if not _number(value) or value < 0:
+            return f"{prefix}.{name}={value!r}: must be a number of at least 0"
     for name in _POSITIVE_INTS:
         value = getattr(settings, name, 1)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -161,6 +165,24 @@ def training_value_problem(prefix: str, settings: Any) -> str | None:
     warmup = getattr(settings, "warmup_ratio", 0.0)
     if not _number(warmup) or not 0 <= warmup < 1:
         return f"{prefix}.warmup_ratio={warmup!r}: must be at least 0 and below 1"
+    return None
+
+
+def sampling_problem(prefix: str, settings: Any) -> str | None:
+    """Why a section's sampling settings (temperature, top_p, top_k, min_p) cannot sample, or
+    None: checked for every section that samples, before a model loads."""
+    if not hasattr(settings, "temperature"):
+        return None
+    t, p, k = settings.temperature, settings.top_p, settings.top_k
+    if not _number(t) or t <= 0:
+        return f"{prefix}.temperature={t!r}: must be a positive number (1.0 samples as trained)"
+    if not _number(p) or not 0 < p <= 1:
+        return f"{prefix}.top_p={p!r}: must be above 0 and at most 1"
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 0):
+        return f"{prefix}.top_k={k!r}: must be a whole number, at least 0 (0: no top-k)"
+    min_p = getattr(settings, "min_p", None)
+    if min_p is not None and (not _number(min_p) or not 0 <= min_p <= 1):
+        return f"{prefix}.min_p={min_p!r}: must be from 0 to 1, or null"
     return None
 
 
@@ -290,6 +312,8 @@ class LoraSettings:
             self.target_modules = list(self.target_modules)
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ConfigError(f"model.lora.r must be a positive integer, got {self.r!r}")
+        if not _number(self.alpha) or self.alpha <= 0:
+            raise ConfigError(f"model.lora.alpha must be a positive number, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.lora.dropout must be in [0, 1), got {self.dropout!r}")
         if not self.target_modules:
@@ -617,6 +641,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"phases: unknown phase {phase!r}; use sft, grpo or grpo:VARIANT")
     problem = training_value_problem("sft", cfg.sft) or training_value_problem("grpo", cfg.grpo)
     problem = problem or trl_value_problem("grpo", cfg.grpo)
+    for section in ("grpo", "eval", "distill"):
+        problem = problem or sampling_problem(section, getattr(cfg, section))
     if cfg.distill.topics > 0 or cfg.distill.corpus:
         problem = problem or training_value_problem("distill", cfg.distill) or next(
             (f"distill.{name}={getattr(cfg.distill, name)!r}: must be a whole number of at least 1"
@@ -637,6 +663,7 @@ def validate(cfg: RunConfig) -> None:
     for variant in cfg.grpo_variants:  # unknown keys in a variant fail at load time
         s = grpo_variant_settings(cfg, variant)
         problem = problem or training_value_problem(f"grpo_variants.{variant}", s) or (
+            sampling_problem(f"grpo_variants.{variant}", s)) or (
             trl_value_problem(f"grpo_variants.{variant}", s)) or (
             missing_file_problem(f"grpo_variants.{variant}.extra_topics", s.extra_topics))
     m = cfg.model
@@ -744,8 +771,27 @@ def _read_preset(name: str, seen: tuple[str, ...] = (), folder: Path | None = No
     return data
 
 
+# A preset or config file is a few kB: a larger file, or one that leans on many aliases (a
+# "billion laughs" file expands 10 levels of 10 aliases into 10^10 items, which copying the
+# config would walk), is refused before it is used. The kit's presets use no alias at all.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_ALIASES = 20
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+    """safe_load that refuses a key given twice in one mapping (YAML keeps the last silently)
+    and more than MAX_YAML_ALIASES aliases."""
+
+    aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_YAML_ALIASES} aliases (*name)",
+                    self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         keys = set()
@@ -761,9 +807,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_yaml(path: Path, what: str) -> Any:
     """A YAML file's data; ConfigError naming the file, line and column when it is not valid."""
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError(f"{what} {path}: over {MAX_YAML_BYTES:,} bytes; a preset is a few "
+                              "kB of YAML")
+        return yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader) or {}
     except UnicodeDecodeError as err:
         raise ConfigError(f"{what} {path}: not UTF-8 text ({err.reason})") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path}: not valid YAML (nested too deeply)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -782,15 +835,23 @@ def load_preset(name: str, overrides: list[str] | None = None) -> RunConfig:
 # --------------------------------------------------------------------------- overrides
 
 
+MAX_OVERRIDE_CHARS = 4096  # a path, a list of modules: never a file's worth
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. grpo.max_steps=2)")
     key, raw = item.split("=", 1)
     key = key.strip()
+    if len(raw) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"override {key}=...: the value has {len(raw):,} characters, at most "
+                          f"{MAX_OVERRIDE_CHARS:,}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"override {key}=...: the value is nested too deeply") from None
     return key, value
 
 

@@ -46,7 +46,7 @@ def test_cli_check_not_haiku(tmp_path, capsys):
 
 def test_cli_check_reads_a_bounded_prefix_of_an_endless_file(capsys):
     """/dev/zero used to be read whole (until the kernel killed the process): now at most
-    MAX_TEXT_CHARS + 1 characters are read, and a longer text is not a haiku."""
+    MAX_TEXT_CHARS + 1 characters are read, and its NUL bytes are named."""
     import resource
     import threading
 
@@ -56,7 +56,8 @@ def test_cli_check_reads_a_bounded_prefix_of_an_endless_file(capsys):
     worker.start()
     worker.join(timeout=60)
     assert not worker.is_alive(), "check /dev/zero did not stop"
-    assert codes == [1] and "not a haiku" in capsys.readouterr().out
+    assert codes == [2]
+    assert "/dev/zero: a control character (U+0000) on line 1" in capsys.readouterr().err
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
 
 
@@ -316,3 +317,22 @@ def test_presets_and_overrides_bound_generation_lengths():
                           ("eval.k=1000", "eval.k"), ("eval.n_prompts=-1", "eval.n_prompts")):
         with pytest.raises(ConfigError, match=rf"^{key}=.*must be a whole number from"):
             load_preset("cpu-demo", [override])
+
+
+def test_data_build_on_a_folder_with_a_sparse_file_fails_at_once_naming_it(tmp_path, capsys):
+    """`data build --source DIR` handed the folder to datasets, which read a 20 GB sparse file
+    for minutes printing nothing; the folder is walked first and the file named."""
+    folder = tmp_path / "source"
+    folder.mkdir()
+    (folder / "poems.jsonl").write_text('{"keywords": "snow", "text": "a / b / c"}\n')
+    with (folder / "disk.jsonl").open("wb") as fh:
+        fh.truncate(20 << 30)
+    assert main(["data", "build", "--source", str(folder), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith(
+        f"{folder / 'disk.jsonl'}: a sparse file (21,474,836,480 bytes, 0 on disk), not a data "
+        f"file; move it out of {folder}"), err
+    assert not (tmp_path / "d").exists()
+    (folder / "disk.jsonl").unlink()
+    main(["data", "build", "--source", str(folder), "--out", str(tmp_path / "d")])
+    assert f"reading {folder}: 1 files, 0.0 MB (datasets)" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -165,4 +166,11 @@ def field_problem(value: str, column: str) -> str | None:
     """Why a text field is not a usable row ("field 'haiku' has N characters..."), or None."""
     if len(value) > MAX_FIELD_CHARS:
         return f"field {column!r} has {len(value)} characters, over the {MAX_FIELD_CHARS} read"
+    # a NUL or other control character is a broken export, not a poem: a model trained on it
+    # learns to write it (line breaks and tabs are layout, and are kept)
+    control = next((i for i, ch in enumerate(value) if ch not in "\n\r\t"
+                    and unicodedata.category(ch) == "Cc"), None)
+    if control is not None:
+        return (f"field {column!r} holds a control character (U+{ord(value[control]):04X}) at "
+                f"character {control + 1}")
     return None

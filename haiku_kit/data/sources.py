@@ -11,6 +11,7 @@ Eval prompts from a chat file keep the user turn verbatim (`load_chat_prompts`).
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -326,6 +327,40 @@ def load_hub(
                               f"hub:{name}")
 
 
+# A local dataset folder is handed to `datasets`, which reads every data file in it whole: it is
+# checked first (a bounded walk), so a wrong folder fails at once instead of reading for minutes.
+MAX_FOLDER_ENTRIES = 10_000
+MAX_FOLDER_BYTES = 4 << 30
+SPARSE_MIN_BYTES = 64 << 20
+
+
+def check_local_folder(path: Path) -> tuple[int, int]:
+    """(data files, bytes) of a local dataset folder, or DataError naming what is wrong: too
+    many entries, too many bytes, or a sparse file (mostly holes: a disk image or a file of
+    zeros, never an export of poems). Hidden files and folders are skipped, as `datasets` does."""
+    files = size = seen = 0
+    for top, dirs, names in os.walk(path, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        for name in sorted(names):
+            seen += 1
+            if seen > MAX_FOLDER_ENTRIES:
+                raise DataError(f"{path}: over {MAX_FOLDER_ENTRIES} files; point --source at "
+                                "the dataset's own folder or one of its files")
+            file = Path(top) / name
+            if name.startswith((".", "_")) or not file.is_file():
+                continue
+            stat = file.stat()
+            on_disk = getattr(stat, "st_blocks", 0) * 512
+            if stat.st_size > SPARSE_MIN_BYTES and on_disk * 16 < stat.st_size:
+                raise DataError(f"{file}: a sparse file ({stat.st_size:,} bytes, {on_disk:,} on "
+                                f"disk), not a data file; move it out of {path}")
+            files, size = files + 1, size + stat.st_size
+            if size > MAX_FOLDER_BYTES:
+                raise DataError(f"{path}: over {MAX_FOLDER_BYTES >> 30} GiB of files (at {file}); "
+                                "point --source at one file or a smaller folder")
+    return files, size
+
+
 def _pick(columns: Sequence[str], wanted: str | None, candidates: Sequence[str]) -> str | None:
     if wanted:
         return wanted
@@ -379,8 +414,12 @@ def load_source(
         raise FileNotFoundError(f"data source not found: {spec} (use 'embedded', a "
                                 ".csv/.jsonl/.json file, or hub:NAME)")
     if path.is_dir():
+        check_local_folder(path)
         return load_hub(spec, topic_col or "keywords", haiku_col or "text", split,
                         on_bad_row=on_bad_row, report=report)
+    if path.suffix.lower() not in (".csv", ".jsonl", ".json"):
+        raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .csv, .jsonl or "
+                        ".json, a dataset folder, or hub:NAME)")
     if not (topic_col or haiku_col) and is_chat_file(path):
         return load_conversations(path, on_bad_row=on_bad_row, report=report)
     columns = _file_columns(path)

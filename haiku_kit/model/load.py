@@ -22,6 +22,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Mapping
@@ -76,12 +77,39 @@ def _base_shapes(base_source: str) -> dict[str, list[int]]:
     return {name: list(p.shape) for name, p in model.named_parameters()}
 
 
-def adapter_misfit(adapter_dir: Path, base_shapes: dict[str, list[int]]) -> str | None:
-    """Why the adapter does not fit a base with these parameter shapes, or None when it fits."""
-    for key, shape in sorted(_adapter_shapes(adapter_dir).items()):
+def _rank_of(declared: dict, module: str) -> int | None:
+    """The LoRA rank adapter_config.json declares for a module (its rank_pattern, else r)."""
+    pattern = declared.get("rank_pattern") or {}
+    if isinstance(pattern, dict):
+        for key, rank in pattern.items():
+            if module == key or module.endswith(f".{key}") or re.fullmatch(str(key), module):
+                return rank if isinstance(rank, int) else None
+    rank = declared.get("r")
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+
+
+def adapter_misfit(
+    adapter_dir: Path,
+    base_shapes: dict[str, list[int]],
+    declared: dict | None = None,
+    ranks_only: dict[str, list[int]] | None = None,
+) -> str | None:
+    """Why the adapter does not fit a base with these parameter shapes (or its own
+    adapter_config.json's rank, when `declared` is given), or None when it fits. `ranks_only`:
+    the adapter's tensor shapes, checked against `declared` alone (no base model)."""
+    shapes = ranks_only if ranks_only is not None else _adapter_shapes(adapter_dir)
+    for key, shape in sorted(shapes.items()):
         name = key.removeprefix(_PREFIX)
         parts = name.split(".")
         lora = next((p for p in parts if p in _LORA_PARTS), None)
+        if ranks_only is not None:
+            if lora is None or len(shape) != 2:
+                continue
+            module = ".".join(parts[: parts.index(lora)])
+            problem = _rank_problem(declared, module, lora, shape)
+            if problem:
+                return problem
+            continue
         if lora is None:  # a fully saved module (modules_to_save): same name, same shape
             base = base_shapes.get(name)
             if base is None:
@@ -95,6 +123,21 @@ def adapter_misfit(adapter_dir: Path, base_shapes: dict[str, list[int]]) -> str 
             return f"it adapts {module}, which the base model lacks"
         if len(shape) != 2 or len(base) != 2 or not _LORA_PARTS[lora](shape, base):
             return f"its {module} expects a {_shown(lora, shape)} layer, the base model's is {base}"
+        problem = _rank_problem(declared, module, lora, shape)
+        if problem:
+            return problem
+    return None
+
+
+def _rank_problem(declared: dict | None, module: str, lora: str, shape: list[int]) -> str | None:
+    """peft builds the layers from the config's rank, then copies the saved tensors in: a saved
+    rank that differs fails there as one size-mismatch line per tensor."""
+    rank = _rank_of(declared, module) if declared is not None else None
+    saved = shape[0] if lora in ("lora_A", "lora_embedding_A") else shape[1]
+    if rank is not None and saved != rank:
+        return (f"adapter_model.safetensors holds rank {saved} for {module}, but "
+                f"adapter_config.json declares r={rank}: the two files are from different "
+                "adapters")
     return None
 
 
@@ -110,13 +153,8 @@ def check_adapter_fits(adapter_dir: str | Path, base_source: str, base_name: str
     """ModelLoadError (one line) unless the adapter in adapter_dir fits the base model at
     base_source (a folder or hub id; base_name is how the user named it)."""
     adapter_dir = Path(adapter_dir)
-    try:
-        declared = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-        declared_base = declared.get("base_model_name_or_path") or "not stated"
-    except (OSError, ValueError, AttributeError) as err:
-        raise ModelLoadError(
-            f"adapter {adapter_dir}: unreadable adapter_config.json ({err})"
-        ) from None
+    declared = read_adapter_config(adapter_dir)
+    declared_base = declared.get("base_model_name_or_path") or "not stated"
     try:
         base_shapes = _base_shapes(base_source)
     except (OSError, ValueError, KeyError) as err:  # the loader itself will say what is wrong
@@ -125,13 +163,15 @@ def check_adapter_fits(adapter_dir: str | Path, base_source: str, base_name: str
         )
         return
     try:
-        problem = adapter_misfit(adapter_dir, base_shapes)
+        problem = adapter_misfit(adapter_dir, base_shapes, declared)
     except Exception as err:
         if not isinstance(err, (OSError, ValueError)) and type(err).__name__ != "SafetensorError":
             raise
         raise ModelLoadError(
             f"adapter {adapter_dir}: unreadable adapter_model.safetensors ({err})"
         ) from None
+    if problem and problem.startswith("adapter_model.safetensors"):
+        raise ModelLoadError(f"adapter {adapter_dir}: {problem}")
     if problem:
         raise ModelLoadError(
             f"adapter {adapter_dir} was trained on a different base model than {base_name} "
@@ -184,6 +224,36 @@ def resolve_model_source(model: str | os.PathLike) -> str:
     return model
 
 
+MAX_ADAPTER_CONFIG_BYTES = 1 << 20  # peft's are about 1 kB
+
+
+def read_adapter_config(adapter_dir: str | os.PathLike, lora: bool = True) -> dict:
+    """adapter_config.json as a dict (with a LoRA rank `r` and `lora_alpha` when `lora`), or
+    ModelLoadError naming the file: too big, not UTF-8, not JSON, nested too deep, not an
+    object, no rank."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_ADAPTER_CONFIG_BYTES + 1)
+        if len(raw) > MAX_ADAPTER_CONFIG_BYTES:
+            raise ValueError(f"over {MAX_ADAPTER_CONFIG_BYTES:,} bytes")
+        config = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ModelLoadError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except RecursionError:
+        raise ModelLoadError(f"{path}: JSON nested too deeply") from None
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{path}: unreadable ({err})") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path}: a JSON object was expected, not a {type(config).__name__}")
+    for key in ("r", "lora_alpha") if lora else ():
+        value = config.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ModelLoadError(f"{path}: {key}={value!r}; a LoRA adapter's config gives a "
+                                 "positive rank r and lora_alpha")
+    return config
+
+
 def check_adapter_dir(adapter: str | os.PathLike) -> Path:
     path = Path(adapter).expanduser()
     if not path.is_dir():
@@ -196,8 +266,31 @@ def check_adapter_dir(adapter: str | os.PathLike) -> Path:
     return path
 
 
+def validate_adapter(adapter: str | os.PathLike, model: str | None = None) -> Path:
+    """The adapter folder, checked as a unit without loading any weights: both files there, the
+    config readable with a rank, the safetensors header readable and its ranks the config's,
+    and (given `model`, a name or folder) its tensor shapes those of that base model.
+    ModelLoadError naming the file otherwise."""
+    path = check_adapter_dir(adapter)
+    declared = read_adapter_config(path)
+    try:
+        shapes = _adapter_shapes(path)
+    except Exception as err:
+        if not isinstance(err, (OSError, ValueError)) and type(err).__name__ != "SafetensorError":
+            raise
+        raise ModelLoadError(
+            f"adapter {path}: unreadable adapter_model.safetensors ({err})") from None
+    # the same rank rule as adapter_misfit, with no base model to compare against
+    problem = adapter_misfit(path, {}, declared, ranks_only=shapes)
+    if problem:
+        raise ModelLoadError(f"adapter {path}: {problem}")
+    if model is not None:
+        check_adapter_fits(path, resolve_model_source(model), os.fspath(model))
+    return path
+
+
 def lora_from_adapter(adapter_dir: Path) -> LoraSettings:
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    cfg = read_adapter_config(adapter_dir)
     targets = cfg.get("target_modules") or LoraSettings().target_modules
     return LoraSettings(
         r=int(cfg["r"]),
@@ -216,7 +309,7 @@ def adapter_base_model(adapter: str | os.PathLike) -> str:
     models' cache folders (any build version, any cache root) read as their names, and an
     adapter that names no base model reads as "embedded", the kit's default."""
     path = check_adapter_dir(adapter)
-    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    config = read_adapter_config(path, lora=False)
     base = str(config.get("base_model_name_or_path") or "").strip()
     if base == EMBEDDED_ENGLISH or Path(base).name.startswith(ENGLISH_FOLDER_PREFIX):
         return EMBEDDED_ENGLISH

@@ -135,3 +135,18 @@ def test_bad_row_raises_with_row_number(tmp_path):
         loaders.load_conversations(chat, on_bad_row="raise")
 
 
+
+
+def test_a_poem_holding_a_nul_byte_is_a_bad_row_naming_it(tmp_path):
+    """A NUL (or other control character) in a poem was read as text and trained on."""
+    path = tmp_path / "nul.jsonl"
+    broken = {"topic": "snow", "haiku": "snow on\x00 the gate\nthe long road\nhome"}
+    tab = {"topic": "tea", "haiku": "green tea\tcooling\nthe cup\nheld"}  # layout is kept
+    path.write_text("\n".join(json.dumps(r) for r in (ROWS[0], broken, tab)) + "\n")
+    report = loaders.FilterReport()
+    with pytest.warns(loaders.BadRowWarning) as caught:
+        rows = loaders.load_table(path, report=report)
+    assert [r["topic"] for r in rows] == ["autumn wind", "tea"] and report.bad_rows == 1
+    assert str(caught[0].message) == (
+        f"{path}: row 2: field 'haiku' holds a control character (U+0000) at character 8 (skipped)"
+    )

@@ -113,7 +113,7 @@ def test_unreadable_adapter_config(tmp_path):
     base = _base(tmp_path, "gemma-small", _gemma3())
     adapter = _adapter(tmp_path, "small", _gemma3())
     (adapter / "adapter_config.json").write_text("{oops")
-    with pytest.raises(ModelLoadError, match="unreadable adapter_config.json"):
+    with pytest.raises(ModelLoadError, match=r"adapter_config.json: unreadable"):
         check_adapter_fits(adapter, str(base), "gemma-small")
 
 
@@ -131,8 +131,27 @@ def test_a_truncated_adapter_file_is_one_line_naming_it(tmp_path, tiny_model_dir
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": 4, "base_model_name_or_path": str(tiny_model_dir)}))
+        {"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+         "base_model_name_or_path": str(tiny_model_dir)}))
     (adapter / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"")
     with pytest.raises(ModelLoadError, match="unreadable adapter_model.safetensors") as err:
         load_model(str(tiny_model_dir), backend="hf", adapter=str(adapter))
     assert str(adapter) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_rank_other_than_its_config_declares_is_one_line(tmp_path):
+    """An adapter_config.json saying r=8 beside r=4 tensors loaded as 158 lines of peft's
+    size-mismatch errors; it is one line naming both files."""
+    base = _base(tmp_path, "gemma-small", _gemma3())
+    adapter = _adapter(tmp_path, "small", _gemma3())
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["r"] = 8
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError) as err:
+        check_adapter_fits(adapter, str(base), "gemma-small")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "holds rank 4" in message and "declares r=8" in message, message
+    config["rank_pattern"] = {"q_proj": 4, "v_proj": 4, "down_proj": 4}  # per-module ranks win
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    check_adapter_fits(adapter, str(base), "gemma-small")

@@ -254,7 +254,8 @@ def test_unsloth_is_imported_before_an_adapter_check_imports_transformers(tmp_pa
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": 4, "base_model_name_or_path": str(tiny_model_dir)}))
+        {"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+         "base_model_name_or_path": str(tiny_model_dir)}))
     (adapter / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
     code = textwrap.dedent(f"""
         import json, sys

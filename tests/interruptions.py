@@ -1,29 +1,23 @@
-"""Fault matrix (issue 17): every bad input through the real `haiku-kit` CLI, a Ctrl-C while the
-model loads, and a kill -9 at a random step of a smoke SFT followed by a plain rerun.
-
-    python tests/fault_matrix.py [--seed N] [--skip-kill] [--only NAME,...]
-
-Prints one table: inputs tried, clear errors (exit 2 and one last line naming the file, key or
-argument), tracebacks, checkpoints lost, steps redone. The bad inputs are in fault_inputs.py;
-tests/test_faults.py runs the same cases under pytest.
+"""Interruptions and concurrent writers through the real `haiku-kit` CLI, each in its own
+process: a Ctrl-C while the model loads, a kill -9 at a random step of a smoke SFT followed by a
+plain rerun, second writers of a live run folder and a SIGTERM. tests/hostile.py puts them in
+its table (classes "signals" and "concurrency"); tests/test_faults.py runs them under pytest.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script too
-from fault_inputs import CASES, REPO, SMOKE, Case, _data_build, _good_lines  # a sibling module
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # imported by a script too
+from hostile_inputs import REPO, SMOKE  # a sibling module
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -80,15 +74,6 @@ def run_cli(argv: list[str], cwd: Path, timeout: float = 900) -> Outcome:
 
 
 
-def classify(outcome: Outcome, case: Case) -> str:
-    if TRACEBACK in outcome.stderr:
-        return "traceback"
-    line = outcome.last_line
-    if outcome.rc == 2 and all(bit in line for bit in case.expect):
-        return "clear"
-    return "unclear"
-
-
 # --------------------------------------------------------------------------- interruptions
 
 
@@ -112,31 +97,6 @@ def interrupt_while_loading(tmp: Path, delay: float = 4.0) -> Outcome:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     return Outcome(proc.returncode, out, err, time.perf_counter() - began)
-
-
-def huge_lines_build(tmp: Path) -> tuple[Outcome, float]:
-    """`data build` on a 50 MB JSONL holding three 16 MB lines: (outcome, peak RSS in MB)."""
-    import psutil
-
-    path = tmp / "huge.jsonl"
-    with path.open("w", encoding="utf-8") as fh:
-        for line in _good_lines(200):
-            fh.write(line + "\n")
-        for _ in range(3):
-            fh.write(json.dumps({"topic": "t", "haiku": "x " * (8 << 20)}) + "\n")
-    proc = subprocess.Popen(
-        cli_command(_data_build(path, tmp)), cwd=tmp, env=cli_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    began, peak, watched = time.perf_counter(), 0, psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            peak = max(peak, watched.memory_info().rss)
-        except psutil.Error:
-            break
-        time.sleep(0.05)
-    out, err = proc.communicate()
-    return Outcome(proc.returncode, out, err, time.perf_counter() - began), peak / 1e6
 
 
 def _logged_steps(log: Path) -> list[int]:
@@ -201,72 +161,44 @@ def kill_and_rerun(
     }
 
 
-# --------------------------------------------------------------------------- main
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-kill", action="store_true")
-    parser.add_argument("--only", default=None, help="comma-separated case names")
-    args = parser.parse_args()
-    wanted = set(args.only.split(",")) if args.only else None
-    rows, tracebacks, clear, tried = [], 0, 0, 0
-    with tempfile.TemporaryDirectory(prefix="haiku-faults-") as root:
-        for i, case in enumerate(CASES):
-            if wanted and case.name not in wanted:
-                continue
-            tmp = Path(root) / f"case{i}"
-            tmp.mkdir()
-            outcome = run_cli(case.build(tmp), tmp)
-            verdict = classify(outcome, case)
-            tried += 1
-            clear += verdict == "clear"
-            tracebacks += verdict == "traceback"
-            rows.append(
-                (case.name, verdict, outcome.rc, f"{outcome.seconds:.1f}", outcome.last_line)
-            )
-        lost = redone = "-"
-        if not wanted or "huge" in wanted:
-            tmp = Path(root) / "huge"
-            tmp.mkdir()
-            outcome, peak_mb = huge_lines_build(tmp)
-            ok = outcome.rc == 0 and TRACEBACK not in outcome.stderr
-            tried += 1
-            tracebacks += TRACEBACK in outcome.stderr
-            rows.append(("50 MB JSONL, three 16 MB lines", f"built, peak {peak_mb:.0f} MB" if ok
-                         else "failed", outcome.rc, f"{outcome.seconds:.1f}", outcome.last_line))  # fmt: skip
-        if not wanted or "interrupt" in wanted:
-            tmp = Path(root) / "sigint"
-            tmp.mkdir()
-            outcome = interrupt_while_loading(tmp)
-            ok = outcome.rc == 130 and "no checkpoint was saved" in outcome.last_line
-            tried += 1
-            tracebacks += TRACEBACK in outcome.stderr
-            clear += ok and TRACEBACK not in outcome.stderr
-            rows.append(("Ctrl-C while loading", "clear" if ok else "unclear", outcome.rc,
-                         f"{outcome.seconds:.1f}", outcome.last_line))  # fmt: skip
-        if not args.skip_kill and (not wanted or "kill" in wanted):
-            tmp = Path(root) / "kill"
-            tmp.mkdir()
-            result = kill_and_rerun(tmp, seed=args.seed)
-            tried += 1
-            tracebacks += TRACEBACK in result["rerun"].stderr
-            lost, redone = result["checkpoints_lost"], result["steps_redone"]
-            summary = {k: v for k, v in result.items() if k != "rerun"}
-            rows.append(("kill -9 at a random SFT step, rerun", "resumed" if
-                         result["rerun_said_resume"] else "NOT resumed", result["rerun_rc"],
-                         f"{result['rerun'].seconds:.1f}", json.dumps(summary)))  # fmt: skip
-    print("| case | verdict | exit | s | last stderr line |")
-    print("|---|---|---|---|---|")
-    for name, verdict, rc, seconds, line in rows:
-        print(f"| {name} | {verdict} | {rc} | {seconds} | {line[:160]} |")
-    print()
-    print("| inputs tried | clear errors | tracebacks | checkpoints lost | steps redone |")
-    print("|---|---|---|---|---|")
-    print(f"| {tried} | {clear} | {tracebacks} | {lost} | {redone} |")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def second_writer_rows(root: Path) -> list[tuple[str, str, str, int, float, str]]:
+    """A smoke SFT runs; meanwhile a second `train sft` on its folder, then a second with
+    `--fresh`, then a `pipeline`: each must exit 2 naming the first's pid, and move nothing.
+    Then SIGTERM to the first: a checkpoint, exit 143. Rows as hostile.slow_rows gives them."""
+    root.mkdir(parents=True, exist_ok=True)
+    run = root / "run"
+    argv = ["train", "sft", *SMOKE, "--set", "sft.max_steps=400", "sft.save_steps=2",
+            "sft.logging_steps=1", "--out", str(run)]  # fmt: skip
+    first = subprocess.Popen(cli_command(argv), cwd=root, env=cli_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rows = []
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and first.poll() is None and not _complete_checkpoints(
+                run / "sft"):
+            time.sleep(0.2)
+        others = [("a second train sft on the same --out", argv),
+                  ("a second train sft --fresh on a live run", [*argv, "--fresh"]),
+                  ("a pipeline on a live run's folder", ["pipeline", *SMOKE, "--out", str(run)])]
+        for name, other in others:
+            saved = sorted(_complete_checkpoints(run / "sft"))
+            outcome = run_cli(other, root, timeout=300)
+            kept = set(saved) <= set(_complete_checkpoints(run / "sft"))
+            ok = (outcome.rc == 2 and f"in use by pid {first.pid}" in outcome.last_line
+                  and kept and first.poll() is None
+                  and not list(run.glob("sft/checkpoints.old-*")))
+            rows.append(("concurrency", name, "TRACEBACK" if TRACEBACK in outcome.stderr else
+                         "ok" if ok else "FAILED", outcome.rc, outcome.seconds, outcome.last_line))
+        began = time.perf_counter()
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    last = ([line for line in err.splitlines() if line.startswith("haiku-kit ")] or [""])[-1]
+    ok = first.returncode == 143 and "checkpoint saved to" in last
+    steps = _logged_steps(run / "sft" / "log.jsonl")
+    ok = ok and steps == sorted(set(steps))
+    rows.append(("signals", "SIGTERM during training", "TRACEBACK" if TRACEBACK in err else
+                 "ok" if ok else "FAILED", first.returncode, time.perf_counter() - began, last))
+    return rows
