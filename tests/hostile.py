@@ -125,8 +125,11 @@ LAUNCH = "import sys; from haiku_kit.cli import main; sys.exit(main())"
 
 def run_in_subprocess(case: Case, tmp: Path) -> Result:
     """The case through `python -c 'from haiku_kit.cli import main'` (what the console script
-    runs), with its peak memory sampled from outside."""
+    runs), with its peak memory sampled from outside. An argument holding a NUL, which no
+    shell can pass, runs in this process instead."""
     argv = case.build(tmp)
+    if any("\x00" in arg for arg in argv):  # exec cannot pass a NUL: only Python callers can
+        return run_in_process(case, tmp)
     before = snapshot(tmp)
     began = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", LAUNCH, *argv], cwd=tmp, env=_env(case, tmp),
