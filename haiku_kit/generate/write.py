@@ -124,7 +124,7 @@ def generate(
         return _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size,
                             max_new_tokens, candidates, max_word_syllables, free_words,
                             clean_line_ends)
-    install_fast_topk_topp()  # CPU: top-p inside the top-k candidates, the same tokens for a seed
+    install_fast_topk_topp()  # CPU: top-p inside the top-k candidates, the token drawn among them
     texts = prompt_strings(tokenizer, prompts)
     items = [t for t in texts for _ in range(k)]  # k copies of each prompt, side by side
     stop = stop_token_ids(model, tokenizer)

@@ -215,7 +215,7 @@ def grpo_pieces(cfg: RunConfig, s: GRPOSettings, model, tokenizer, dataset, phas
                 train_answers=()) -> GRPOSetup:
     """GRPOTrainer's pieces with the phase's rewards, monitors, collapse detector and log."""
     install_cpu_logprob_fallback()
-    install_fast_topk_topp()  # TRL's rollouts call model.generate: CPU top-p inside top-k, same draws
+    install_fast_topk_topp()  # TRL's rollouts call model.generate: CPU top-p inside top-k, drawn among them
     spec = RewardSpec.from_dict(s.rewards)
     recorder = RewardRecorder(spec.names)
     args = grpo_config_args(cfg, s, phase_dir, device, model, stop_token_ids(model, tokenizer))
