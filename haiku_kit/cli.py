@@ -252,14 +252,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from haiku_kit.evaluate.report import write_report
     from haiku_kit.evaluate.scoring import run_eval
     from haiku_kit.generate.write import SamplingSettings
-    from haiku_kit.model.load import load_from_config, validate_adapter
+    from haiku_kit.model.load import load_from_config, resolve_model_source, validate_adapter
 
     if args.candidates < 1 or (args.candidates != 1 and not args.constrained):
         raise ValueError(f"--candidates {args.candidates}: needs --constrained and at least 1")
     out = Path(args.out)
     cfg = model_config(args)
-    if args.adapter:  # a broken adapter fails before the eval split is built
+    if args.adapter:  # a broken adapter or model path fails before the eval split is built
         validate_adapter(args.adapter, cfg.model.name)
+    else:
+        resolve_model_source(cfg.model.name)
     backend_first(cfg)  # the bundled eval split is built with MiniLM (transformers)
     rows, train = load_eval_data(args.data, args.train)  # bad data fails before a model loads
     if args.n is not None:
