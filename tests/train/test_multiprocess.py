@@ -183,3 +183,45 @@ def test_two_processes_train_grpo_and_only_the_main_one_writes(tmp_path, tiny_mo
     # the main process logs its own share of the samples: 4 of the 8 completions a step
     samples = read_log(run / "grpo/samples.jsonl")
     assert [s["step"] for s in samples] == [1] * 4 + [2] * 4
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, splits):
+    """kill -9 of the whole 2-process launch mid-SFT (the launcher and both trainers), then the
+    same launch again: it resumes from the newest complete checkpoint, loses none, and its log
+    holds every step once."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    common = (f"model.name={tiny_model_dir}", f"data.splits_dir={splits}", *SFT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1"}
+    cli_args = ["-m", "haiku_kit.cli", "train", "sft", "--preset", "cpu-smoke", "--out", str(run),
+                "--set", "live_every=0", *common]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    first = subprocess.Popen([*torchrun, "--master_port", str(_free_port()), *cli_args,
+                              "sft.max_steps=200"], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    checkpoints = run / "sft" / "checkpoints"
+
+    def saved() -> list[int]:
+        return sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*")
+                      if (p / "trainer_state.json").is_file())
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None and len(saved()) < 2:
+        time.sleep(0.1)
+    assert first.poll() is None, first.communicate()[1][-3000:]
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate()
+    before = saved()
+    newest = max(before)
+    again = subprocess.run([*torchrun, "--master_port", str(_free_port()), *cli_args,
+                            f"sft.max_steps={newest + 2}"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-5000:]
+    assert f"resuming sft from {checkpoints / f'checkpoint-{newest}'}" in again.stderr
+    assert set(before) <= set(saved()) and max(saved()) == newest + 2  # none lost, two more
+    steps = [r["step"] for r in read_log(run / "sft/log.jsonl") if "loss" in r]
+    assert steps == list(range(1, newest + 3)), steps
