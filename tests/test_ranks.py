@@ -101,3 +101,24 @@ def test_the_pipeline_refuses_a_launch_in_one_line_naming_the_per_stage_command(
     assert f"process {rank} of 2" in err and "--num_processes 2" in err
     assert "accelerate launch" in err and "train sft|grpo --preset cpu-smoke" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_shipped_accelerate_configs_load_in_accelerate_itself():
+    """Each config under resources/accelerate is read by accelerate's own ClusterConfig, which
+    refuses unknown keys; the FSDP one wraps a layer class Gemma 3 really has (accelerate finds
+    it by name among the model's modules)."""
+    from importlib import resources
+
+    from accelerate.commands.config.config_args import ClusterConfig
+    from transformers.models.gemma3 import modeling_gemma3
+
+    folder = resources.files("haiku_kit") / "resources" / "accelerate"
+    loaded = {p.name: ClusterConfig.from_yaml_file(str(p)) for p in folder.iterdir()
+              if p.name.endswith(".yaml")}
+    assert set(loaded) == {"ddp.yaml", "deepspeed-zero2.yaml", "deepspeed-zero3.yaml",
+                           "fsdp.yaml", "multi-node-ddp.yaml"}
+    assert loaded["deepspeed-zero2.yaml"].deepspeed_config["zero_stage"] == 2
+    assert loaded["deepspeed-zero3.yaml"].deepspeed_config["zero_stage"] == 3
+    assert loaded["multi-node-ddp.yaml"].num_machines == 2
+    layer = loaded["fsdp.yaml"].fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+    assert hasattr(modeling_gemma3, layer), layer
