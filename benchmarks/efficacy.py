@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if line:
         print(line)
     print("\nValues: mean [95% bootstrap CI]. Reference (Gemma 3 1B, 1 sample/prompt): base "
-          "0.037/-0.100/-0.063, SFT 0.135/0.110/0.245, SFT+GRPO 0.088/0.371/0.459.")  # fmt: skip
+          "0.037/-0.100/-0.063, SFT 100 steps 0.135/0.110/0.245, SFT->dense GRPO (1,100 steps) "
+          "0.088/0.371/0.459, SFT->sparse->dense GRPO (2,100 steps) 0.235/0.059/0.294.")  # fmt: skip
     print("\nWall time per stage (pipeline run):")
     for stage in runs.STAGES:
         if stage in timings:

@@ -258,30 +258,64 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--candidates {args.candidates}: needs --constrained and at least 1")
     out = Path(args.out)
     cfg = model_config(args)
+    protocol = args.protocol or cfg.eval.protocol
+    data, k, max_new_tokens = args.data, args.k or 1, args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+    sampling = SamplingSettings.greedy() if args.greedy else None
+    if protocol == "reference":
+        data, k, max_new_tokens, sampling = reference_eval_args(args, cfg)
     if args.adapter:  # a broken adapter or model path fails before the eval split is built
         validate_adapter(args.adapter, cfg.model.name)
     else:
         resolve_model_source(cfg.model.name)
     backend_first(cfg)  # the bundled eval split is built with MiniLM (transformers)
-    rows, train = load_eval_data(args.data, args.train)  # bad data fails before a model loads
+    rows, train = load_eval_data(data, args.train)  # bad data fails before a model loads
     if args.n is not None:
         rows = rows[: args.n]
     if not rows:
-        raise DataError(f"--data {args.data}: no eval prompts")
+        raise DataError(f"--data {data}: no eval prompts")
     name = args.name or Path(args.adapter or cfg.model.name).name or "model"
     model, tokenizer = load_from_config(cfg, args.adapter, trainable=False)
     result = run_eval(model, rows, tokenizer=tokenizer, adapter=args.adapter, train_answers=train,
-                      k=args.k, seed=args.seed, name=name,
-                      sampling=SamplingSettings.greedy() if args.greedy else None,
-                      max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                      constrained=args.constrained, candidates=args.candidates)
+                      k=k, seed=args.seed, name=name, sampling=sampling,
+                      max_new_tokens=max_new_tokens, batch_size=args.batch_size,
+                      constrained=args.constrained, candidates=args.candidates, protocol=protocol)
     result.meta["model"] = cfg.model.name
     result.save(out)
     write_env_json(out)
     report = write_report({name: result}, out)
     print(f"wrote {out / 'generations.jsonl'}, {out / 'result.json'} and {report}")
     print((out / "table.md").read_text())
+    if (out / "reference.md").is_file():
+        print((out / "reference.md").read_text())
     return 0
+
+
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
+def reference_eval_args(args: argparse.Namespace, cfg) -> tuple:
+    """(data, k, max_new_tokens, sampling) of `eval --protocol reference`: the reference's eval
+    prompts (--data, else eval.reference_data) and its fixed settings (protocol.REFERENCE); a flag
+    that would change those is refused, naming it."""
+    from haiku_kit.config import REFERENCE_EVAL_SOURCE
+    from haiku_kit.errors import ConfigError
+    from haiku_kit.evaluate.protocol import eval_plan
+    from haiku_kit.generate.write import SamplingSettings
+
+    plan = eval_plan(cfg.eval, "reference")
+    changed = [flag for flag, value, fixed in (("--k", args.k, plan.k),
+                                               ("--max-new-tokens", args.max_new_tokens, plan.max_new_tokens))
+               if value is not None and value != fixed] + ["--greedy"] * bool(args.greedy)
+    if changed:
+        raise ConfigError(f"--protocol reference fixes one sample per prompt, temperature "
+                          f"{plan.temperature}, top_p {plan.top_p}, top_k {plan.top_k} and "
+                          f"{plan.max_new_tokens} new tokens: drop {', '.join(changed)}")
+    data = args.data or cfg.eval.reference_data
+    if not data:
+        raise ConfigError("--protocol reference needs the reference's eval prompts: --data PATH "
+                          f"(the {REFERENCE_EVAL_SOURCE}), or eval.reference_data in the preset")
+    sampling = SamplingSettings(temperature=plan.temperature, top_p=plan.top_p, top_k=plan.top_k)
+    return data, plan.k, plan.max_new_tokens, sampling
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -416,15 +450,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--data", default=None,
                    help="splits folder, jsonl, or chat json (default: bundled eval split)")
-    p.add_argument("--k", type=_bounded(1, MAX_SAMPLES), default=1)
+    p.add_argument("--k", type=_bounded(1, MAX_SAMPLES), default=None, help="samples per prompt (default 1)")
     p.add_argument("--n", type=_bounded(1, 1_000_000), default=None, help="first N prompts only")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=_bounded(0, 2**32 - 1), default=0)
     p.add_argument("--train", default=None, help="training answers for the overlap check")
     p.add_argument("--name", default=None, help="model name in the table")
-    p.add_argument("--max-new-tokens", type=_bounded(1, MAX_NEW_TOKENS), default=128)
+    p.add_argument("--max-new-tokens", type=_bounded(1, MAX_NEW_TOKENS), default=None,
+                   help="default 128")
     p.add_argument("--batch-size", type=_bounded(1, 1024), default=8)
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    p.add_argument("--protocol", choices=["kit", "reference"], default=None,
+                   help="reference: the reference's eval (its prompts via --data, 1 sample, "
+                        "T 1.0, top-p 0.95, top-k 64, 50 new tokens, pyphen on its answer cut) "
+                        "beside the kit's metrics; default: the preset's eval.protocol (kit)")
     p.add_argument("--constrained", action="store_true",
                    help="syllable-constrained decoding (report it beside the free row)")
     p.add_argument("--candidates", type=_bounded(1, MAX_SAMPLES), default=1,

@@ -165,6 +165,10 @@ def training_value_problem(prefix: str, settings: Any) -> str | None:
     warmup = getattr(settings, "warmup_ratio", 0.0)
     if not _number(warmup) or not 0 <= warmup < 1:
         return f"{prefix}.warmup_ratio={warmup!r}: must be at least 0 and below 1"
+    for name in ("adam_beta1", "adam_beta2"):  # Adam's moment decay rates
+        value = getattr(settings, name, 0.9)
+        if not _number(value) or not 0 <= value < 1:
+            return f"{prefix}.{name}={value!r}: must be at least 0 and below 1 (e.g. 0.9, 0.999)"
     return None
 
 
@@ -218,6 +222,11 @@ _COUNTING = {
 REWARD_PRESETS: dict[str, dict[str, float]] = {
     "dense": {"line_count_penalty": 1.0, "haiku_reward": 1.0, "similarity_reward": 1.0},
     "sparse": {"line_count_penalty": 1.0, "haiku_reward": 1.0, "gated_similarity": 1.0},
+    # The same sums judged as the reference judged them (the ref-* presets): pyphen counts on the
+    # whole stripped completion, similarity of the whole completion to the topic, the gate on
+    # three_lines + haiku == 1 (train/rewards.py, "the reference's own rewards").
+    "ref-dense": {"ref_three_lines": 1.0, "ref_haiku": 1.0, "ref_similarity": 1.0},
+    "ref-sparse": {"ref_three_lines": 1.0, "ref_haiku": 1.0, "ref_gated_similarity": 1.0},
     # Ours: a dense syllable signal (non-zero variance early on) plus the anti-hacking penalties.
     "shaped": {
         "haiku_reward": 1.0,
@@ -258,6 +267,23 @@ def fast_inference_problem(enabled: bool, backend: str, device: str, gpu_memory_
     if backend == "hf" or device == "cpu":
         return (f"model.fast_inference=true needs the unsloth backend on a CUDA GPU (vLLM), not "
                 f"model.backend={backend} / model.device={device}; set model.fast_inference=false")
+    return None
+
+
+# model.gradient_checkpointing: recompute activations in the backward pass to save memory.
+# "auto": the kit's default (off on a CPU, where memory is not the limit and it cost SFT 1.2-1.3x
+# per step, research/log.md E12; TRL's default, on, on a GPU; Unsloth's own "unsloth" on the
+# Unsloth backend). "unsloth" is Unsloth's offloaded variant (FastModel.get_peft_model's
+# use_gradient_checkpointing="unsloth"): the Unsloth backend only.
+GRADIENT_CHECKPOINTING = ("auto", "off", "on", "unsloth")
+
+
+def gradient_checkpointing_problem(value: str, backend: str, device: str) -> str | None:
+    """Why model.gradient_checkpointing cannot work with this backend and device, or None."""
+    if value == "unsloth" and (backend == "hf" or device == "cpu"):
+        return (f"model.gradient_checkpointing=unsloth is Unsloth's own (offloaded) checkpointing: it "
+                f"needs the unsloth backend on a CUDA GPU, not model.backend={backend} / "
+                f"model.device={device}; use on, off or auto")
     return None
 
 
@@ -340,6 +366,14 @@ class ModelSettings:
     lora: LoraSettings = field(default_factory=LoraSettings)
     fast_inference: bool = False  # GPU: Unsloth loads vLLM and GRPO generates through it
     gpu_memory_utilization: float = 0.5  # vLLM's share of GPU memory (fast_inference)
+    # auto | off | on | unsloth (GRADIENT_CHECKPOINTING): TRL's gradient_checkpointing and
+    # Unsloth's use_gradient_checkpointing (train/common.py, model/backends.py). YAML reads a bare
+    # on / off (and true / false) as a boolean: they mean "on" / "off".
+    gradient_checkpointing: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.gradient_checkpointing, bool):
+            self.gradient_checkpointing = "on" if self.gradient_checkpointing else "off"
 
 
 @dataclass
@@ -366,6 +400,8 @@ class SFTSettings:
     max_grad_norm: float = 1.0
     max_length: int = 256
     optim: str = "adamw_torch"
+    adam_beta1: float = 0.9  # transformers' defaults; passed to TRL by name
+    adam_beta2: float = 0.999
     # "assistant": SFTConfig.assistant_only_loss on the chat "messages" column;
     # "completion": prompt/completion columns with completion_only_loss. "auto" tries
     # assistant and falls back to completion when the template cannot mask the turn.
@@ -446,6 +482,8 @@ class GRPOSettings:
     weight_decay: float = 0.0
     max_grad_norm: float = 0.1
     optim: str = "adamw_torch"
+    adam_beta1: float = 0.9  # transformers' defaults; passed to TRL by name
+    adam_beta2: float = 0.999
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     generation_batch_size: int | None = None  # None: per_device_train_batch_size * accumulation
@@ -504,6 +542,15 @@ class EvalSettings:
     # "sft + constrained" / "grpo + constrained", reported beside the free-sampling rows.
     constrained: bool = False
     candidates: int = 1  # constrained rows: drafts per poem, the likeliest valid one kept
+    # "kit": the settings above on the run's eval split. "reference": the reference's protocol
+    # (axeld5/gemma_haiku full_eval.py; evaluate/protocol.py): every prompt of its eval file
+    # (reference_data), one sample each, temperature 1.0, top_p 0.95, top_k 64, 50 new tokens,
+    # judged by pyphen on the answer cut out as its code cut it; n_prompts, k, max_new_tokens
+    # and the sampling settings above do not apply.
+    protocol: str = "kit"
+    # The reference's eval_dataset/eval_data.json (592 chat prompts; not shipped with the kit:
+    # no license). Needed by protocol "reference".
+    reference_data: str = ""
 
     @property
     def n(self) -> int:
@@ -549,6 +596,8 @@ CHOICES = {
     "grpo.collapse.action": ("stop", "rollback"),
     "grpo.scale_rewards": ("group", "batch", "none"),
     "grpo.vllm_mode": ("server", "colocate"),
+    "model.gradient_checkpointing": GRADIENT_CHECKPOINTING,
+    "eval.protocol": ("kit", "reference"),
 }
 
 # Settings whose allowed values TRL lists in its config's field help ("Supported values are
@@ -658,6 +707,7 @@ def validate(cfg: RunConfig) -> None:
             problem = problem or (f"distill.max_word_syllables={cfg.distill.max_word_syllables!r}"
                                   ": must be 0 (any word) or more, or a list of those per round")
     problem = problem or missing_file_problem("grpo.extra_topics", cfg.grpo.extra_topics)
+    problem = problem or reference_data_problem(cfg.eval)
     if not isinstance(cfg.eval.candidates, int) or cfg.eval.candidates < 1:
         problem = problem or f"eval.candidates={cfg.eval.candidates!r}: must be at least 1"
     for variant in cfg.grpo_variants:  # unknown keys in a variant fail at load time
@@ -669,7 +719,8 @@ def validate(cfg: RunConfig) -> None:
     m = cfg.model
     problem = problem or fast_inference_problem(
         m.fast_inference, m.backend, m.device, m.gpu_memory_utilization
-    ) or trl_vllm_problem(cfg)
+    ) or trl_vllm_problem(cfg) or gradient_checkpointing_problem(
+        m.gradient_checkpointing, m.backend, m.device)
     if problem:
         raise ConfigError(problem)
     for key, g in [("grpo", cfg.grpo)] + [(f"grpo_variants.{v}", grpo_variant_settings(cfg, v))
@@ -677,6 +728,21 @@ def validate(cfg: RunConfig) -> None:
         problem = generation_batch_problem(key, g, processes())
         if problem:
             raise ConfigError(problem)
+
+
+REFERENCE_EVAL_SOURCE = "eval_dataset/eval_data.json of github.com/axeld5/gemma_haiku"
+
+
+def reference_data_problem(e: EvalSettings) -> str | None:
+    """Why eval.protocol / eval.reference_data cannot evaluate, in one line, or None."""
+    if e.reference_data:
+        if not Path(e.reference_data).is_file():
+            return (f"eval.reference_data={e.reference_data!r}: no such file (the reference's "
+                    f"{REFERENCE_EVAL_SOURCE})")
+    elif e.protocol == "reference":
+        return ("eval.protocol=reference needs eval.reference_data: the path of the reference's "
+                f"{REFERENCE_EVAL_SOURCE} (592 prompts; not shipped with the kit)")
+    return None
 
 
 def generation_batch_problem(key: str, g: GRPOSettings, n: int = 1) -> str | None:

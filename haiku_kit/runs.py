@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from haiku_kit import ranks
-from haiku_kit.config import RunConfig
+from haiku_kit.config import RunConfig, grpo_variant_settings
 from haiku_kit.errors import HaikuKitError
 
 STAGES = ("data", "baseline", "sft", "grpo", "report")
@@ -157,6 +157,20 @@ def grpo_starts_from_sft(init: str, sft_ready: bool) -> bool:
     "auto" does when that adapter is ready (on disk; in a pipeline, when the preset trains SFT
     first), "base" and an explicit path never do."""
     return init == "sft" or (init == "auto" and sft_ready)
+
+
+def schedule(cfg: RunConfig, name: str) -> str:
+    """The training behind an eval row, in steps: "base model", "SFT 100", or the phases up to
+    GRPO's last ("SFT 100 -> sparse GRPO 1,000 -> dense GRPO 1,000")."""
+    if name == "base":
+        return "base model"
+    parts = [f"SFT {cfg.sft.max_steps:,}" if cfg.sft.max_steps > 0 else "SFT"] * has_sft(cfg)
+    if name == "grpo":
+        for phase in grpo_phases(cfg):
+            variant = variant_of(phase)
+            steps = grpo_variant_settings(cfg, variant).max_steps
+            parts.append(f"{variant + ' ' if variant else ''}GRPO {steps:,}")
+    return " -> ".join(parts)
 
 
 CONSTRAINED = " + constrained"

@@ -62,6 +62,7 @@ from haiku_kit.data.splits import build_run_splits, load_eval_data, load_splits
 from haiku_kit.env import AUTO_PRESET, choose_preset, write_env_json
 from haiku_kit.errors import ConfigError, HaikuKitError
 from haiku_kit.evaluate import report
+from haiku_kit.evaluate.protocol import eval_plan, reference_markdown
 from haiku_kit.evaluate.report import learning_curve
 from haiku_kit.evaluate.scoring import EvalResult, run_eval
 from haiku_kit.generate.write import SamplingSettings, WrittenHaiku, write_haiku
@@ -69,6 +70,7 @@ from haiku_kit.model.backends import backend_for, import_backend, resolve_device
 from haiku_kit.model.load import load_from_config
 from haiku_kit.runs import (
     ARTIFACTS,
+    CONSTRAINED,
     NOTEBOOKS,
     RunPaths,
     constrained_name,
@@ -76,6 +78,7 @@ from haiku_kit.runs import (
     grpo_phases,
     grpo_starts_from_sft,
     has_sft,
+    schedule,
     variant_of,
 )
 from haiku_kit.share.export import Exported, ExportError, export_run, push
@@ -211,7 +214,8 @@ def result_markdown(result: Any, title: str = "model") -> str:
     """The metrics of one evaluation with their 95% confidence intervals."""
     if result is None:
         return f"*{title}: not part of this run*"
-    return f"### {title}\n\n" + report.compare({title: result}).markdown()
+    return (f"### {title}\n\n" + report.compare({title: result}).markdown()
+            + reference_markdown({title: result}))  # under eval.protocol=reference only
 
 
 def samples_markdown(result: Any, title: str = "model", n: int = 5) -> str:
@@ -230,6 +234,9 @@ def report_markdown(report_dir: str | Path) -> str:
     """The comparison table and the sample poems of RUN/report/."""
     report_dir = Path(report_dir)
     text = (report_dir / "table.md").read_text()
+    reference = report_dir / "reference.md"  # written under eval.protocol=reference
+    if reference.is_file():
+        text += "\n" + reference.read_text()
     samples = report_dir / "samples.md"
     return text + ("\n" + samples.read_text() if samples.is_file() else "")
 
@@ -715,25 +722,33 @@ def _evaluate_model(run: Run, name: str, data_dir, adapter, constrained: bool):
         name = constrained_name(name)
     rows, train_answers = load_eval_data(str(_require(Path(data_dir), "manifest.json", "splits")))
     train_answers += distill.distilled_answers(run.cfg)
-    n = run.cfg.eval.n_prompts
+    plan = eval_plan(run.cfg.eval)
+    if plan.protocol == "reference":  # the reference's prompts; the overlap still against this run's training
+        rows = load_eval_data(run.cfg.eval.reference_data)[0]
+    n = plan.n_prompts
     extra = {"constrained": True, "candidates": run.cfg.eval.candidates} if constrained else {}
     result = evaluate_rows(run.cfg, name, rows[:n] if n else rows, train_answers, adapter, **extra)
-    result.meta["preset"] = run.preset
+    result.meta.update(preset=run.preset, schedule=schedule(run.cfg, name.removesuffix(CONSTRAINED)))
     result.save(run.paths.eval_dir(name))
     return result
 
 
 def evaluate_rows(cfg, name: str, rows: list[dict], train_answers, adapter=None, **settings):
     """Load the config's model (+ adapter) and score it on rows ({topic, prompt}) with the
-    config's eval settings; `settings` (k, max_new_tokens, ...) override those."""
+    config's eval settings under its eval.protocol (protocol.eval_plan: the reference protocol
+    fixes k, max_new_tokens and the sampling); `settings` (k, max_new_tokens, ...) override
+    those."""
     e = cfg.eval
+    plan = eval_plan(e)
     if adapter is not None:
         adapter = str(_require(Path(adapter), "adapter_config.json", "LoRA adapter"))
     model, tokenizer = load_from_config(cfg, adapter, trainable=False)
-    args = {"k": e.k, "seed": e.seed, "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size}
+    args = {"k": plan.k, "seed": e.seed, "max_new_tokens": plan.max_new_tokens,
+            "batch_size": e.batch_size, "protocol": plan.protocol}
     args.update(settings)
+    sampling = SamplingSettings(temperature=plan.temperature, top_p=plan.top_p, top_k=plan.top_k)
     result = run_eval(model, rows, tokenizer=tokenizer, train_answers=train_answers,
-                      sampling=SamplingSettings.of(e), name=name, **args)
+                      sampling=sampling, name=name, **args)
     result.meta.update(model=cfg.model.name, adapter=adapter)
     return result
 

@@ -28,7 +28,7 @@ def test_every_required_preset_is_packaged_and_loads():
         assert isinstance(cfg, RunConfig) and cfg.name == name and cfg.phases
 
 
-def test_reference_variants_inherit_the_h100_hyperparameters():
+def test_gpu_and_reference_presets_share_the_reference_learning_rates():
     for name in REQUIRED - {"cpu-demo", "cpu-smoke"}:
         cfg = load_preset(name)
         assert cfg.model.name == "unsloth/gemma-3-1b-it"
@@ -44,14 +44,15 @@ def test_reference_variants_inherit_the_h100_hyperparameters():
 
 
 def test_grpo_phases_resolve_to_reward_specs():
-    cfg = load_preset("ref-full")
-    assert grpo_variant_settings(cfg, "sparse").rewards == "sparse"
-    assert grpo_variant_settings(cfg, "dense").rewards == "dense"
+    cfg = load_preset("ref-full")  # the reference's own rewards, judged by pyphen as it judged
+    assert grpo_variant_settings(cfg, "sparse").rewards == "ref-sparse"
+    assert grpo_variant_settings(cfg, "dense").rewards == "ref-dense"
+    assert grpo_variant_settings(load_preset("ref-sft-grpo-dense"), "dense").rewards == "ref-dense"
     # a variant not listed in grpo_variants but named like a reward preset means {rewards: NAME}
-    dense = load_preset("ref-sft-grpo-dense")
-    assert grpo_variant_settings(dense, "dense").rewards == "dense"
+    h100 = load_preset("h100-gemma3-1b")
+    assert grpo_variant_settings(h100, "sparse").rewards == "sparse"
     with pytest.raises(ConfigError, match="neither in grpo_variants"):
-        grpo_variant_settings(dense, "nonsense")
+        grpo_variant_settings(h100, "nonsense")
 
 
 def test_cpu_presets_are_small():
@@ -241,3 +242,57 @@ def test_preset_files_refuse_empty_duplicate_keys_and_find_base_beside_them(tmp_
     (sub / "orphan.yaml").write_text("base: no-such-preset\n")
     with pytest.raises(ConfigError, match=r"unknown preset 'no-such-preset' \(the base: of .*orphan"):
         load_preset(str(sub / "orphan.yaml"))
+
+
+# --------------------------------------------------------------------------- #38: new settings
+
+
+@pytest.mark.parametrize(("override", "named"), [
+    ("grpo.adam_beta2=1.0", "grpo.adam_beta2=1.0"), ("sft.adam_beta1=-0.1", "sft.adam_beta1=-0.1"),
+    ("grpo.adam_beta1=.nan", "grpo.adam_beta1=nan"), ("sft.adam_beta2=abc", "sft.adam_beta2"),
+    ("grpo_variants.x.adam_beta2=1.5", "grpo_variants.x.adam_beta2=1.5"),
+    ("model.gradient_checkpointing=sometimes", "model.gradient_checkpointing='sometimes'"),
+    ("model.gradient_checkpointing=1", "model.gradient_checkpointing='1'"),
+    ("eval.protocol=published", "eval.protocol='published'"),
+])
+def test_new_settings_refuse_bad_values_naming_the_key(override, named):
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(load_preset("cpu-demo"), [override])
+    assert named in str(err.value)
+
+
+def test_adam_betas_pass_and_default_to_transformers():
+    cfg = apply_overrides(load_preset("cpu-demo"), ["grpo.adam_beta2=0.99", "sft.adam_beta1=0.0"])
+    assert (cfg.grpo.adam_beta1, cfg.grpo.adam_beta2, cfg.sft.adam_beta1) == (0.9, 0.99, 0.0)
+    assert (RunConfig().sft.adam_beta1, RunConfig().sft.adam_beta2) == (0.9, 0.999)
+
+
+def test_gradient_checkpointing_choices_and_yaml_booleans():
+    demo = load_preset("cpu-demo")
+    assert demo.model.gradient_checkpointing == "auto"
+    # YAML reads a bare on / off as booleans: they mean "on" / "off"
+    for value, meant in (("on", "on"), ("off", "off"), ("true", "on"), ("false", "off"), ("'on'", "on")):
+        cfg = apply_overrides(demo, [f"model.gradient_checkpointing={value}"])
+        assert cfg.model.gradient_checkpointing == meant
+        assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    ref = load_preset("ref-full")
+    assert apply_overrides(ref, ["model.gradient_checkpointing=off"]).model.gradient_checkpointing == "off"
+    # Unsloth's offloaded checkpointing needs the unsloth backend on a GPU
+    for override in ("model.backend=hf", "model.device=cpu"):
+        with pytest.raises(ConfigError, match="gradient_checkpointing=unsloth.*" + override.replace(".", r"\.")):
+            apply_overrides(ref, [override])
+    with pytest.raises(ConfigError, match="gradient_checkpointing=unsloth"):
+        apply_overrides(demo, ["model.gradient_checkpointing=unsloth"])  # cpu-demo: device cpu
+
+
+def test_reference_protocol_needs_the_reference_eval_file(tmp_path):
+    demo = load_preset("cpu-demo")
+    assert (demo.eval.protocol, demo.eval.reference_data) == ("kit", "")
+    with pytest.raises(ConfigError, match="eval.protocol=reference needs eval.reference_data.*axeld5/gemma_haiku"):
+        apply_overrides(demo, ["eval.protocol=reference"])
+    with pytest.raises(ConfigError, match="eval.reference_data='nope.json': no such file"):
+        apply_overrides(demo, ["eval.protocol=reference", "eval.reference_data=nope.json"])
+    data = tmp_path / "eval_data.json"
+    data.write_text("[]")
+    cfg = apply_overrides(demo, ["eval.protocol=reference", f"eval.reference_data={data}"])
+    assert (cfg.eval.protocol, cfg.eval.reference_data) == ("reference", str(data))

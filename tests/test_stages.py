@@ -259,3 +259,42 @@ def test_launch_command_says_a_grpo_batch_that_does_not_divide_and_refuses_bad_a
         with pytest.raises(HaikuKitError, match=said) as err:
             stages.launch_command(run, **{"stage": "sft", **bad})
         assert "\n" not in str(err.value)
+
+
+def test_evaluate_model_under_the_reference_protocol(tmp_path, monkeypatch):
+    """eval.protocol=reference: the reference's prompts (eval.reference_data, every one), its
+    fixed settings whatever eval.k / max_new_tokens / n_prompts say, the overlap still checked
+    against this run's training answers, and the row's schedule recorded for the side-by-side."""
+    from haiku_kit.data.sources import load_embedded
+    from haiku_kit.data.splits import build_splits, load_eval_data
+    from haiku_kit.evaluate.scoring import evaluate
+
+    data_dir = tmp_path / "run" / "data"
+    build_splits(load_embedded()[:60], data_dir, min_similarity=None)
+    reference = tmp_path / "eval_data.json"
+    reference.write_text(json.dumps([{"conversations": [
+        {"role": "user", "content": f"Generate a haiku about the following topic: {t}\n"},
+        {"role": "assistant", "content": "a\nb\nc"}]} for t in ("frogs", "moon", "rain")]))
+    run = stages.open_run("cpu-smoke", ["eval.protocol=reference", f"eval.reference_data={reference}",
+                                       "eval.n_prompts=1", "eval.k=8", "eval.max_new_tokens=128"],
+                          tmp_path / "run")
+    seen = {}
+
+    def fake_run_eval(model, rows, **kwargs):
+        seen.update(rows=rows, **kwargs)
+        return evaluate(["x"] * len(rows), [r["topic"] for r in rows], similarity=False,
+                        meta={"protocol": kwargs["protocol"]})
+
+    monkeypatch.setattr(stages, "load_from_config", lambda *a, **k: (None, None))
+    monkeypatch.setattr(stages, "run_eval", fake_run_eval)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    result = stages.evaluate_model(run, "grpo", data_dir, adapter=adapter)
+    assert [r["topic"] for r in seen["rows"]] == ["frogs", "moon", "rain"]
+    assert (seen["k"], seen["max_new_tokens"], seen["protocol"]) == (1, 50, "reference")
+    s = seen["sampling"]
+    assert (s.temperature, s.top_p, s.top_k, s.do_sample) == (1.0, 0.95, 64, True)
+    assert set(seen["train_answers"]) == set(load_eval_data(str(data_dir))[1])
+    assert result.meta["schedule"] == f"SFT {run.cfg.sft.max_steps} -> GRPO {run.cfg.grpo.max_steps}"
+    assert "Reference protocol" in stages.result_markdown(result, "grpo")

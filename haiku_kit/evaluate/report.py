@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from haiku_kit.evaluate.protocol import reference_markdown
 from haiku_kit.evaluate.scoring import PATTERN, EvalResult, paired_difference
 from haiku_kit.verify import haiku as hk
 
@@ -437,6 +438,13 @@ def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: i
         line = verdict(results, metric=metric)
         if line:
             parts.append(line + "\n")
+    reference = reference_markdown(results)  # results evaluated under eval.protocol=reference
+    if reference:
+        (out / "reference.md").write_text(reference, encoding="utf-8")
+        parts.append(reference)
+        line = verdict(results, metric="reference_haiku")
+        if line:
+            parts.append(line + "\n")
     if curve:
         import json
 
@@ -461,11 +469,15 @@ def write_report(results: dict[str, EvalResult], out_dir: str | Path, samples: i
             bits.append(f"max_new_tokens {meta['max_new_tokens']}")
         if "seed" in meta:
             bits.append(f"seed {meta['seed']}")
+        if meta.get("protocol"):
+            bits.append(f"protocol {meta['protocol']}")
         settings.append(f"- **{name}**: " + ", ".join(bits))
     parts += ["## Settings\n", "\n".join(settings) + "\n"]
     parts += [
         "## Files\n",
-        "- [table.md](table.md), [table.csv](table.csv)",
+        "- [table.md](table.md), [table.csv](table.csv)"
+        + (", [reference.md](reference.md): the reference protocol beside the published table"
+           if reference else ""),
         "- [samples.md](samples.md): sample outputs per model",
         "- [failures.md](failures.md): failure kinds with examples\n",
         "![metrics](metrics.png)\n",

@@ -25,6 +25,11 @@ Metric definitions (per output; rates are means over all outputs):
                  instruction (text.copies_prompt, the measure the GRPO monitor uses too: topic
                  words do not count as copying).
 - preamble:      extract_poem had to strip a preamble ("Here's a haiku...").
+- reference_haiku, reference_similarity, reference_total (the reference protocol only,
+                 evaluate(reference=True)): the published table's columns as its full_eval.py
+                 made them (evaluate/protocol.py): pyphen on the answer cut out of the decoded
+                 generation at "\n<end_of_turn>", similarity of that answer to the topic parsed
+                 out of the prompt, their sum.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import numpy as np
 
 from haiku_kit.data.sources import rows_of
 from haiku_kit.errors import DataError
+from haiku_kit.evaluate import protocol as protocols
 from haiku_kit.evaluate.metrics import (
     N_BOOT,
     TrainIndex,
@@ -63,10 +69,13 @@ from haiku_kit.verify.text import COPY_THRESHOLD, PATTERN, copy_fraction, prompt
 RATE_METRICS = (
     "good", "fluent", "on_topic", "original",
     "haiku", "haiku_raw", "pyphen_haiku", "three_lines", "train_overlap", "train_near",
-    "prompt_copy", "preamble", "extracted", "empty", "hit_limit",
+    "prompt_copy", "preamble", "extracted", "empty", "hit_limit", "reference_haiku",
 )
 MEAN_METRICS = ("similarity", "total", "pyphen_total", "distance", "copy_fraction", "words",
-                "tokens")
+                "tokens", "reference_similarity", "reference_total")
+# NaN when similarity was skipped (null in the files); the last two only under the reference protocol
+NAN_FIELDS = ("cosine", "similarity", "total", "pyphen_total", "reference_similarity",
+              "reference_total")
 FIELD_OF = {"haiku": "is_haiku", "haiku_raw": "is_haiku_raw"}  # metric -> record field
 
 
@@ -125,7 +134,7 @@ class EvalResult:
         with open(out / "generations.jsonl", encoding="utf-8") as f:
             records = [json.loads(line) for line in f if line.strip()]
         for r in records:
-            for key in ("cosine", "similarity", "total", "pyphen_total"):
+            for key in NAN_FIELDS[:4] + tuple(k for k in NAN_FIELDS[4:] if k in r):
                 r[key] = math.nan if r.get(key) is None else r[key]
         metrics = {k: math.nan if v is None else v for k, v in data["metrics"].items()}
         ci = {k: [math.nan if v is None else v for v in pair] for k, pair in data["ci"].items()}
@@ -211,6 +220,8 @@ def evaluate(
     n_boot: int = N_BOOT,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
+    reference: bool = False,
+    raw: Sequence[Sequence[str]] | None = None,
 ) -> EvalResult:
     """Score outputs (one text or k texts per topic) with the metrics in the module docstring.
 
@@ -219,11 +230,15 @@ def evaluate(
     shared MiniLM scorer); similarity=False skips similarity and the judge (their metrics
     become NaN). judge_lm: (model, tokenizer) for the judge's word-order check (verify.judge;
     None: the judge's rules alone decide "fluent").
+    reference=True adds the reference protocol's metrics (reference_haiku, reference_similarity,
+    reference_total: evaluate/protocol.py), cut from `raw` (per output: the new tokens decoded
+    with their special tokens; a Generations brings its own), else from the texts themselves.
     """
     groups = _as_groups(completions)
     if isinstance(completions, Generations):
         hit_limit = completions.hit_limit if hit_limit is None else hit_limit
         num_tokens = completions.num_tokens if num_tokens is None else num_tokens
+        raw = completions.raw if raw is None else raw
     topics = [str(t) for t in topics]
     if len(topics) != len(groups):
         raise DataError(f"got {len(groups)} completions/groups for {len(topics)} topics")
@@ -239,6 +254,12 @@ def evaluate(
             record.update(_score_record(str(text), topic, prompt, train))
             record["hit_limit"] = bool(hit_limit[i][j]) if hit_limit is not None else False
             record["tokens"] = int(num_tokens[i][j]) if num_tokens is not None else None
+            if reference:
+                answer = protocols.reference_answer(str(raw[i][j]) if raw is not None else str(text))
+                record.update(reference_answer=answer,
+                              reference_topic=protocols.reference_topic(prompt) if prompt else topic,
+                              reference_counts=pyphen_counts(answer),
+                              reference_haiku=pyphen_is_haiku(answer))
             records.append(record)
 
     if similarity and records:
@@ -254,6 +275,8 @@ def evaluate(
         r["similarity"] = float(c) - 0.5
         r["total"] = float(r["is_haiku"]) + r["similarity"]
         r["pyphen_total"] = float(r["pyphen_haiku"]) + r["similarity"]
+    if reference:
+        _reference_similarity(records, scorer if similarity else None)
     _judge_records(records, [prompt_text(prompts[r["prompt_index"]]) if prompts is not None else None
                              for r in records], scorer if similarity else None, judge_lm)
 
@@ -262,6 +285,23 @@ def evaluate(
                 k=max((len(g) for g in groups), default=0), train_answers=len(train),
                 pattern=list(PATTERN), n_boot=n_boot, seed=seed)
     return summarize(records, info, n_boot=n_boot, seed=seed)
+
+
+def _reference_similarity(records: list[dict], scorer: Any) -> None:
+    """reference_similarity = cos(reference topic, reference answer) - 0.5, embedding only the
+    pairs that differ from the (topic, completion) pair already scored; NaN without a scorer."""
+    redo = [i for i, r in enumerate(records)
+            if (r["reference_answer"], r["reference_topic"]) != (r["completion"], r["topic"])]
+    cos = {i: r["cosine"] for i, r in enumerate(records)}
+    if scorer is None:
+        cos = dict.fromkeys(cos, math.nan)
+    elif redo:
+        got = scorer.cosine([records[i]["reference_topic"] for i in redo],
+                            [records[i]["reference_answer"] for i in redo])
+        cos.update({i: float(c) for i, c in zip(redo, got)})
+    for i, r in enumerate(records):
+        r["reference_similarity"] = cos[i] - 0.5
+        r["reference_total"] = float(r["reference_haiku"]) + r["reference_similarity"]
 
 
 def _judge_records(records: list[dict], prompts: list[str | None], scorer: Any,
@@ -376,6 +416,7 @@ def run_eval(
     constrained: bool = False,
     candidates: int = 1,
     judge_word_order: bool = True,
+    protocol: str = "kit",
 ) -> EvalResult:
     """generate + evaluate on rows with `topic` and `prompt` columns; model as in write_haiku.
 
@@ -385,7 +426,11 @@ def run_eval(
     candidates > 1 (constrained only): of that many drafts per poem, valid and fluent (the
     judge's rules) first, then the likeliest.
     judge_word_order: the judge also checks word order with the embedded base model (judge_lm),
-    on the poems that pass every other part."""
+    on the poems that pass every other part.
+    protocol "reference": also the reference's own metrics (evaluate(reference=True)); the
+    caller passes its settings (protocol.eval_plan), and meta["protocol"] records it."""
+    if protocol not in protocols.PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of: {', '.join(protocols.PROTOCOLS)}")
     if isinstance(model, (str, Path)):
         model_name = str(model)
         model, tokenizer = loaded_model(model_name, None if adapter is None else str(adapter))
@@ -399,9 +444,11 @@ def run_eval(
     meta = {"name": name or model_name, "model": model_name, "adapter": adapter,
             "constrained": constrained, "clean_line_ends": constrained, "candidates": candidates,
             "sampling": asdict(sampling), "max_new_tokens": max_new_tokens,
-            "hit_limit_share": gens.hit_limit_share, "judge_word_order": judge_word_order}
+            "hit_limit_share": gens.hit_limit_share, "judge_word_order": judge_word_order,
+            "protocol": protocol}
     return evaluate(gens, [r["topic"] for r in rows], prompts, train_answers, seed=seed,
-                    meta=meta, judge_lm=judge_lm() if judge_word_order else None)
+                    meta=meta, judge_lm=judge_lm() if judge_word_order else None,
+                    reference=protocol == "reference")
 
 
 @functools.lru_cache(maxsize=1)

@@ -61,6 +61,10 @@ class Generations:
     hit_limit: list[list[bool]]
     num_tokens: list[list[int]]
     max_new_tokens: int
+    # The new tokens decoded with their special tokens, the stop token included (what the
+    # reference's eval cut its answer from: evaluate/protocol.reference_answer); None where the
+    # generation does not keep them (the constrained decoder).
+    raw: list[list[str]] | None = None
 
     @property
     def hit_limit_share(self) -> float:
@@ -133,6 +137,7 @@ def generate(
                   pad_token_id=tokenizer.pad_token_id, **sampling.generate_kwargs())
 
     decoded: list[str] = []
+    raw: list[str] = []
     limit: list[bool] = []
     lengths: list[int] = []
     was_training = model.training
@@ -152,6 +157,8 @@ def generate(
                 lengths.append(len(row) if end is None else end + 1)
                 kept = row if end is None else row[:end]
                 decoded.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+                raw.append(tokenizer.decode(row if end is None else row[: end + 1],
+                                            skip_special_tokens=False))
             bar.update(len(batch))
         bar.close()
     finally:
@@ -160,7 +167,8 @@ def generate(
     def regroup(values: list) -> list[list]:
         return [values[i * k : (i + 1) * k] for i in range(len(texts))]
 
-    return Generations(regroup(decoded), regroup(limit), regroup(lengths), max_new_tokens)
+    return Generations(regroup(decoded), regroup(limit), regroup(lengths), max_new_tokens,
+                       regroup(raw))
 
 
 def _constrained(model, tokenizer, prompts, k, seed, sampling, batch_size, max_new_tokens,

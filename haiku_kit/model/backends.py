@@ -252,9 +252,17 @@ def unsloth_load_kwargs(
     }
 
 
-def unsloth_peft_kwargs(lora: LoraSettings, seed: int) -> dict[str, Any]:
+# model.gradient_checkpointing -> FastModel.get_peft_model's use_gradient_checkpointing. "auto" is
+# Unsloth's own default, "unsloth" (offloaded checkpointing), said explicitly.
+UNSLOTH_GRADIENT_CHECKPOINTING: dict[str, bool | str] = {
+    "auto": "unsloth", "unsloth": "unsloth", "on": True, "off": False}
+
+
+def unsloth_peft_kwargs(lora: LoraSettings, seed: int, gradient_checkpointing: str = "auto") -> dict[str, Any]:
     """Arguments for unsloth.FastModel.get_peft_model, the same LoRA as the hf backend. A regex
-    target_modules (how Unsloth saves an adapter) is passed through as the regex."""
+    target_modules (how Unsloth saves an adapter) is passed through as the regex.
+    gradient_checkpointing: model.gradient_checkpointing (UNSLOTH_GRADIENT_CHECKPOINTING); the
+    model keeps the mode and Unsloth's trainer restores it before each train()."""
     targets = lora.target_modules
     return {
         "finetune_vision_layers": False,
@@ -267,6 +275,7 @@ def unsloth_peft_kwargs(lora: LoraSettings, seed: int) -> dict[str, Any]:
         "lora_dropout": lora.dropout,
         "bias": "none",
         "random_state": seed,
+        "use_gradient_checkpointing": UNSLOTH_GRADIENT_CHECKPOINTING[gradient_checkpointing],
     }
 
 

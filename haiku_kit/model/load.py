@@ -439,7 +439,8 @@ def _wrap_hf(model, lora: LoraSettings | None, adapter: Path | None, seed: int, 
     return get_peft_model(model, peft_lora_config(lora))
 
 
-def _load_unsloth(source, load_in_4bit, dtype, max_seq_length, lora, adapter, seed, fast=False, share=0.5):
+def _load_unsloth(source, load_in_4bit, dtype, max_seq_length, lora, adapter, seed, fast=False, share=0.5,
+                  checkpointing="auto"):
     problem = unsloth_import_order_problem(sys.modules)
     if problem:
         warnings.warn(problem, stacklevel=3)
@@ -458,7 +459,7 @@ def _load_unsloth(source, load_in_4bit, dtype, max_seq_length, lora, adapter, se
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        model = FastModel.get_peft_model(model, **unsloth_peft_kwargs(shape, seed))
+        model = FastModel.get_peft_model(model, **unsloth_peft_kwargs(shape, seed, checkpointing))
         result = set_peft_model_state_dict(model, load_file(str(adapter / ADAPTER_FILES[1])))
         if getattr(result, "unexpected_keys", None):
             raise ModelLoadError(
@@ -466,7 +467,7 @@ def _load_unsloth(source, load_in_4bit, dtype, max_seq_length, lora, adapter, se
                 f"{len(result.unexpected_keys)} unexpected weights"
             )
     elif lora is not None:
-        model = FastModel.get_peft_model(model, **unsloth_peft_kwargs(lora, seed))
+        model = FastModel.get_peft_model(model, **unsloth_peft_kwargs(lora, seed, checkpointing))
     return model, tokenizer
 
 
@@ -481,13 +482,16 @@ def load_model(
     seed: int = 3407,
     fast_inference: bool = False,
     gpu_memory_utilization: float = 0.5,
+    gradient_checkpointing: str = "auto",
 ):
     """(model, tokenizer) ready for TRL.
 
     ``lora``: settings for a fresh LoRA adapter, or None for the plain model. ``adapter``: a
     saved LoRA adapter folder, loaded trainable instead of a fresh one. ``dtype``: None picks
     fp32 on CPU and, on a GPU, by compute capability (precision.choose_precision).
-    ``fast_inference`` (Unsloth): load a vLLM engine too, using that share of GPU memory."""
+    ``fast_inference`` (Unsloth): load a vLLM engine too, using that share of GPU memory.
+    ``gradient_checkpointing`` (Unsloth): model.gradient_checkpointing, the LoRA model's
+    use_gradient_checkpointing (on the hf backend TRL's argument decides, train/common.py)."""
     chosen = import_backend(backend)  # Unsloth first: the adapter checks below import transformers
     if isinstance(lora, Mapping):
         lora = LoraSettings.from_dict(lora)
@@ -498,7 +502,7 @@ def load_model(
     if chosen == "unsloth":
         net, tokenizer = _load_unsloth(
             source, load_in_4bit, dtype, max_seq_length, lora, adapter_dir, seed,
-            fast_inference, gpu_memory_utilization,
+            fast_inference, gpu_memory_utilization, gradient_checkpointing,
         )
     else:
         base, tokenizer = _load_hf(source, load_in_4bit, dtype, max_seq_length)
@@ -530,6 +534,7 @@ def load_from_config(cfg: RunConfig, adapter: str | Path | None = None, trainabl
         seed=cfg.seed,
         fast_inference=m.fast_inference and rollouts,
         gpu_memory_utilization=m.gpu_memory_utilization,
+        gradient_checkpointing=m.gradient_checkpointing,
     )
 
 

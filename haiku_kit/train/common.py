@@ -104,11 +104,24 @@ def common_args(cfg: RunConfig, s, out: Path, device: str, model) -> dict[str, A
         seed=cfg.seed,
         dataloader_num_workers=0,
         disable_tqdm=False,
-        # TRL turns it on by default; on a CPU memory is not the limit, and recomputing the
-        # forward in the backward cost SFT 1.2-1.3x per step (research/log.md E12).
-        **({"gradient_checkpointing": False} if device == "cpu" else {}),
+        **gradient_checkpointing_args(cfg.model.gradient_checkpointing, device, model),
         **_precision(device, model),
     )
+
+
+def gradient_checkpointing_args(value: str, device: str, model) -> dict[str, Any]:
+    """TRL's gradient_checkpointing for model.gradient_checkpointing. "auto": TRL's default (on)
+    on a GPU; off on a CPU, where memory is not the limit and recomputing the forward in the
+    backward cost SFT 1.2-1.3x per step (research/log.md E12). "unsloth" is on for TRL too: the
+    Unsloth model was built with use_gradient_checkpointing="unsloth" (backends.
+    unsloth_peft_kwargs) and its trainer keeps that mode. A model loaded through transformers +
+    peft (the hf backend: every CPU run) refuses "unsloth"."""
+    if value == "unsloth" and getattr(model, "_haiku_kit_backend", None) == "hf":
+        raise ConfigError("model.gradient_checkpointing=unsloth needs the unsloth backend on a CUDA GPU "
+                          "(this model loaded through transformers + peft); use on, off or auto")
+    if value == "auto":
+        return {"gradient_checkpointing": False} if device == "cpu" else {}
+    return {"gradient_checkpointing": value != "off"}
 
 
 def config_args(config_cls, cfg: RunConfig, s, out: Path, device: str, model, kit: dict[str, Any],

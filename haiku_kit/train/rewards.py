@@ -40,6 +40,7 @@ from typing import Any
 
 from haiku_kit.config import REWARD_PRESETS
 from haiku_kit.errors import ConfigError
+from haiku_kit.evaluate.metrics import pyphen_counts, pyphen_is_haiku
 from haiku_kit.verify import haiku as hk
 from haiku_kit.verify.judge import fluency_problems
 from haiku_kit.verify.text import PATTERN, completion_text, copy_fraction, prompt_text, words
@@ -389,6 +390,70 @@ def fluent_haiku_reward(prompts, completions, **kwargs) -> list[float]:
             for a in _analyses(completions)]
 
 
+# -------------------- the reference's own rewards --------------------
+# axeld5/gemma_haiku rewards.py, as its GRPO runs scored a completion: the whole completion,
+# stripped (no poem extraction), its lines = the non-blank lines; the 5-7-5 check counts with
+# pyphen (evaluate.metrics.pyphen_counts, the reference's count_syllables); similarity embeds the
+# whole completion. The ref-dense / ref-sparse reward presets sum them with weight 1, which is the
+# reference's compute_train_rewards / compute_train_rewards_sparse. The topic is the dataset's
+# topic column (the reference parsed it out of the prompt, prompt.split(":")[1].strip(), which is
+# the same text for its "...following topic: X" prompts unless X itself holds a colon).
+
+
+def _ref_texts(completions: Sequence[Any]) -> list[str | None]:
+    """Each completion's text, stripped; None (the reward's floor) where it is not text or is a
+    runaway generation longer than MAX_COMPLETION_CHARS."""
+    out: list[str | None] = []
+    for completion in completions:
+        try:
+            text = completion_text(completion).strip()
+        except TypeError:
+            text = None
+        out.append(text if text is not None and len(text) <= MAX_COMPLETION_CHARS else None)
+    return out
+
+
+@reward(floor=-1.0)
+def ref_three_lines(prompts, completions, **kwargs) -> list[float]:
+    """The reference's reward_three_lines: -1.0 unless the completion has exactly 3 non-blank
+    lines, else 0.0. Floor -1.0."""
+    return [0.0 if t is not None and len(pyphen_counts(t)) == len(PATTERN) else -1.0
+            for t in _ref_texts(completions)]
+
+
+@reward(floor=0.0)
+def ref_haiku(prompts, completions, **kwargs) -> list[float]:
+    """The reference's reward_haiku: 1.0 when pyphen counts the completion's 3 lines 5-7-5, else
+    0.0 (evaluate.metrics.pyphen_is_haiku). Floor 0.0."""
+    return [0.0 if t is None else float(pyphen_is_haiku(t)) for t in _ref_texts(completions)]
+
+
+@reward(floor=-0.5)
+def ref_similarity(prompts, completions, **kwargs) -> list[float]:
+    """The reference's reward_similarity: cos(MiniLM(topic), MiniLM(completion)) - 0.5, on the
+    whole completion. Floor -0.5."""
+    texts = _ref_texts(completions)
+    topics = _topics(kwargs, len(texts))
+    idx = [i for i, t in enumerate(texts) if t is not None]
+    out = [-0.5] * len(texts)
+    for i, c in zip(idx, _cosines([topics[i] for i in idx], [texts[i] for i in idx])):
+        out[i] = c - 0.5
+    return out
+
+
+@reward(floor=0.0)
+def ref_gated_similarity(prompts, completions, **kwargs) -> list[float]:
+    """The sparse part of the reference's compute_train_rewards_sparse: reward_similarity only
+    where reward_three_lines + reward_haiku == 1 (a pyphen 5-7-5 haiku), else 0.0. Floor 0.0."""
+    texts = _ref_texts(completions)
+    topics = _topics(kwargs, len(texts))
+    idx = [i for i, t in enumerate(texts) if t is not None and pyphen_is_haiku(t)]
+    out = [0.0] * len(texts)
+    for i, c in zip(idx, _cosines([topics[i] for i in idx], [texts[i] for i in idx])):
+        out[i] = c - 0.5
+    return out
+
+
 REGISTRY: dict[str, Callable[..., list[float]]] = {
     f.__name__: f
     for f in (
@@ -404,6 +469,10 @@ REGISTRY: dict[str, Callable[..., list[float]]] = {
         length_penalty,
         filler_penalty,
         fluent_haiku_reward,
+        ref_three_lines,
+        ref_haiku,
+        ref_similarity,
+        ref_gated_similarity,
     )
 }
 

@@ -90,6 +90,7 @@ def test_unsloth_peft_kwargs_match_hf_lora():
         "lora_dropout": 0.05,
         "bias": "none",
         "random_state": 7,
+        "use_gradient_checkpointing": "unsloth",  # Unsloth's own default, said explicitly
     }
     cfg = peft_lora_config(lora)
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (8, 16, 0.05)
@@ -124,3 +125,11 @@ def test_lora_settings_validation_and_dict():
         LoraSettings.from_dict({"rank": 4})
     with pytest.raises(ValueError, match="r must"):
         LoraSettings(r=0)
+
+
+@pytest.mark.parametrize(("value", "unsloth"), [
+    ("auto", "unsloth"), ("unsloth", "unsloth"), ("on", True), ("off", False)])
+def test_gradient_checkpointing_reaches_unsloths_get_peft_model(value, unsloth):
+    kwargs = unsloth_peft_kwargs(LoraSettings(), 0, value)
+    got = kwargs["use_gradient_checkpointing"]
+    assert got == unsloth and type(got) is type(unsloth)

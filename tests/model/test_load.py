@@ -223,8 +223,10 @@ def test_unsloth_branch_wiring(fake_unsloth, tiny_model_dir, tmp_path):
 
     # Reloading an adapter goes through FastModel.get_peft_model with the saved settings.
     fake_unsloth.calls.clear()
-    again, _ = load_model(str(tiny_model_dir), backend="unsloth", adapter=str(adapter))
+    again, _ = load_model(str(tiny_model_dir), backend="unsloth", adapter=str(adapter),
+                          gradient_checkpointing="off")
     assert fake_unsloth.calls[1][1]["r"] == 4 and fake_unsloth.calls[1][1]["lora_alpha"] == 8
+    assert fake_unsloth.calls[1][1]["use_gradient_checkpointing"] is False  # model.gradient_checkpointing
     ids = torch.tensor([[2, 818, 3823]])
     with torch.no_grad():
         assert torch.allclose(again(input_ids=ids).logits, model(input_ids=ids).logits)
@@ -275,3 +277,14 @@ def test_unsloth_is_imported_before_an_adapter_check_imports_transformers(tmp_pa
                          check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [], out.stderr[-2000:]
+
+
+def test_load_from_config_passes_the_gradient_checkpointing_setting(monkeypatch):
+    from haiku_kit.config import load_preset
+    from haiku_kit.model import load as load_module
+
+    seen = {}
+    monkeypatch.setattr(load_module, "load_model", lambda *a, **kw: seen.update(kw) or ("m", "t"))
+    monkeypatch.setattr(load_module, "backend_for", lambda cfg: "unsloth")
+    load_module.load_from_config(load_preset("ref-full"))
+    assert seen["gradient_checkpointing"] == "unsloth"

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from haiku_kit.errors import ConfigError
+from haiku_kit.evaluate import metrics
 from haiku_kit.train import rewards as R
 from haiku_kit.verify import haiku as hk
 
@@ -361,3 +362,39 @@ def test_dense_and_sparse_presets_reproduce_the_reference_formulas():
     assert dense == pytest.approx([e[0] for e in expected], abs=1e-5)
     assert sparse == pytest.approx([e[1] for e in expected], abs=1e-5)
     assert len({round(v, 3) for v in sparse}) > 2  # not a degenerate batch
+
+
+# --------------------------------------------------------------------------- the reference's rewards
+
+
+def _reference_scores(completions, cos, sparse: bool) -> list[float]:
+    """axeld5/gemma_haiku rewards.py L43-72, written out: compute_train_rewards_sparse (sparse)
+    or compute_train_rewards, with reward_similarity = cos - 0.5 (cos given per completion)."""
+    def lines(text):
+        return [line.strip() for line in text.strip().split("\n") if line.strip()]
+
+    def is_haiku(text):  # L16-26, with the kit's count (pyphen lang "en", L6-12)
+        return len(lines(text)) == 3 and metrics.pyphen_counts(text) == [5, 7, 5]
+
+    scores = []
+    for response in (c.strip() for c in completions):
+        score = (-1 if len(lines(response)) != 3 else 0) + int(is_haiku(response))
+        if not sparse or score == 1:
+            score += cos[response] - 0.5
+        scores.append(score)
+    return scores
+
+
+@pytest.mark.parametrize("preset", ["ref-sparse", "ref-dense"])
+def test_ref_reward_presets_are_the_references_reward_functions(preset, monkeypatch):
+    completions = list(CASES.values()) + ["  " + POEM + "\n\n", "Sure! Here's a haiku:\n" + POEM]
+    cos = {c.strip(): 0.1 * i for i, c in enumerate(completions)}
+    seen = []
+    monkeypatch.setattr(R, "_cosines", lambda topics, texts: seen.append(texts) or [cos[t] for t in texts])
+    spec = R.RewardSpec.preset(preset)
+    totals = _weighted_total(spec, completions, [TOPIC] * len(completions))
+    assert totals == pytest.approx(_reference_scores(completions, cos, preset == "ref-sparse"))
+    if preset == "ref-dense":  # similarity embeds the whole completion, preamble and all
+        assert "Sure! Here's a haiku:\n" + POEM in seen[0]
+    # the preamble fails the reference's counter (4 lines), where the kit's extracts the poem
+    assert R.ref_haiku([PROMPT], [CASES["preamble"]])[0] == 0.0 == 1.0 - R.haiku_reward([PROMPT], [CASES["preamble"]])[0]

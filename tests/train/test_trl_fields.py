@@ -42,3 +42,41 @@ def test_every_trl_config_argument_the_kit_sets_is_a_field(preset, tmp_path, mon
                     assert (args["vllm_mode"], args["vllm_server_port"]) == (s.vllm_mode, s.vllm_server_port)
                     # TRL builds its config from them (its own checks of the values), here on a CPU
                     GRPOConfig(**{**args, "bf16": False, "fp16": False, "use_cpu": True})
+
+
+def _model(backend: str):
+    return type("Model", (), {"_haiku_kit_backend": backend, "config": None})()
+
+
+@pytest.mark.parametrize(("value", "cpu", "gpu"), [
+    ("auto", False, True),  # off on a CPU (research/log.md E12), TRL's default (on) on a GPU
+    ("on", True, True), ("off", False, False)])
+def test_gradient_checkpointing_reaches_trls_configs_on_the_hf_backend(value, cpu, gpu, tmp_path, monkeypatch):
+    """model.gradient_checkpointing through the kit's own builders (sft_config_args,
+    grpo_config_args) into real SFTConfig / GRPOConfig objects, for a model the hf backend loaded."""
+    from trl import GRPOConfig, SFTConfig
+
+    from haiku_kit.train import common
+    from haiku_kit.train.grpo import grpo_config_args
+    from haiku_kit.train.sft import sft_config_args
+
+    monkeypatch.setattr(common, "gpu_capabilities", lambda: [(9, 0)])
+    cfg = apply_overrides(load_preset("cpu-smoke"), [f"output_dir={tmp_path}", "model.backend=hf",
+                                                     f"model.gradient_checkpointing={value}"])
+    for device, wanted in (("cpu", cpu), ("cuda", gpu)):
+        args = sft_config_args(cfg, tmp_path / "sft", device, _model("hf"), "assistant")
+        assert SFTConfig(**{**args, "use_cpu": True, "bf16": False}).gradient_checkpointing is wanted
+        args = grpo_config_args(cfg, cfg.grpo, tmp_path / "grpo", device, _model("hf"), [1, 106])
+        assert GRPOConfig(**{**args, "use_cpu": True, "bf16": False}).gradient_checkpointing is wanted
+
+
+def test_unsloth_gradient_checkpointing_is_refused_for_an_hf_model(tmp_path, monkeypatch):
+    from haiku_kit.errors import ConfigError
+    from haiku_kit.train import common
+    from haiku_kit.train.sft import sft_config_args
+
+    monkeypatch.setattr(common, "gpu_capabilities", lambda: [(9, 0)])
+    cfg = apply_overrides(load_preset("ref-full"), [f"output_dir={tmp_path}"])
+    assert sft_config_args(cfg, tmp_path, "cuda", _model("unsloth"), "assistant")["gradient_checkpointing"]
+    with pytest.raises(ConfigError, match="gradient_checkpointing=unsloth needs the unsloth backend"):
+        sft_config_args(cfg, tmp_path, "cuda", _model("hf"), "assistant")
