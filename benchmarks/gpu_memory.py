@@ -27,6 +27,8 @@ def main() -> None:
         precision = choose_precision("cuda", [capability], "gemma3_text")
         shown = "4-bit + " + precision.name if cfg.model.load_in_4bit else precision.name
         for phase in ("sft", "grpo"):
+            if not any(p.split(":")[0] == phase for p in cfg.phases):
+                continue
             e = estimate_phase(GEMMA3_1B, cfg, phase, BYTES[precision.load_dtype])
             print(f"| `{name}` | {gpu} | {phase} | {shown} | {e['weights']:.1f} | {e['lora']:.2f} | "
                   f"{e['activations']:.2f} | {e['logits']:.1f} | {e['total']:.1f} GiB |")
