@@ -605,6 +605,55 @@ CHOICES = {
 TRL_CHOICES = {"loss_type": ("trainer/grpo_config.py", "GRPOConfig")}
 
 
+# A trainer config's fields, read from source: (package, file, class) from the class down to
+# transformers' TrainingArguments, which both of TRL's configs extend.
+_TRL_CONFIG_SOURCES = {
+    "SFTConfig": [("trl", "trainer/sft_config.py", "SFTConfig")],
+    "GRPOConfig": [("trl", "trainer/grpo_config.py", "GRPOConfig")],
+}
+_TRL_CONFIG_BASES = [("trl", "trainer/base_config.py", "_BaseConfig"),
+                     ("transformers", "training_args.py", "TrainingArguments")]
+
+
+@functools.cache
+def trl_config_fields(config: str) -> frozenset[str] | None:
+    """The field names of TRL's SFTConfig or GRPOConfig, read from TRL's and transformers' source
+    without importing them (as trl_choices does), so that an unknown `trainer_args` key fails
+    with the config, before a model loads; None when a source is missing (then the trainer's
+    own check names it, later)."""
+    import ast
+    import importlib.util
+
+    names: set[str] = set()
+    for package, source, cls in _TRL_CONFIG_SOURCES[config] + _TRL_CONFIG_BASES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        try:
+            tree = ast.parse((Path(spec.submodule_search_locations[0]) / source)
+                             .read_text(encoding="utf-8"))
+        except (OSError, SyntaxError):
+            return None
+        body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls),
+                    None)
+        if body is None:
+            return None
+        names |= {item.target.id for item in body
+                  if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+    return frozenset(names)
+
+
+def trainer_args_problem(key: str, config: str, trainer_args: Any) -> str | None:
+    """Why `<key>.trainer_args` cannot reach TRL's `config`, or None."""
+    if not isinstance(trainer_args, dict):
+        return f"{key}.trainer_args={trainer_args!r}: a mapping of {config} fields to values"
+    known = trl_config_fields(config)
+    unknown = sorted(k for k in trainer_args if known is not None and k not in known)
+    if unknown:
+        return f"{key}.trainer_args: {config} has no field {unknown[0]!r}"
+    return None
+
+
 @functools.cache
 def trl_choices(name: str) -> tuple[str, ...] | None:
     """The values TRL's config accepts for `name` (TRL_CHOICES), read from the field's help in
@@ -692,6 +741,8 @@ def validate(cfg: RunConfig) -> None:
     problem = problem or trl_value_problem("grpo", cfg.grpo)
     for section in ("grpo", "eval", "distill"):
         problem = problem or sampling_problem(section, getattr(cfg, section))
+    problem = (problem or trainer_args_problem("sft", "SFTConfig", cfg.sft.trainer_args)
+               or trainer_args_problem("grpo", "GRPOConfig", cfg.grpo.trainer_args))
     if cfg.distill.topics > 0 or cfg.distill.corpus:
         problem = problem or training_value_problem("distill", cfg.distill) or next(
             (f"distill.{name}={getattr(cfg.distill, name)!r}: must be a whole number of at least 1"
@@ -714,6 +765,7 @@ def validate(cfg: RunConfig) -> None:
         s = grpo_variant_settings(cfg, variant)
         problem = problem or training_value_problem(f"grpo_variants.{variant}", s) or (
             sampling_problem(f"grpo_variants.{variant}", s)) or (
+            trainer_args_problem(f"grpo_variants.{variant}", "GRPOConfig", s.trainer_args)) or (
             trl_value_problem(f"grpo_variants.{variant}", s)) or (
             missing_file_problem(f"grpo_variants.{variant}.extra_topics", s.extra_topics))
     m = cfg.model

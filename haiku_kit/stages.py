@@ -84,6 +84,7 @@ from haiku_kit.runs import (
 from haiku_kit.share.export import Exported, ExportError, export_run, push
 from haiku_kit.share.model_card import card_facts, render_card
 from haiku_kit.train import distill, grpo, sft
+from haiku_kit.train.callbacks import gpu_memory
 from haiku_kit.train.common import enum_value, train_phase
 
 TRY_TOPICS = ("first snow in the city", "a cat asleep in the sun", "the last train home")
@@ -343,6 +344,31 @@ class Run:
         return path
 
 
+# Colab's Google Drive, mounted: a run folder here outlives a disconnected runtime
+DRIVE_MOUNT = "/content/drive"
+DRIVE_RUNS = Path(DRIVE_MOUNT) / "MyDrive" / "haiku-kit"
+
+
+def on_drive(run_dir: str | Path, drive: bool = False) -> Path:
+    """The run folder a notebook writes: `run_dir` as given, or with drive=True on Colab, its name
+    under Google Drive's MyDrive/haiku-kit/ (Drive is mounted here; Colab asks for consent once),
+    so that a disconnect loses no checkpoint and a new runtime resumes from Drive. Off Colab,
+    drive=True says so in one line and keeps `run_dir`."""
+    run_dir = Path(run_dir)
+    if not drive:
+        return run_dir
+    try:
+        from google.colab import drive as colab_drive
+    except ImportError:
+        print(f"drive = True keeps the run folder on Google Drive, on Colab only; here it stays "
+              f"{run_dir}")
+        return run_dir
+    colab_drive.mount(DRIVE_MOUNT)
+    target = DRIVE_RUNS / run_dir.name
+    print(f"run folder on Google Drive: {target}")
+    return target
+
+
 def open_run(
     preset: str, overrides: list[str], run_dir: str | Path, resume: Any = None, fresh: Any = False
 ) -> Run:
@@ -475,19 +501,18 @@ def load_model(run: Run, adapter: str | Path | None = None, trainable: bool = Tr
 def free_memory() -> dict:
     """After `model = trainer = None` in a notebook: collect them and hand their GPU memory back to
     the next stage of the same process (quickstart, or 03 then 04 in one kernel). Returns the
-    peak GPU memory so far in GiB (torch.cuda.max_memory_allocated), {} on a CPU."""
+    peak GPU memory so far in GiB (torch.cuda.max_memory_allocated), {} on a CPU; each training
+    phase also writes its peak to RUN/<phase>/peak_memory.json."""
     import gc
 
     gc.collect()
-    try:
+    memory = gpu_memory()
+    if memory:
         import torch
-    except ImportError:
-        return {}
-    if not torch.cuda.is_available():
-        return {}
-    torch.cuda.empty_cache()
-    return {"peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-            "reserved_gib": round(torch.cuda.memory_reserved() / 2**30, 2)}
+
+        torch.cuda.empty_cache()
+        memory["reserved_gib"] = round(torch.cuda.memory_reserved() / 2**30, 2)
+    return memory
 
 
 def _needs(run: Run, kind: str, present: bool) -> None:

@@ -364,7 +364,8 @@ RANGE_CASES = [
     ("model.lora.r", "0"), ("model.lora.r", "-8"), ("model.lora.alpha", "nan"),
     ("model.lora.dropout", "1.5"), ("model.lora.target_modules", "[]"), ("eval.temperature", "0"),
     ("distill.top_p", "-1"), ("grpo.min_p", "2"), ("grpo.epsilon", "-0.2"),
-    ("phases", "[rlhf]"), ("seed", "abc"),
+    ("phases", "[rlhf]"), ("seed", "abc"), ("grpo.trainer_args", "{bogus_key: 3}"),
+    ("sft.trainer_args", "[1, 2]"),
 ]
 
 

@@ -296,3 +296,21 @@ def test_reference_protocol_needs_the_reference_eval_file(tmp_path):
     data.write_text("[]")
     cfg = apply_overrides(demo, ["eval.protocol=reference", f"eval.reference_data={data}"])
     assert (cfg.eval.protocol, cfg.eval.reference_data) == ("reference", str(data))
+
+
+def test_trainer_args_keys_are_checked_against_trls_configs_before_any_import():
+    """Read from TRL's and transformers' source (no import): the same fields as the classes
+    themselves, so a mistyped trainer_args key fails with the config, before a model loads."""
+    import dataclasses
+
+    from trl import GRPOConfig, SFTConfig
+
+    from haiku_kit.config import trl_config_fields
+
+    for cls in (SFTConfig, GRPOConfig):
+        assert trl_config_fields(cls.__name__) == {f.name for f in dataclasses.fields(cls)}
+    with pytest.raises(ConfigError, match="grpo.trainer_args: GRPOConfig has no field 'bogus_key'"):
+        load_preset("cpu-smoke", ["grpo.trainer_args={bogus_key: 3}"])
+    load_preset("cpu-smoke", ["sft.trainer_args={dataloader_num_workers: 0}"])
+    with pytest.raises(ConfigError, match="sft.trainer_args"):
+        load_preset("cpu-smoke", ["sft.trainer_args=[1, 2]"])

@@ -298,3 +298,24 @@ def test_evaluate_model_under_the_reference_protocol(tmp_path, monkeypatch):
     assert set(seen["train_answers"]) == set(load_eval_data(str(data_dir))[1])
     assert result.meta["schedule"] == f"SFT {run.cfg.sft.max_steps} -> GRPO {run.cfg.grpo.max_steps}"
     assert "Reference protocol" in stages.result_markdown(result, "grpo")
+
+
+def test_on_drive_keeps_the_run_folder_off_colab_and_moves_it_to_drive_on_colab(
+        monkeypatch, capsys, tmp_path):
+    """drive=True on Colab mounts Google Drive and puts the run under MyDrive/haiku-kit (Colab's
+    module stands in here: no Colab runs these tests); elsewhere one line, the folder unchanged."""
+    import sys
+    import types
+
+    assert stages.on_drive("runs/demo") == Path("runs/demo")
+    monkeypatch.setitem(sys.modules, "google.colab", None)  # importing it fails, as off Colab
+    assert stages.on_drive("runs/demo", drive=True) == Path("runs/demo")
+    assert "on Colab only" in capsys.readouterr().out
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert stages.on_drive("runs/demo", drive=True) == Path(
+        "/content/drive/MyDrive/haiku-kit/demo")
+    assert mounted == ["/content/drive"]

@@ -348,8 +348,25 @@ def _main_process(state) -> bool:
     return bool(getattr(state, "is_world_process_zero", True))
 
 
+PEAK_MEMORY_FILE = "peak_memory.json"
+
+
+def gpu_memory() -> dict:
+    """This process's peak and reserved GPU memory so far in GiB
+    (torch.cuda.max_memory_allocated / memory_reserved); {} without CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "reserved_gib": round(torch.cuda.memory_reserved() / 2**30, 2)}
+
+
 class JsonlLogger(Callback):
-    """Appends every trainer log entry to log.jsonl; writes log.csv when training ends."""
+    """Appends every trainer log entry to log.jsonl; writes log.csv when training ends, and on a
+    GPU the process's peak memory beside it (peak_memory.json, to set a preset's batch by)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -366,6 +383,11 @@ class JsonlLogger(Callback):
     def on_train_end(self, args, state, control, **kwargs):
         if _main_process(state) and self.path.is_file():
             write_csv(self.path, self.path.with_suffix(".csv"))
+        memory = gpu_memory()
+        if _main_process(state) and memory:
+            (self.path.parent / PEAK_MEMORY_FILE).write_text(
+                json.dumps({**memory, "step": getattr(state, "global_step", None)}) + "\n",
+                encoding="utf-8")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

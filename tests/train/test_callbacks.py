@@ -172,3 +172,20 @@ def test_jsonl_logger_csv_and_plot(tmp_path):
     png = plot_training(tmp_path / "log.jsonl", tmp_path / "training.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert write_csv(tmp_path / "log.jsonl", tmp_path / "again.csv").is_file()
+
+
+def test_each_phase_writes_its_gpu_peak_memory_beside_its_log(tmp_path, monkeypatch):
+    """On a GPU (CUDA's counters stand in for one here: no GPU runs these tests) the phase's
+    peak memory lands in peak_memory.json; on a CPU no file is written."""
+    import torch
+
+    log = JsonlLogger(tmp_path / "log.jsonl")
+    log.on_log(None, SimpleNamespace(global_step=1, epoch=1.0), None, logs={"loss": 1.0})
+    log.on_train_end(None, SimpleNamespace(global_step=1), None)
+    assert not (tmp_path / "peak_memory.json").exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 3 * 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 5 * 2**30)
+    log.on_train_end(None, SimpleNamespace(global_step=7), None)
+    assert json.loads((tmp_path / "peak_memory.json").read_text()) == {
+        "peak_gib": 3.0, "reserved_gib": 5.0, "step": 7}

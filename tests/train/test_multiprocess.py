@@ -190,6 +190,7 @@ def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(tmp_path, tin
     """kill -9 of the whole 2-process launch mid-SFT (the launcher and both trainers), then the
     same launch again: it resumes from the newest complete checkpoint, loses none, and its log
     holds every step once."""
+    import contextlib
     import signal
     import time
 
@@ -198,7 +199,7 @@ def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(tmp_path, tin
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1"}
     cli_args = ["-m", "haiku_kit.cli", "train", "sft", "--preset", "cpu-smoke", "--out", str(run),
-                "--set", "live_every=0", *common]
+                "--set", "live_every=0", "sft.save_total_limit=100", *common]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     first = subprocess.Popen([*torchrun, "--master_port", str(_free_port()), *cli_args,
                               "sft.max_steps=200"], env=env, cwd=tmp_path,
@@ -210,10 +211,17 @@ def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(tmp_path, tin
         return sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*")
                       if (p / "trainer_state.json").is_file())
     deadline = time.time() + 300
-    while time.time() < deadline and first.poll() is None and len(saved()) < 2:
+    while time.time() < deadline and first.poll() is None and max(saved(), default=0) < 2:
         time.sleep(0.1)
     assert first.poll() is None, first.communicate()[1][-3000:]
-    os.killpg(first.pid, signal.SIGKILL)
+    # torchrun starts each trainer in a session of its own: kill the whole tree, as a scheduler
+    # killing the job would (killpg of the launcher's group leaves the trainers running)
+    import psutil
+
+    launcher = psutil.Process(first.pid)
+    for process in [*launcher.children(recursive=True), launcher]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
     first.communicate()
     before = saved()
     newest = max(before)
