@@ -52,6 +52,7 @@ if importlib.util.find_spec("haiku_kit") is None:
 preset: str = "auto"  # auto: cpu-demo on a CPU, colab-t4-gemma3-1b on a GPU under 20 GiB or without bf16, else h100-gemma3-1b; or a preset name (cpu-smoke, cpu-full, ref-*) or YAML file
 overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
 run_dir: str = "runs/quickstart"  # run folder: every artifact of the run is written here
+drive: bool = False  # on Colab: keep the run folder on Google Drive (MyDrive/haiku-kit/NAME), so a disconnect loses nothing
 resume = None  # None: the newest checkpoint, if any; "latest"; a checkpoint path
 fresh: bool = False  # True: start over, old checkpoints moved aside; "delete": deleted
 try_topics: list = ["first snow in the city", "a cat asleep in the sun", "the last train home"]  # topics the Try it cell writes about
@@ -63,7 +64,7 @@ web_app = "auto"  # the Try-it page's last cell: "auto" serves it on Colab only,
 # %%
 from haiku_kit import stages
 
-run = stages.open_run(preset, overrides, run_dir, resume, fresh)
+run = stages.open_run(preset, overrides, stages.on_drive(run_dir, drive), resume, fresh)
 print(f"run folder: {run.paths.root}\nstages: {run.cfg.phases}")
 
 # %% [markdown]

@@ -54,6 +54,7 @@ if importlib.util.find_spec("haiku_kit") is None:
 preset: str = "auto"  # auto: cpu-demo on a CPU, colab-t4-gemma3-1b on a GPU under 20 GiB or without bf16, else h100-gemma3-1b; or a preset name (cpu-smoke, cpu-full, ref-*) or YAML file
 overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
 run_dir: str = "runs/demo"  # run folder: every artifact of the run is written here
+drive: bool = False  # on Colab: keep the run folder on Google Drive (MyDrive/haiku-kit/NAME), so a disconnect loses nothing
 data_dir: str = ""  # splits folder written by 01 (empty: RUN/data)
 sft_adapter: str = ""  # SFT adapter written by 03 (empty: RUN/sft/adapter)
 resume = None  # None: the newest checkpoint, if any; "latest"; a checkpoint path
@@ -67,7 +68,7 @@ web_app = "auto"  # the Try-it page's last cell: "auto" serves it on Colab only,
 # %%
 from haiku_kit import stages
 
-run = stages.open_run(preset, overrides, run_dir, resume, fresh)
+run = stages.open_run(preset, overrides, stages.on_drive(run_dir, drive), resume, fresh)
 data_dir = run.path("data_dir", data_dir)
 sft_adapter = run.path("sft_adapter", sft_adapter)
 

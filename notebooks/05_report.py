@@ -47,6 +47,7 @@ if importlib.util.find_spec("haiku_kit") is None:
 preset: str = "auto"  # auto: cpu-demo on a CPU, colab-t4-gemma3-1b on a GPU under 20 GiB or without bf16, else h100-gemma3-1b; or a preset name (cpu-smoke, cpu-full, ref-*) or YAML file
 overrides: list = []  # config overrides: a list of strings, each a dotted key, an equals sign, a YAML value
 run_dir: str = "runs/demo"  # run folder: every artifact of the run is written here
+drive: bool = False  # on Colab: keep the run folder on Google Drive (MyDrive/haiku-kit/NAME), so a disconnect loses nothing
 base_result: str = ""  # eval folder of the base model (empty: RUN/eval/base)
 sft_result: str = ""  # eval folder of the SFT model (empty: RUN/eval/sft)
 grpo_result: str = ""  # eval folder of the SFT->GRPO model (empty: RUN/eval/grpo)
@@ -54,7 +55,7 @@ grpo_result: str = ""  # eval folder of the SFT->GRPO model (empty: RUN/eval/grp
 # %%
 from haiku_kit import stages
 
-run = stages.open_run(preset, overrides, run_dir)
+run = stages.open_run(preset, overrides, stages.on_drive(run_dir, drive))
 results = {
     "base": run.path("base_result", base_result),
     "sft": run.path("sft_result", sft_result),

@@ -22,6 +22,17 @@ def _share_threads_between_workers() -> None:
 
 _share_threads_between_workers()
 
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` distributes tests one by one (`--dist loadgroup`) so that the two workers
+    finish together; the tests of a file that builds a module-scoped fixture (a trained smoke
+    run, a web server, a loaded model) stay on one worker, which builds it once."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d[-1].scope == "module" for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
