@@ -23,6 +23,7 @@ def _share_threads_between_workers() -> None:
 _share_threads_between_workers()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """`make test` distributes tests one by one (`--dist loadgroup`) so that the two workers
     finish together; the tests of a file that builds a module-scoped fixture (a trained smoke
