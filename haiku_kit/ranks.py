@@ -16,6 +16,7 @@ This module imports nothing from the kit but its errors: every other module may 
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -95,12 +96,26 @@ def start(cpu: bool) -> None:
     import torch.distributed as dist
     from accelerate import PartialState
 
+    atexit.unregister(_stop)  # once, whoever started the group
+    atexit.register(_stop)
     if dist.is_available() and dist.is_initialized():
         return
 
     # cpu=True is what makes accelerate start gloo on a CPU: without it, a torchrun launch on a
     # machine with no GPU is taken for one process (DistributedType.NO).
     PartialState(cpu=cpu, timeout=WAIT)
+
+
+def _stop() -> None:
+    """Close the process group at exit, while the interpreter is whole. Left to interpreter
+    shutdown, gloo's worker threads can release tensors after Python is gone and abort the
+    process (SIGABRT after a finished run; seen once in CI on notebook 03, and described in
+    pytorch/pytorch PR 179291). No collective call here: a process that exits on an error must
+    not wait for the others."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:

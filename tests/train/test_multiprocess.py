@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -233,3 +234,25 @@ def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(tmp_path, tin
     assert set(before) <= set(saved()) and max(saved()) == newest + 2  # none lost, two more
     steps = [r["step"] for r in read_log(run / "sft/log.jsonl") if "loss" in r]
     assert steps == list(range(1, newest + 3)), steps
+
+
+CLOSES_AT_EXIT = """
+import atexit, sys
+import torch.distributed as dist
+from haiku_kit import ranks
+
+# registered before the kit's own handler, so it runs after it (atexit is last in, first out)
+atexit.register(lambda: sys.stdout.write(f"rank {ranks.rank()} group open at exit: {dist.is_initialized()};"))
+ranks.start(cpu=True)
+ranks.barrier()
+"""
+
+
+def test_the_process_group_is_closed_before_the_interpreter_shuts_down(tmp_path):
+    """Left open, gloo's threads can abort a finished run at shutdown (SIGABRT, seen in CI)."""
+    script = tmp_path / "closes.py"
+    script.write_text(CLOSES_AT_EXIT)
+    done = _launched(tmp_path, 2, [str(script)], tmp_path / "run", None)
+    # the two processes share one pipe: their lines may interleave
+    assert sorted(re.findall(r"rank \d group open at exit: \w+", done.stdout)) == [
+        "rank 0 group open at exit: False", "rank 1 group open at exit: False"]
