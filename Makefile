@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/haiku-kit demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 clean-venv:
 	rm -rf $(VENV)

@@ -42,7 +42,8 @@ from haiku_kit.config import load_config
 from haiku_kit.data.splits import load_eval_data
 from haiku_kit.errors import ConfigError
 from haiku_kit.evaluate.report import summary_table, verdict, write_report
-from haiku_kit.evaluate.scoring import EvalResult
+from haiku_kit.evaluate.scoring import EvalResult, judge_lm
+from haiku_kit.evaluate.scoring import rejudge as rejudge_one
 from haiku_kit.train import distill
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-evals", action="store_true",
                    help="read the run's own evaluations (RUN/eval) instead of generating")
     p.add_argument("--publish", metavar="NAME",
-                   help="write the results to benchmarks/results/NAME/ (the README links them)")
+                   help="write the results to benchmarks/results/NAME/ (the README links them); "
+                        "with --models, only those rows are replaced")
+    p.add_argument("--rejudge", metavar="NAME",
+                   help="judge the outputs published in benchmarks/results/NAME/ again with "
+                        "today's judge (nothing is generated; their cosines are reused)")
     p.add_argument("--results-dir", default=str(RESULTS), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -90,15 +95,40 @@ def commit() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def label(name: str) -> str:
+    """The table's row name of an eval: "grpo + constrained" -> "SFT→GRPO + constrained"."""
+    model = name.removesuffix(runs.CONSTRAINED)
+    return LABELS[model] + name[len(model):]
+
+
+def published(out: Path) -> dict[str, EvalResult]:
+    """The rows published in `out`, in the table's order (base, SFT, SFT + constrained, ...),
+    keyed by eval name ("sft + constrained")."""
+    found = {}
+    for model in ADAPTERS:
+        for name in (model, model + runs.CONSTRAINED):
+            path = out / f"{file_name(name)}.json"
+            if path.is_file():
+                found[name] = EvalResult.from_files(
+                    path, out / f"{file_name(name)}.generations.jsonl")
+    return found
+
+
 def publish(results: dict[str, EvalResult], names: list[str], out: Path, about: dict) -> Path:
     """Write each result (MODEL.json: meta, metrics and CIs; MODEL.generations.jsonl), the table,
-    12 random poems per model, run.json and the run's config.yaml into `out`, replacing only those files."""
+    12 random poems per model, run.json and the run's config.yaml into `out`, replacing only those
+    files. The table and the poems cover every row in `out`: rows published before and not
+    replaced now stay (run.json's "replaced" names the new ones)."""
     out.mkdir(parents=True, exist_ok=True)
     for name, result in zip(names, results.values()):
         saved = result.save(out / ".tmp")
         (out / f"{file_name(name)}.json").write_text((saved / "result.json").read_text())
         shutil.move(saved / "generations.jsonl", out / f"{file_name(name)}.generations.jsonl")
         shutil.rmtree(saved)
+    every = published(out)
+    if set(every) != set(names):
+        about["replaced"] = names
+    results = {label(name): result for name, result in every.items()}
     write_report(results, out / ".report")
     for page in ("table.md", "samples.md"):
         shutil.move(out / ".report" / page, out / page)
@@ -108,12 +138,37 @@ def publish(results: dict[str, EvalResult], names: list[str], out: Path, about: 
     if env.is_file():
         about["run_commit"] = json.loads(env.read_text()).get("haiku_kit", {}).get("git_commit")
     (out / "run.json").write_text(json.dumps(about, indent=2, ensure_ascii=False) + "\n")
-    shutil.copyfile(about["config"], out / "config.yaml")  # every setting of the run
+    if Path(about["config"]).is_file():  # every setting of the run (kept when the run is gone)
+        shutil.copyfile(about["config"], out / "config.yaml")
     return out
+
+
+def rejudge(out: Path) -> int:
+    """--rejudge: every row published in `out` judged again by today's judge (scoring.rejudge;
+    the word-order check where the row had it), the files rewritten, run.json's "rejudged"
+    naming the commit that judged."""
+    rows = published(out)
+    if not rows:
+        print(f"--rejudge {out}: no published results there", file=sys.stderr)
+        return 2
+    about = json.loads((out / "run.json").read_text())
+    lm = judge_lm() if any(r.meta.get("judge_word_order") for r in rows.values()) else None
+    now = commit()
+    again = {name: rejudge_one(r, lm if r.meta.get("judge_word_order") else None, now)
+             for name, r in rows.items()}
+    for name in rows:
+        print(f"{label(name):24s} good {rows[name].metrics.get('good', float('nan')):.3f} -> "
+              f"{again[name].metrics.get('good', float('nan')):.3f}")
+    about["rejudged"] = now
+    publish(again, list(again), out, about)
+    print(f"results: {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rejudge:
+        return rejudge(Path(args.results_dir) / args.rejudge)
     eval_data = Path(args.eval_data)
     if not args.run_evals and not eval_data.exists():
         print(f"eval data {eval_data} not found (../shared is absent?); nothing to do")
@@ -154,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
               f"eval of {run} (its evals: {', '.join(names)})", file=sys.stderr)
         return 2
     if args.run_evals:
-        results = {LABELS[n.removesuffix(runs.CONSTRAINED)] + n[len(n.removesuffix(runs.CONSTRAINED)):]:
-                   EvalResult.load(run / "eval" / file_name(n)) for n in chosen}
+        results = {label(n): EvalResult.load(run / "eval" / file_name(n)) for n in chosen}
         print(summary_table(results))
         if args.publish:
             out = publish(results, chosen, Path(args.results_dir) / args.publish, {

@@ -235,9 +235,11 @@ def test_efficacy_benchmark_publishes_the_runs_own_evals_as_results_files(smoke_
                                        "--eval-data", str(tmp_path / "not-needed.json"),
                                        "--results-dir", str(out)]) == 0
     published = out / "smoke"
+    own_metrics = {}
     for name in ("base", "sft", "sft+constrained"):
         saved = json.loads((published / f"{name}.json").read_text())
         own = json.loads((smoke_run / "eval" / name / "result.json").read_text())
+        own_metrics[name] = own["metrics"]
         assert saved["metrics"] == own["metrics"] and saved["ci"]["good"] == own["ci"]["good"]
         poems = (published / f"{name}.generations.jsonl").read_text().splitlines()
         assert len(poems) == own["meta"]["n"]
@@ -252,6 +254,24 @@ def test_efficacy_benchmark_publishes_the_runs_own_evals_as_results_files(smoke_
         "base.generations.jsonl", "base.json", "config.yaml", "run.json", "samples.md",
         "sft+constrained.generations.jsonl", "sft+constrained.json", "sft.generations.jsonl",
         "sft.json", "table.md"]
+    # one row published again: the others stay, in the table's order, and run.json says which
+    table = (published / "table.md").read_text()
+    assert _efficacy_benchmark().main(["--run", str(smoke_run), "--run-evals", "--models", "sft",
+                                       "--publish", "smoke", "--results-dir", str(out)]) == 0
+    assert (published / "table.md").read_text() == table
+    assert json.loads((published / "run.json").read_text())["replaced"] == ["sft"]
+    # --rejudge: today's judge on the published outputs; a verdict an older judge got wrong is redone
+    rows = [json.loads(line) for line in (published / "sft.generations.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.update(good=False, fluent=False, judge_reasons=["an older judge's reason"])
+    (published / "sft.generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _efficacy_benchmark().main(["--rejudge", "smoke", "--results-dir", str(out)]) == 0
+    again = [json.loads(line) for line in (published / "sft.generations.jsonl").read_text().splitlines()]
+    assert "an older judge's reason" not in str(again) and [r["completion"] for r in again] == [
+        r["completion"] for r in rows]
+    assert json.loads((published / "sft.json").read_text())["metrics"] == own_metrics["sft"]
+    assert json.loads((published / "run.json").read_text())["rejudged"]
+    assert _efficacy_benchmark().main(["--rejudge", "nothing-here", "--results-dir", str(out)]) == 2
 
 
 def test_efficacy_benchmark_names_a_runs_bad_config_in_one_line(tmp_path, capsys):

@@ -130,8 +130,14 @@ class EvalResult:
         for name in ("result.json", "generations.jsonl"):
             if not (out / name).is_file():
                 raise FileNotFoundError(f"{out / name}: not an evaluation folder (no {name})")
-        data = json.loads((out / "result.json").read_text())
-        with open(out / "generations.jsonl", encoding="utf-8") as f:
+        return cls.from_files(out / "result.json", out / "generations.jsonl")
+
+    @classmethod
+    def from_files(cls, result_json: str | Path, generations: str | Path) -> EvalResult:
+        """A result from its two files under any names (benchmarks/results keeps MODEL.json
+        and MODEL.generations.jsonl side by side)."""
+        data = json.loads(Path(result_json).read_text())
+        with open(generations, encoding="utf-8") as f:
             records = [json.loads(line) for line in f if line.strip()]
         for r in records:
             for key in NAN_FIELDS[:4] + tuple(k for k in NAN_FIELDS[4:] if k in r):
@@ -305,11 +311,12 @@ def _reference_similarity(records: list[dict], scorer: Any) -> None:
 
 
 def _judge_records(records: list[dict], prompts: list[str | None], scorer: Any,
-                   judge_lm: tuple[Any, Any] | None) -> None:
+                   judge_lm: tuple[Any, Any] | None, cosines: list[float] | None = None) -> None:
     """The judge's verdict on each record's poem (verify.judge): good = valid, fluent, on topic
-    and original, each part kept beside "haiku" (valid). Without a similarity scorer nothing is
-    judged (the parts become NaN: on topic cannot be known)."""
-    if scorer is None or not records:
+    and original, each part kept beside "haiku" (valid). Without a similarity scorer (or the
+    poems' `cosines`, already computed) nothing is judged (the parts become NaN: on topic cannot
+    be known)."""
+    if (scorer is None and cosines is None) or not records:
         for r in records:
             r.update(good=None, fluent=None, on_topic=None, original=None, judge_reasons=[])
         return
@@ -317,11 +324,12 @@ def _judge_records(records: list[dict], prompts: list[str | None], scorer: Any,
     poems = [r["poem"] for r in records]
     topics = [r["topic"] for r in records]
     present = [i for i, p in enumerate(poems) if p.strip()]
-    cosines = [0.0] * len(poems)
-    if present:
-        got = scorer.cosine([topics[i] for i in present], [poems[i] for i in present])
-        for i, c in zip(present, got):
-            cosines[i] = float(c)
+    if cosines is None:
+        cosines = [0.0] * len(poems)
+        if present:
+            got = scorer.cosine([topics[i] for i in present], [poems[i] for i in present])
+            for i, c in zip(present, got):
+                cosines[i] = float(c)
     filled = [p if p is not None else judge.template.format(topic=t) for p, t in zip(prompts, topics)]
     model, tokenizer = judge_lm or (None, None)
     verdicts = judge.judge(poems, topics, filled, model=model, tokenizer=tokenizer, cosines=cosines)
@@ -334,6 +342,27 @@ def _judge_records(records: list[dict], prompts: list[str | None], scorer: Any,
         r.update(fluent=v.fluent, on_topic=v.on_topic, original=v.original,
                  good=bool(r["is_haiku"] and v.fluent and v.on_topic and v.original),
                  poem_cosine=v.cosine, order_gain=v.order_gain, judge_reasons=reasons)
+
+
+def rejudge(result: EvalResult, judge_lm: tuple[Any, Any] | None = None,
+            note: str = "") -> EvalResult:
+    """The same outputs judged again by today's judge (verify.judge), for results saved before
+    the judge changed: each record's good / fluent / on topic / original and reasons, then the
+    metrics and CIs. The poem-topic cosines the records keep are reused (MiniLM is run only
+    for records without one); judge_lm: as in evaluate. meta["rejudged"] = `note` (say which
+    code judged), so a results file tells a re-judged row from a fresh one."""
+    records = [dict(r) for r in result.records]
+    cosines = None
+    if all(isinstance(r.get("poem_cosine"), (int, float)) for r in records):
+        cosines = [float(r["poem_cosine"]) for r in records]
+    scorer = None
+    if cosines is None:
+        from haiku_kit.verify.similarity import get_scorer
+
+        scorer = get_scorer()
+    _judge_records(records, [None] * len(records), scorer, judge_lm, cosines)
+    meta = {**result.meta, "rejudged": note or True}
+    return summarize(records, meta, n_boot=meta.get("n_boot", N_BOOT), seed=meta.get("seed", 0))
 
 
 def summarize(records: list[dict], meta: dict[str, Any], n_boot: int = N_BOOT,

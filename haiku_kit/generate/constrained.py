@@ -59,8 +59,10 @@ from haiku_kit.verify.judge import (
     BRACKETS,
     DETERMINERS,
     FILLER_LEADS,
+    QUOTE,
     ends_unfinished,
     fluency_problems,
+    line_end_problem,
 )
 from haiku_kit.verify.syllables import _QUOTES, _lookup, analyze_line
 
@@ -249,10 +251,11 @@ def _number_in_progress(word: str) -> bool:
 
 
 def ends_dangling(text: str) -> bool:
-    """Does `text` end on a DANGLING_WORDS word (punctuation after it does not help), or on a
-    determiner right after a function word ("lost in her", "then the"), the judge's
-    dangling-determiner rule (verify.judge), so no line the decoder closes fails it, or on a
-    word cut at a hyphen ("half-")?"""
+    """Does `text` end on a DANGLING_WORDS word (punctuation after it does not help), on a
+    determiner right after a function word ("lost in her", "then the"), where a noun must
+    follow ("on the firefly's", "in the early": the judge's dangling_determiner and no_noun
+    rules, verify.judge, so no line the decoder closes fails them), or on a word cut at a
+    hyphen ("half-")?"""
     if _CUT_WORD.search(text):
         return True  # "the person contemplates in- /": a word cut at a hyphen
     words = [w.lower() for w in _WORD.findall(text)]
@@ -260,7 +263,9 @@ def ends_dangling(text: str) -> bool:
         return False
     if words[-1] in DANGLING_WORDS:
         return True
-    return len(words) >= 2 and words[-1] in DETERMINERS and words[-2] in FILLER_LEADS
+    if len(words) >= 2 and words[-1] in DETERMINERS and words[-2] in FILLER_LEADS:
+        return True
+    return line_end_problem(text) is not None  # "on the firefly's", "in the early"
 
 
 _LETTER_RUN = re.compile(r"[a-z]+(?:'[a-z]+)*")
@@ -268,9 +273,11 @@ _LETTER_RUN = re.compile(r"[a-z]+(?:'[a-z]+)*")
 
 def known_word(word: str) -> bool:
     """Does the pronouncing dictionary know every run of letters in `word` ("lightf,lights" is
-    two runs, "half-moon" two, a possessive is read by its stem)? A word with letters outside
+    two runs, "half-moon" two, a possessive is read by its stem)? Accents are read without their
+    marks ("café" as "cafe"), so "child'sthé" is a splice; a word with other letters outside
     ASCII is not judged here (True)."""
     word = word.translate(_QUOTES).lower()
+    word = "".join(ch for ch in unicodedata.normalize("NFKD", word) if not unicodedata.combining(ch))
     if any(ch.isalpha() and not ch.isascii() for ch in word):
         return True
     return all(_lookup(p) or (p.endswith("'s") and _lookup(p[:-2]))
@@ -314,7 +321,7 @@ class LineState:
         return self._masks[1:]
 
 
-BRACKET_MARKS = "".join(BRACKETS)  # the judge's `garbled` rule fails a poem with a stray one
+BRACKET_MARKS = "".join(BRACKETS) + QUOTE  # the judge's `garbled` rule fails a poem with a stray one
 
 
 class PoemTracker:
@@ -443,7 +450,9 @@ class PoemTracker:
         if self.table.split(token)[0] and self._bad_glue(state):
             return False  # the token starts a new word after a spliced one
         if any(mark in piece for mark in BRACKET_MARKS):
-            return False  # human haiku have none; the decoder used ")" as a free token
+            return False  # human haiku have none; the decoder used ")" and '"' as free tokens
+        if piece[:1].isalpha() and re.search(r"[A-Za-z]['\u2019]s$", state.text):
+            return False  # letters glued after a possessive ("child's" + "thé"): not a word
         if not self._words_fit(state, token):
             return False
         target = self.pattern[state.line]

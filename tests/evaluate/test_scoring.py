@@ -104,6 +104,33 @@ def test_filler_is_valid_but_not_good():
     assert any("then" in x for x in r["judge_reasons"])
 
 
+def test_rejudge_applies_todays_judge_to_saved_outputs(tmp_path, monkeypatch):
+    """A result saved before a judge change, judged again: its stored cosines reused (no
+    MiniLM), the verdicts and metrics recomputed, the outputs untouched."""
+    cut = "frogs in the green pond\nthe moon on the firefly's\nnight is calm and cool"
+    COSINES[cut] = 0.9
+    saved = ev.EvalResult.load(ev.evaluate([HAIKU_A, cut], ["frogs"] * 2, [PROMPT] * 2,
+                                           scorer=FakeScorer()).save(tmp_path / "new"))
+    assert [r["good"] for r in saved.records] == [True, False]
+    # as an older judge (without the no_noun rule) saved it
+    old = saved.records[1]
+    old.update(good=True, fluent=True, judge_reasons=[])
+    saved.metrics["good"] = 1.0
+
+    def no_minilm():
+        raise AssertionError("rejudge ran MiniLM although the records keep their cosines")
+
+    monkeypatch.setattr("haiku_kit.verify.similarity.get_scorer", no_minilm)
+    again = ev.rejudge(saved, note="abc123")
+    assert [r["good"] for r in again.records] == [True, False]
+    assert again.records[1]["judge_reasons"] == [
+        "line 2 ends on the possessive 'firefly's', owning nothing"]
+    assert again.metrics["good"] == pytest.approx(0.5) and again.metrics["fluent"] == pytest.approx(0.5)
+    assert again.meta["rejudged"] == "abc123" and again.metrics["haiku"] == saved.metrics["haiku"]
+    assert [r["completion"] for r in again.records] == [HAIKU_A, cut]
+    assert saved.records[1]["good"] is True  # the loaded result is not changed in place
+
+
 def test_similarity_off_gives_nan_and_keeps_the_rest():
     result = _result(similarity=False)
     assert math.isnan(result.metrics["similarity"]) and math.isnan(result.metrics["total"])

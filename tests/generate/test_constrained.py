@@ -225,9 +225,17 @@ def test_clean_line_ends_refuse_a_sub_word_splice(gemma_tokenizer):
     state = feed(clean, gemma_tokenizer, "Mariko")[0]  # "Mar" + "iko": a name it cannot know
     assert state.glued == 2 and not clean.allows(state, space_word)
     assert known_word("sun-kissed") and known_word("ocean's") and not known_word("tarpsa")
+    # accents are read without their marks: "café" is a word, "child'sthé" a splice
+    assert known_word("caf\u00e9") and not known_word("child'sth\u00e9")
     # punctuation or a control character inside a spliced word does not hide it
     assert not known_word("lightf,lights") and not known_word('tarpsa"\x17')
     assert table.kind(ids_of(gemma_tokenizer, "\x17")[-1]) == FORBIDDEN
+    # nor a quote mark (the judge fails a stray one), nor letters glued after a possessive
+    quote = ids_of(gemma_tokenizer, 'a "')[-1]
+    assert '"' in table.piece(quote) and not clean.allows(feed(clean, gemma_tokenizer, "the boy")[0], quote)
+    glued = ids_of(gemma_tokenizer, "child'sthe")[-1]
+    assert table.piece(glued)[:1].isalpha()
+    assert not clean.allows(feed(clean, gemma_tokenizer, "on child's")[0], glued)
 
 
 def test_clean_line_ends_refuse_the_judges_dangling_determiner(gemma_tokenizer):
@@ -245,6 +253,11 @@ def test_clean_line_ends_refuse_the_judges_dangling_determiner(gemma_tokenizer):
     # nor on a word cut at a hyphen ("the wall where the light falls, half- / the needle")
     state = feed(clean, gemma_tokenizer, "the cold wind blows half-")[0]
     assert clean.on_target(state) and not clean.closes(state)
+    # nor where a noun must follow (the judge's no_noun rule): a possessive, a noun-less adjective
+    for line, cut in (("on the firefly's", True), ("sets in the early", True),
+                      ("a spring day, so hot", False)):
+        state = feed(clean, gemma_tokenizer, line)[0]
+        assert clean.on_target(state) and clean.closes(state) is not cut, line
 
 
 def test_clean_line_ends_keep_a_line_open_on_a_dangling_word(gemma_tokenizer):

@@ -38,7 +38,9 @@ def test_human_poem_has_no_problems():
     ("a cold day\nthe wind\nhe walks to his", "'his'"),
     ("a cold day\nthe wind\nthe boy runs and", "'and'"),
     ("a cold day\nthe wind\nthen he goes, then", "'then'"),
-    ("a cold day\nthe wind\nthe kids eat the whole", "no noun"),
+    ("a cold day\nthe wind\nthe old man thinks it's", "'it's', a contraction"),
+    ("a cold day\nthe wind\nthe young man cheers, here\u2019s.", "'here\u2019s', a contraction"),
+    ("a cold day\nthe wind\nI would have died I'm", "'I'm', a contraction"),
 ])
 def test_poem_end_fails_on_a_word_that_needs_more(poem, bad):
     problems = rule("poem_end", poem)
@@ -46,9 +48,36 @@ def test_poem_end_fails_on_a_word_that_needs_more(poem, bad):
 
 
 @pytest.mark.parametrize("last", ["the lights stay on", "we all come in", "cars passing by",
-                                  "rust blooms on the rake", "the whole house sleeps"])
+                                  "rust blooms on the rake", "the whole house sleeps", "we don't",
+                                  "that's who we are", "the ocean's blue"])
 def test_poem_end_allows_particles_and_nouns(last):
     assert rule("poem_end", f"a\nb\n{last}") == []
+    assert rule("no_noun", f"a\nb\n{last}") == []
+
+
+@pytest.mark.parametrize("poem, bad", [
+    ("on the firefly's\nthe boy's pink hand shakes fast\nthe light from the fire",
+     "line 1 ends on the possessive 'firefly's', owning nothing"),
+    ("longing for summer\nconcert at the library\na record player\u2019s.",
+     "line 3 ends on the possessive 'player\u2019s', owning nothing"),
+    ("fishing villages\nthe sun sets in the early\nwe pick clams and fish",
+     "line 2 ends on 'the early', an adjective with no noun"),
+    ("rose petals on hot\nher palms in a white silk roll\nher thumb in the sun",
+     "line 1 ends on 'on hot', an adjective with no noun"),
+    ("a cold day\nthe wind\nthe kids eat the whole", "line 3 ends on 'the whole', an adjective with no noun"),
+])
+def test_no_noun_catches_a_line_cut_before_its_noun(poem, bad):
+    assert rule("no_noun", poem) == [bad]
+
+
+@pytest.mark.parametrize("line", [
+    # contractions, adjectives that are nouns too, idioms: the kit's human haiku end so
+    "and then it's", "let's", "waiting in the cold", "boats bobbing in blue", "then walks on its own",
+    "drinking is just the same", "paid in full", "days of old", "not for long", "the old house",
+    "a nest for her young",
+])
+def test_no_noun_leaves_english_line_ends(line):
+    assert J.line_end_problem(line) is None
 
 
 def test_end_punctuation():
@@ -64,7 +93,7 @@ def test_tacked_on_word():
 
 
 @pytest.mark.parametrize("last", ["then he goes, then", "the kids eat the whole", "and then it goes,",
-                                  "down the road, too", "the moon is like"])
+                                  "down the road, too", "the moon is like", "a record player's"])
 def test_ends_unfinished_is_the_end_rules_on_a_last_line(last):
     from haiku_kit.verify.judge import ends_unfinished
 
@@ -102,6 +131,13 @@ def test_garbled_words():
     assert rule("garbled", 'the market\nvendors draw tarps"\x17\nc') == [
         "a control character (U+0017)"]
     assert rule("garbled", "a tab\there\nb\nc") == []
+    assert rule("garbled", "a summer night\nb\nhis fingers on child'sth\u00e9") == [
+        "garbled word 'child'sth\u00e9'"]
+    assert rule("garbled", 'a sunny grass court\nb\nthe young man cheers" catch') == [
+        "an unmatched '\"'"]
+    assert rule("garbled", "a \u201cquote\nb\nc") == ["an unmatched '\u201c'"]
+    for fine in ('I say "hi" to you\nb\nc', "it's a caf\u00e9 night\nb\nc", "the dog's bowl\nb\nc"):
+        assert rule("garbled", fine) == [], fine
     for human in ("watching YouTube late\nb\nc", "McDonalds at night\nb\nc", HUMAN):
         assert rule("garbled", human) == []
 
@@ -127,7 +163,7 @@ def test_repeats():
 def test_rules_subset_and_empty():
     assert fluency_problems("") == ["no words"]
     assert fluency_problems("the cat\nsat\non the, the", rules=set()) == []
-    assert set(J.RULES) == {"poem_end", "end_punctuation", "tacked_on", "dangling_determiner",
+    assert set(J.RULES) == {"poem_end", "no_noun", "end_punctuation", "tacked_on", "dangling_determiner",
                             "impossible_pair", "stutter", "garbled", "repeats"}
 
 
