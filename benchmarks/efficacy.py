@@ -41,9 +41,9 @@ from haiku_kit import pipeline, runs, stages
 from haiku_kit.config import load_config
 from haiku_kit.data.splits import load_eval_data
 from haiku_kit.errors import ConfigError
+from haiku_kit.evaluate import scoring
 from haiku_kit.evaluate.report import summary_table, verdict, write_report
 from haiku_kit.evaluate.scoring import EvalResult, judge_lm
-from haiku_kit.evaluate.scoring import rejudge as rejudge_one
 from haiku_kit.train import distill
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ def publish(results: dict[str, EvalResult], names: list[str], out: Path, about: 
     return out
 
 
-def rejudge(out: Path) -> int:
+def rejudge_folder(out: Path) -> int:
     """--rejudge: every row published in `out` judged again by today's judge (scoring.rejudge;
     the word-order check where the row had it), the files rewritten, run.json's "rejudged"
     naming the commit that judged."""
@@ -154,7 +154,7 @@ def rejudge(out: Path) -> int:
     about = json.loads((out / "run.json").read_text())
     lm = judge_lm() if any(r.meta.get("judge_word_order") for r in rows.values()) else None
     now = commit()
-    again = {name: rejudge_one(r, lm if r.meta.get("judge_word_order") else None, now)
+    again = {name: scoring.rejudge(r, lm if r.meta.get("judge_word_order") else None, now)
              for name, r in rows.items()}
     for name in rows:
         print(f"{label(name):24s} good {rows[name].metrics.get('good', float('nan')):.3f} -> "
@@ -168,7 +168,7 @@ def rejudge(out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rejudge:
-        return rejudge(Path(args.results_dir) / args.rejudge)
+        return rejudge_folder(Path(args.results_dir) / args.rejudge)
     eval_data = Path(args.eval_data)
     if not args.run_evals and not eval_data.exists():
         print(f"eval data {eval_data} not found (../shared is absent?); nothing to do")

@@ -102,6 +102,19 @@ def tiny_model_dir(tmp_path_factory, embedded_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def small_splits(tmp_path_factory) -> Path:
+    """The sft/rl/eval splits of the first 48 embedded rows, built without MiniLM (a second, not
+    the data stage's 20 s): `--set data.splits_dir=...` for CLI runs whose subject is not data."""
+    from training_helpers import rows
+
+    from haiku_kit.data.splits import build_splits
+
+    out = tmp_path_factory.mktemp("small-splits")
+    build_splits(rows(48), out, min_similarity=None, near_topic_cosine=None)
+    return out
+
+
 # --------------------------------------------------------------------------- the pipeline, without papermill
 
 

@@ -123,7 +123,8 @@ def _complete_checkpoints(stage: Path) -> dict[int, Path]:
 def kill_and_rerun(
     tmp: Path, seed: int = 0, steps: int = 8, save_every: int = 2, extra: list[str] = ()
 ) -> dict:
-    """kill -9 a smoke SFT at a random step, rerun the same command, count what was lost."""
+    """kill -9 a smoke SFT at a random step, rerun the same command, count what was lost.
+    `extra`: more `--set` overrides."""
     kill_at = random.Random(seed).randint(save_every + 1, steps - 1)
     run = tmp / "run"
     argv = ["train", "sft", *SMOKE, "--set", f"sft.max_steps={steps}", f"sft.save_steps={save_every}",
@@ -161,14 +162,15 @@ def kill_and_rerun(
     }
 
 
-def second_writer_rows(root: Path) -> list[tuple[str, str, str, int, float, str]]:
+def second_writer_rows(root: Path, extra: list[str] = ()) -> list[tuple[str, str, str, int, float, str]]:
     """A smoke SFT runs; meanwhile a second `train sft` on its folder, then a second with
     `--fresh`, then a `pipeline`: each must exit 2 naming the first's pid, and move nothing.
-    Then SIGTERM to the first: a checkpoint, exit 143. Rows as hostile.slow_rows gives them."""
+    Then SIGTERM to the first: a checkpoint, exit 143. Rows as hostile.slow_rows gives them.
+    `extra`: more `--set` overrides for the SFT runs."""
     root.mkdir(parents=True, exist_ok=True)
     run = root / "run"
     argv = ["train", "sft", *SMOKE, "--set", "sft.max_steps=400", "sft.save_steps=2",
-            "sft.logging_steps=1", "--out", str(run)]  # fmt: skip
+            "sft.logging_steps=1", *extra, "--out", str(run)]  # fmt: skip
     first = subprocess.Popen(cli_command(argv), cwd=root, env=cli_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rows = []

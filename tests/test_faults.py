@@ -98,8 +98,9 @@ def test_ctrl_c_reaches_the_run_even_when_the_caller_ignores_sigint(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_then_plain_rerun_resumes_within_one_save_interval(tmp_path):
-    result = faults.kill_and_rerun(tmp_path, seed=1, steps=6, save_every=2)
+def test_kill_9_then_plain_rerun_resumes_within_one_save_interval(tmp_path, small_splits):
+    result = faults.kill_and_rerun(tmp_path, seed=1, steps=6, save_every=2,
+                                   extra=[f"data.splits_dir={small_splits}"])
     assert result["rerun_rc"] == 0, result["rerun"].stderr[-3000:]
     assert result["checkpoints_before"], result  # the kill came after the first save
     assert result["rerun_said_resume"], result["rerun"].stderr[-3000:]
@@ -110,12 +111,12 @@ def test_kill_9_then_plain_rerun_resumes_within_one_save_interval(tmp_path):
 
 
 @pytest.mark.slow
-def test_second_writers_are_refused_and_sigterm_saves_a_checkpoint(tmp_path):
+def test_second_writers_are_refused_and_sigterm_saves_a_checkpoint(tmp_path, small_splits):
     """While a smoke SFT runs: a second `train sft` on its folder, one with --fresh and a
     `pipeline` each exit 2 naming the first's pid and move none of its files (two runs 2 s
     apart used to both exit 0, the second moving the first's checkpoints aside). Then SIGTERM
     (timeout, schedulers, Colab) is handled as Ctrl-C: a checkpoint, exit 143, a clean log."""
-    rows = faults.second_writer_rows(tmp_path)
+    rows = faults.second_writer_rows(tmp_path, extra=[f"data.splits_dir={small_splits}"])
     assert [row[1] for row in rows] == [
         "a second train sft on the same --out", "a second train sft --fresh on a live run",
         "a pipeline on a live run's folder", "SIGTERM during training"]

@@ -236,6 +236,11 @@ def test_clean_line_ends_refuse_a_sub_word_splice(gemma_tokenizer):
     glued = ids_of(gemma_tokenizer, "child'sthe")[-1]
     assert table.piece(glued)[:1].isalpha()
     assert not clean.allows(feed(clean, gemma_tokenizer, "on child's")[0], glued)
+    # an apostrophe glued onto a word that owns nothing ("one'") is no word; "dogs'" is
+    assert not known_word("one'") and known_word("dogs'")
+    state = feed(clean, gemma_tokenizer, "the bully sees one'")[0]
+    assert clean.on_target(state) and not clean.closes(state)
+    assert clean.closes(feed(clean, gemma_tokenizer, "the bully sees one")[0])
 
 
 def test_clean_line_ends_refuse_the_judges_dangling_determiner(gemma_tokenizer):

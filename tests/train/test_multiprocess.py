@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from training_helpers import FAST_REWARDS, read_log, rows
+from training_helpers import FAST_REWARDS, read_log
 
 from haiku_kit import cli
 
@@ -33,16 +33,6 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 OTHER_RANKS_MAY_WRITE = "rng_state_{rank}.pth"
 # float32 sums over 2 x 2 rows instead of 4 rows differ in the last digits (measured: 1e-7 relative)
 LOSS_RTOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    """The sft/rl/eval splits of 48 embedded rows, built without MiniLM (seconds, not a minute)."""
-    from haiku_kit.data.splits import build_splits
-
-    out = tmp_path_factory.mktemp("splits")
-    build_splits(rows(48), out, min_similarity=None, near_topic_cosine=None)
-    return out
 
 
 def launch(tmp_path, nproc: int, stage: str, run: Path, *overrides: str, audit: Path | None = None):
@@ -121,10 +111,10 @@ SFT = ("sft.learning_rate=1e-2", "sft.lr_scheduler_type=constant", "sft.warmup_r
 
 
 @pytest.mark.slow
-def test_two_processes_train_sft_like_one_with_the_same_global_batch(tmp_path, tiny_model_dir, splits):
+def test_two_processes_train_sft_like_one_with_the_same_global_batch(tmp_path, tiny_model_dir, small_splits):
     root, audit = tmp_path / "audited", tmp_path / "audit"
     run = root / "run"
-    common = (f"model.name={tiny_model_dir}", f"data.splits_dir={splits}", *SFT)
+    common = (f"model.name={tiny_model_dir}", f"data.splits_dir={small_splits}", *SFT)
     # 2 processes x 2 rows: 2 steps, then notebook 03 on 2 processes resumes checkpoint-2 for step 3
     launch(tmp_path, 2, "sft", run, *common, "sft.max_steps=2", audit=audit)
     again = launch_notebook(tmp_path, 2, "03_sft.ipynb", run, audit, preset="cpu-smoke",
@@ -168,10 +158,10 @@ def test_two_processes_train_sft_like_one_with_the_same_global_batch(tmp_path, t
 
 
 @pytest.mark.slow
-def test_two_processes_train_grpo_and_only_the_main_one_writes(tmp_path, tiny_model_dir, splits):
+def test_two_processes_train_grpo_and_only_the_main_one_writes(tmp_path, tiny_model_dir, small_splits):
     root, audit = tmp_path / "audited", tmp_path / "audit"
     run = root / "run"
-    launch(tmp_path, 2, "grpo", run, f"model.name={tiny_model_dir}", f"data.splits_dir={splits}",
+    launch(tmp_path, 2, "grpo", run, f"model.name={tiny_model_dir}", f"data.splits_dir={small_splits}",
            "grpo.init=base", FAST_REWARDS, audit=audit)
     main = check_one_writer(audit, root)
     assert {"run/grpo/samples.jsonl", "run/grpo/adapter/adapter_model.safetensors"} <= main
@@ -187,7 +177,7 @@ def test_two_processes_train_grpo_and_only_the_main_one_writes(tmp_path, tiny_mo
 
 
 @pytest.mark.slow
-def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, splits):
+def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, small_splits):
     """kill -9 of the whole 2-process launch mid-SFT (the launcher and both trainers), then the
     same launch again: it resumes from the newest complete checkpoint, loses none, and its log
     holds every step once."""
@@ -196,7 +186,7 @@ def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(tmp_path, tin
     import time
 
     run = tmp_path / "run"
-    common = (f"model.name={tiny_model_dir}", f"data.splits_dir={splits}", *SFT)
+    common = (f"model.name={tiny_model_dir}", f"data.splits_dir={small_splits}", *SFT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1"}
     cli_args = ["-m", "haiku_kit.cli", "train", "sft", "--preset", "cpu-smoke", "--out", str(run),

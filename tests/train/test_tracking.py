@@ -91,14 +91,15 @@ def test_grpo_with_tensorboard_writes_reward_curves(tiny_model_dir, tmp_path, da
     assert [e.step for e in acc.Scalars("train/reward")] == [1, 2]
 
 
-def test_grpo_with_trackio_writes_its_local_store(tiny_model_dir, tmp_path):
+def test_grpo_with_trackio_writes_its_local_store(tiny_model_dir, tmp_path, small_splits):
     """In a fresh process (trackio reads TRACKIO_DIR on import): the CLI run logs into RUN/trackio."""
     env = {k: v for k, v in os.environ.items() if k != "TRACKIO_DIR"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     env["GRADIO_ANALYTICS_ENABLED"] = "False"
     proc = subprocess.run(
         [sys.executable, "-m", "haiku_kit.cli", "train", "grpo", "--preset", "cpu-smoke", "--out", str(tmp_path),
-         "--set", f"model.name={tiny_model_dir}", "--set", "grpo.init=base", "--set", FAST_REWARDS,
+         "--set", f"model.name={tiny_model_dir}", "--set", f"data.splits_dir={small_splits}",
+         "--set", "grpo.init=base", "--set", FAST_REWARDS,
          "--set", "grpo.report_to=trackio", "--set", "grpo.trainer_args={project: haiku-test}"],
         capture_output=True, text=True, env=env, check=False, timeout=900,
     )

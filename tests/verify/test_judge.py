@@ -65,6 +65,8 @@ def test_poem_end_allows_particles_and_nouns(last):
     ("rose petals on hot\nher palms in a white silk roll\nher thumb in the sun",
      "line 1 ends on 'on hot', an adjective with no noun"),
     ("a cold day\nthe wind\nthe kids eat the whole", "line 3 ends on 'the whole', an adjective with no noun"),
+    ("the speaker shakes out\nthe ghost of her lost life, her\na thousand dollars'",
+     "line 3 ends on the possessive 'dollars'', owning nothing"),
 ])
 def test_no_noun_catches_a_line_cut_before_its_noun(poem, bad):
     assert rule("no_noun", poem) == [bad]
@@ -74,7 +76,7 @@ def test_no_noun_catches_a_line_cut_before_its_noun(poem, bad):
     # contractions, adjectives that are nouns too, idioms: the kit's human haiku end so
     "and then it's", "let's", "waiting in the cold", "boats bobbing in blue", "then walks on its own",
     "drinking is just the same", "paid in full", "days of old", "not for long", "the old house",
-    "a nest for her young",
+    "a nest for her young", "the old phone says, 'here it is'",
 ])
 def test_no_noun_leaves_english_line_ends(line):
     assert J.line_end_problem(line) is None
@@ -136,6 +138,13 @@ def test_garbled_words():
     assert rule("garbled", 'a sunny grass court\nb\nthe young man cheers" catch') == [
         "an unmatched '\"'"]
     assert rule("garbled", "a \u201cquote\nb\nc") == ["an unmatched '\u201c'"]
+    # an apostrophe closing a word must own ("dogs'"), drop a g ("fightin'") or quote
+    assert rule("garbled", "we talk to each other in\nb\nthe bully sees one'") == [
+        "a stray apostrophe in 'one''"]
+    assert rule("garbled", "a\nTrump's face still red' watch\nc") == ["a stray apostrophe in 'red''"]
+    for fine in ("the dogs' bowls\nfightin' words\no' the sea", "rock 'n' roll\nb\nc",
+                 "old man says, 'you know it now'\nb\nc"):
+        assert rule("garbled", fine) == [], fine
     for fine in ('I say "hi" to you\nb\nc', "it's a caf\u00e9 night\nb\nc", "the dog's bowl\nb\nc"):
         assert rule("garbled", fine) == [], fine
     for human in ("watching YouTube late\nb\nc", "McDonalds at night\nb\nc", HUMAN):
