@@ -119,14 +119,16 @@ def pass_at_k_table(records: list[dict]) -> dict[int, float]:
     return {k: float(np.mean([pass_at_k(n, c, k) for n, c in counts])) for k in ks}
 
 
-def best_of_k_rate(result, k: int) -> float:
-    """Share of prompts with a valid haiku among k samples (unbiased pass@k on the samples).
+def best_of_k_rate(result, k: int, key: str = "is_haiku") -> float:
+    """Share of prompts with a valid haiku (key="good": a good one) among k samples (unbiased
+    pass@k on the samples).
 
     This is the valid rate of write_haiku(k=...) on the same prompts: it returns a valid poem
-    exactly when one of its k candidates is valid. Needs >= k samples per prompt.
+    exactly when one of its k candidates is valid, and a good one when one is good by the
+    judge's parts it ranks by (write.pick_best). Needs >= k samples per prompt.
     """
     records = getattr(result, "records", result)
-    counts = per_prompt(records)
+    counts = per_prompt(records, key)
     if not counts:
         raise ValueError("best_of_k_rate: no records")
     return float(np.mean([pass_at_k(n, c, k) for n, c in counts]))

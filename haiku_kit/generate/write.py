@@ -20,7 +20,7 @@ from haiku_kit.generate.sampling import install_fast_topk_topp
 from haiku_kit.model.chat import encode, prompt_strings, stop_token_ids
 from haiku_kit.model.load import load_from_config
 from haiku_kit.verify import haiku as hk
-from haiku_kit.verify.judge import fluency_problems
+from haiku_kit.verify.judge import fluency_problems, is_original
 from haiku_kit.verify.text import PATTERN, build_prompt
 
 # A topic is a phrase or a sentence (the reference data's longest has 167 characters): a longer
@@ -213,14 +213,18 @@ class WrittenHaiku:
 
 
 def pick_best(checks: Sequence[hk.HaikuCheck], similarities: Sequence[float],
-              fluent: Sequence[bool] | None = None) -> int:
+              fluent: Sequence[bool] | None = None, original: Sequence[bool] | None = None) -> int:
     """Index of the best candidate: valid first, then (given `fluent`) those that read as
-    English by the judge's rules, then smallest distance, then most similar."""
+    English by the judge's rules, then (given `original`) those that copy neither the
+    instruction nor the topic, then smallest distance, then most similar. So the pick is good
+    by the judge's rules (valid, fluent, on topic, original) whenever one candidate is: among
+    those left, the most similar is on topic if any is."""
     if not checks:
         raise ValueError("pick_best: no candidates")
     reads = fluent if fluent is not None else [True] * len(checks)
-    return max(range(len(checks)),
-               key=lambda i: (checks[i].is_haiku, reads[i], -checks[i].distance, similarities[i]))
+    own = original if original is not None else [True] * len(checks)
+    return max(range(len(checks)), key=lambda i: (
+        checks[i].is_haiku, reads[i], own[i], -checks[i].distance, similarities[i]))
 
 
 @functools.lru_cache(maxsize=2)
@@ -245,7 +249,7 @@ def write_haiku(
 ) -> WrittenHaiku:
     """Sample k poems about `topic`; return the best: valid first, then one the judge's rules
     read as English (verify.judge.fluency_problems: no line cut off on "the", no stutter), then
-    the closest (smallest syllable distance), then the most similar, with its diagnosis.
+    one that copies neither the instruction nor the topic (verify.judge.is_original), then the closest (smallest syllable distance), then the most similar, with its diagnosis.
     constrained=True writes through the syllable-constrained decoder with clean line ends.
 
     `model` is a loaded model (then pass its `tokenizer`) or a model name/path (see
@@ -272,11 +276,14 @@ def write_haiku(
         scorer = get_scorer()
     sims = [c - 0.5 for c in scorer.cosine([topic] * len(poems), poems)]
     problems = [fluency_problems(p) if p.strip() else ["no words"] for p in poems]
+    original = [is_original(p, topic.strip()) for p in poems]
     candidates = [
         {"completion": t, "poem": p, "is_haiku": c.is_haiku, "distance": c.distance,
-         "similarity": s, "reason": c.reason, "hit_limit": h, "fluency_problems": f}
-        for t, p, c, s, h, f in zip(texts, poems, checks, sims, gens.hit_limit[0], problems)
+         "similarity": s, "reason": c.reason, "hit_limit": h, "fluency_problems": f,
+         "original": o}
+        for t, p, c, s, h, f, o in zip(texts, poems, checks, sims, gens.hit_limit[0], problems,
+                                       original)
     ]
-    best = pick_best(checks, sims, [not f for f in problems])
+    best = pick_best(checks, sims, [not f for f in problems], original)
     return WrittenHaiku(topic, poems[best], checks[best].is_haiku, sims[best], checks[best],
                         candidates, tuple(problems[best]))

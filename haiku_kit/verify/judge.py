@@ -56,9 +56,11 @@ __all__ = [
     "Verdict",
     "ends_unfinished",
     "fluency_problems",
+    "is_original",
     "line_end_problem",
     "lm_logprob",
     "slor",
+    "stray_apostrophe",
     "topic_copy_fraction",
     "word_order_gain",
 ]
@@ -514,6 +516,15 @@ def word_order_gain(model, tokenizer, poems: Sequence[str], shuffles: int = ORDE
 
 
 # --------------------------------------------------------------------------- the judge
+
+
+def is_original(poem: str, topic: str, prompt: str | None = None,
+                topic_copy_min: float = TOPIC_COPY_MIN) -> bool:
+    """The judge's `original` part alone: the poem copies neither the instruction it was
+    written for (`prompt`, default: the template filled with the topic) nor the topic."""
+    prompt = DEFAULT_TEMPLATE.format(topic=topic) if prompt is None else prompt
+    return (copy_fraction(poem, prompt, topic) < COPY_THRESHOLD
+            and topic_copy_fraction(poem, topic) < topic_copy_min)
 
 
 @dataclass(frozen=True)

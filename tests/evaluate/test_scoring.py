@@ -212,6 +212,12 @@ def test_pass_at_k_and_best_of_k_with_k_samples():
     assert metrics.best_of_k_rate(result, 4) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="pass@8"):
         metrics.best_of_k_rate(result, 8)
+    # best of k by another part of the verdict: prompt 0 has 2 good of 4, prompt 1 none
+    records = [{"prompt_index": p, "is_haiku": True, "good": g}
+               for p, g in ((0, True), (0, True), (0, False), (0, False), *[(1, False)] * 4)]
+    assert metrics.best_of_k_rate(records, 1, key="good") == pytest.approx(0.25)
+    assert metrics.best_of_k_rate(records, 2, key="good") == pytest.approx((1 - 1 / 6) / 2)
+    assert metrics.best_of_k_rate(records, 4) == pytest.approx(1.0)
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -23,6 +23,17 @@ def test_pick_best_prefers_valid_then_distance_then_similarity():
     # among valid poems, one that reads as English beats a more similar filler one
     assert gen.pick_best(checks, [0.9, 0.9, 0.2], fluent=[True, False, True]) == 2
     assert gen.pick_best(checks, [0.9, 0.9, 0.2], fluent=[True, True, False]) == 1
+    # ... and one of its own words beats a more similar copy of the topic
+    assert gen.pick_best(checks, [0.9, 0.9, 0.2], original=[True, False, True]) == 2
+
+
+def test_a_copy_of_the_topic_or_the_instruction_is_not_original():
+    from haiku_kit.verify.judge import is_original
+
+    topic = "a frog jumps into an old silent pond at dawn"
+    assert not is_original("a frog jumps into\nan old silent pond at\ndawn", topic)
+    assert not is_original("write a haiku about\na frog jumps into an old\nsilent pond at dawn", topic)
+    assert is_original(HAIKU_A, topic)
 
 
 # --------------------------------------------------------------------------- generation
