@@ -12,13 +12,15 @@ Prints, in one run on the same cores (all ratios are side by side, so machine no
      one optimizer step for 32 completions): completions per second and s/step, split into
      generation / log-prob / backward / rewards / other;
   3. achieved GFLOP/s of greedy generation against a plain fp32 matmul on the same threads;
-  4. the tied LM head's share of a batch-32 greedy step, and how many token ids English text reaches.
+  4. the tied LM head's share of a batch-32 greedy step, and how many token ids English text reaches;
+  5. (batch1) one poem at a time: greedy tok/s at batch 1 with fp32, bf16 and int8 weights, and
+     what each does to the logits and the greedy tokens.
 Generation and GRPO also run the English-trimmed model (embedded-english: 93,300 of 262,144 ids)
 beside the full one.
 Targets: sampled >= 0.95x greedy at batch 32 (issue 40); GRPO completions/s >= 4x today's.
 Only the sampling timings: --sections gen (add --models embedded-english for the trimmed model alone).
 
-    python benchmarks/rollout.py [--sections gen,grpo,flops,head] [--repeats 2] [--threads 1]
+    python benchmarks/rollout.py [--sections gen,batch1,grpo,flops,head] [--repeats 2] [--threads 1]
                                  [--variants today,batched,batched+iter2,accum4,accum4+english]
                                  [--batches 8,16,32] [--models embedded,embedded-english]
 """
@@ -329,9 +331,90 @@ def english_vocabulary(tokenizer) -> None:
           f"({keep / len(tokenizer):.0%}), before the BPE merge closure")
 
 
+def _weights_as(model, form: str):
+    """A copy of `model` with its decoder weights in `form`: "fp32" (the model itself), "bf16",
+    "int8" (torch's dynamic int8, per-channel weights, the decoder's Linear layers; the head stays
+    fp32)."""
+    import copy
+
+    import torch
+
+    if form == "fp32":
+        return model
+    if form == "bf16":
+        return copy.deepcopy(model).to(torch.bfloat16)
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    quantized = copy.deepcopy(model)
+    quantized.model = quantize_dynamic(quantized.model, {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                       dtype=torch.qint8)
+    return quantized
+
+
+def bench_batch1(model, tokenizer, repeats: int, forms=("fp32", "bf16", "int8")) -> None:
+    """One poem at a time (what `haiku-kit write` and a chat do): greedy tok/s at batch 1 through
+    HF generate and through a bare decode loop (the model's forward only), for each weight form,
+    with the logits' relative error on the prompt against fp32 and the share of greedy tokens of
+    the bare loop that match fp32's. At batch 1 a step is a matrix-vector product per weight
+    matrix: every weight is read once per token, so the bytes per weight bound the speed."""
+    import torch
+    from transformers import DynamicCache
+
+    enc = tokenizer(prompts(tokenizer, 1), return_tensors="pt", add_special_tokens=False)
+    ids = enc["input_ids"]
+
+    def bare_loop(m) -> tuple[float, list[int]]:
+        with torch.inference_mode():
+            out = m(ids, past_key_values=DynamicCache(config=m.config), use_cache=True)
+            nxt, toks = out.logits[:, -1:].argmax(-1), []
+            start = time.perf_counter()
+            for _ in range(NEW_TOKENS):
+                out = m(nxt, past_key_values=out.past_key_values, use_cache=True)
+                nxt = out.logits[:, -1:].argmax(-1)
+                toks.append(int(nxt))
+            return NEW_TOKENS / (time.perf_counter() - start), toks
+
+    def generate_rate(m) -> float:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            m.generate(**enc, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                       pad_token_id=tokenizer.pad_token_id)
+            return NEW_TOKENS / (time.perf_counter() - start)
+
+    variants = {form: _weights_as(model, form) for form in forms}
+    with torch.inference_mode():
+        reference = model(ids).logits
+    rates: dict[str, dict[str, list[float]]] = {f: {"generate": [], "bare": []} for f in forms}
+    tokens: dict[str, list[int]] = {}
+    for form, m in variants.items():  # warm-up
+        bare_loop(m)
+    for _ in range(repeats):  # interleaved, so load changes hit every form alike
+        for form, m in variants.items():
+            rates[form]["generate"].append(generate_rate(m))
+            rate, tokens[form] = bare_loop(m)
+            rates[form]["bare"].append(rate)
+    print(f"\n## One poem at a time: greedy tok/s at batch 1, {NEW_TOKENS} new tokens (median of {repeats})")
+    print("| weights | generate tok/s | bare loop tok/s | bare / fp32 | logits rel. error | greedy tokens as fp32 |")
+    print("|---|---|---|---|---|---|")
+    base = statistics.median(rates["fp32"]["bare"])
+    for form, m in variants.items():
+        with torch.inference_mode():
+            logits = m(ids).logits.float()
+        error = float((logits - reference).norm() / reference.norm())
+        same = sum(a == b for a, b in zip(tokens[form], tokens["fp32"])) / NEW_TOKENS
+        bare = statistics.median(rates[form]["bare"])
+        print(f"| {form} | {statistics.median(rates[form]['generate']):.1f} | {bare:.1f} | "
+              f"{bare / base:.2f}x | {error:.3f} | {same:.0%} |")
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        print("llama.cpp: llama-cpp-python is not installed here (it builds from source), so its "
+              "tok/s on the same GGUF is not measured in this run.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="gen,grpo,flops,head")
+    parser.add_argument("--sections", default="gen,batch1,grpo,flops,head")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--grpo-rounds", type=int, default=1, help="rounds of 32 generated completions per variant")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="generation batch sizes")
@@ -350,6 +433,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
     rates = None
+    if "batch1" in sections:
+        name = args.models.split(",")[-1]  # the model a poem is written with (cpu-demo: embedded-english)
+        print(f"\nbatch 1 on {name}")
+        bench_batch1(*load_embedded_model(name), repeats=args.repeats)
     if sections & {"gen", "flops", "head"}:
         needs_full = "embedded" in args.models.split(",") or sections & {"flops", "head"}
         model, tokenizer = load_embedded_model() if needs_full else (None, None)
