@@ -364,6 +364,11 @@ class ModelSettings:
     max_seq_length: int = 512
     device: str = "auto"  # auto | cpu | cuda
     lora: LoraSettings = field(default_factory=LoraSettings)
+    # auto: float32 on the CPU, bfloat16 or float16 by the GPU. bfloat16 on the CPU writes one
+    # poem at a time (write --k 1) 1.3-2x faster with the same greedy tokens (reading the weights
+    # bounds batch 1, research/log.md E15), but batches (best of 8, eval, training) run slower
+    # without bf16 matrix units.
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     fast_inference: bool = False  # GPU: Unsloth loads vLLM and GRPO generates through it
     gpu_memory_utilization: float = 0.5  # vLLM's share of GPU memory (fast_inference)
     # auto | off | on | unsloth (GRADIENT_CHECKPOINTING): TRL's gradient_checkpointing and
@@ -591,6 +596,7 @@ class RunConfig:
 CHOICES = {
     "model.backend": ("auto", "hf", "unsloth"),
     "model.device": ("auto", "cpu", "cuda"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "sft.loss_mask": ("auto", "assistant", "completion"),
     "grpo.collapse.metric": ("mean", "max"),
     "grpo.collapse.action": ("stop", "rollback"),

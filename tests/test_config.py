@@ -114,7 +114,7 @@ def test_unknown_override_key_names_it_and_lists_valid_keys(override, named, lis
 @pytest.mark.parametrize(
     "override",
     ["grpo.max_steps=abc", "grpo.max_steps=1.5", "model.load_in_4bit=maybe", "model.backend=tpu",
-     "phases=[sft, rlhf]", "grpo.collapse.action=panic", "no_equals_sign"],
+     "phases=[sft, rlhf]", "grpo.collapse.action=panic", "no_equals_sign", "model.dtype=float8"],
 )
 def test_bad_override_values_are_config_errors(override):
     with pytest.raises(ConfigError):

@@ -528,6 +528,7 @@ def load_from_config(cfg: RunConfig, adapter: str | Path | None = None, trainabl
         m.name,
         backend=backend_for(cfg),
         load_in_4bit=m.load_in_4bit,
+        dtype=None if m.dtype == "auto" else m.dtype,
         lora=m.lora if trainable else None,
         max_seq_length=m.max_seq_length,
         adapter=str(adapter) if adapter else None,

@@ -89,6 +89,19 @@ def test_tiny_model_loads_with_lora(tiny_model_dir):
     assert trainable and all("lora_" in n for n in trainable)
 
 
+def test_model_dtype_loads_the_weights_in_that_type(tiny_model_dir):
+    import torch
+
+    from haiku_kit.config import RunConfig, apply_overrides
+    from haiku_kit.model.load import load_from_config
+
+    for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):
+        cfg = apply_overrides(RunConfig(), [f"model.name={tiny_model_dir}", "model.backend=hf",
+                                            f"model.dtype={dtype}"])
+        model, _ = load_from_config(cfg, trainable=False)
+        assert {p.dtype for p in model.parameters()} == {expected}, dtype
+
+
 def test_save_gguf_needs_unsloth(tiny_model_dir, tmp_path):
     model, tok = load_model(str(tiny_model_dir), backend="hf", lora=LoraSettings(r=4, alpha=8))
     with pytest.raises(ModelLoadError, match="unsloth"):
