@@ -275,8 +275,8 @@ _LETTER_RUN = re.compile(r"[a-z]+(?:'[a-z]+)*")
 def known_word(word: str) -> bool:
     """Does the pronouncing dictionary know every run of letters in `word` ("lightf,lights" is
     two runs, "half-moon" two, a possessive is read by its stem)? Accents are read without their
-    marks ("café" as "cafe"), so "child'sthé" is a splice; "one'" is no word; a word with other letters outside
-    ASCII is not judged here (True)."""
+    marks ("café" as "cafe"), so "child'sthé" is a splice; "one'" is no word; a word with other
+    letters outside ASCII is not judged here (True)."""
     if stray_apostrophe(word) is not None:
         return False  # "one'": an apostrophe that owns or drops nothing (the judge's `garbled`)
     word = word.translate(_QUOTES).lower()

@@ -249,7 +249,8 @@ def write_haiku(
 ) -> WrittenHaiku:
     """Sample k poems about `topic`; return the best: valid first, then one the judge's rules
     read as English (verify.judge.fluency_problems: no line cut off on "the", no stutter), then
-    one that copies neither the instruction nor the topic (verify.judge.is_original), then the closest (smallest syllable distance), then the most similar, with its diagnosis.
+    one that copies neither the instruction nor the topic (verify.judge.is_original), then the
+    closest (smallest syllable distance), then the most similar, with its diagnosis.
     constrained=True writes through the syllable-constrained decoder with clean line ends.
 
     `model` is a loaded model (then pass its `tokenizer`) or a model name/path (see
