@@ -26,6 +26,7 @@ from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script too
 from hostile_inputs import CASES, Case, expand, lost, snapshot  # sibling modules
+from interruptions import last_line
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -41,9 +42,7 @@ class Result:
 
     @property
     def last_line(self) -> str:
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        own = [line for line in lines if line.startswith(("haiku-kit ", "warning: "))]
-        return (own or lines or [""])[-1]
+        return last_line(self.stderr, own=("haiku-kit ", "warning: "))
 
     @property
     def named(self) -> bool:

@@ -34,11 +34,15 @@ class Outcome:
 
     @property
     def last_line(self) -> str:
-        """The kit's own last message ("haiku-kit COMMAND: ..."), else the last stderr line
-        (libraries may log after it at exit)."""
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        own = [line for line in lines if line.startswith("haiku-kit ")]
-        return (own or lines or [""])[-1]
+        return last_line(self.stderr)
+
+
+def last_line(stderr: str, own: tuple[str, ...] = ("haiku-kit ",)) -> str:
+    """The kit's own last message (a line starting with one of `own`: "haiku-kit COMMAND: ..."),
+    else the last stderr line (libraries may log after it at exit)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    mine = [line for line in lines if line.startswith(own)]
+    return (mine or lines or [""])[-1]
 
 
 # What the `haiku-kit` console script runs. Not `python -m haiku_kit.cli`: under -m, CPython 3.11
